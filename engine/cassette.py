@@ -1,0 +1,83 @@
+"""Record and replay HTTP with vcrpy, with every secret scrubbed before it reaches disk.
+
+``etl run --cassette FILE --record-mode none`` replays only (no network at all);
+``once`` records when the file does not exist yet; ``all`` re-records against the live
+API. Recording is sequential (vcrpy is not thread-safe), and the same scrubbing is
+applied to requests while replaying, so a scrubbed cassette matches a live request.
+"""
+
+from __future__ import annotations
+
+import copy
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import vcr
+
+from .config import REDACTED, Redactor
+from .errors import FetchError
+
+RECORD_MODES = ("none", "once", "all")
+
+# Headers that carry credentials or session state in any API; never recorded verbatim.
+ALWAYS_SCRUBBED_REQUEST_HEADERS = ("authorization", "proxy-authorization", "cookie", "x-api-key")
+ALWAYS_SCRUBBED_RESPONSE_HEADERS = ("set-cookie",)
+
+
+def scrub_request(redactor: Redactor):
+    def before_record_request(request):
+        request.uri = redactor(request.uri)
+        for name in list(request.headers):
+            value = request.headers[name]
+            if name.lower() in ALWAYS_SCRUBBED_REQUEST_HEADERS:
+                request.headers[name] = REDACTED
+            elif isinstance(value, str):
+                request.headers[name] = redactor(value)
+        if isinstance(request.body, bytes):
+            request.body = redactor.bytes(request.body)
+        return request
+
+    return before_record_request
+
+
+def scrub_response(redactor: Redactor):
+    def before_record_response(response):
+        response = copy.deepcopy(response)
+        headers = response.get("headers", {})
+        for name in list(headers):
+            if name.lower() in ALWAYS_SCRUBBED_RESPONSE_HEADERS:
+                headers[name] = [REDACTED]
+            else:
+                headers[name] = [redactor(v) if isinstance(v, str) else v for v in headers[name]]
+        body = response.get("body", {})
+        if isinstance(body.get("string"), bytes):
+            body["string"] = redactor.bytes(body["string"])
+        elif isinstance(body.get("string"), str):
+            body["string"] = redactor(body["string"])
+        return response
+
+    return before_record_response
+
+
+def make_vcr(redactor: Redactor, record_mode: str) -> vcr.VCR:
+    return vcr.VCR(
+        record_mode=record_mode,
+        match_on=("method", "scheme", "host", "port", "path", "query", "body"),
+        before_record_request=scrub_request(redactor),
+        before_record_response=scrub_response(redactor),
+        decode_compressed_response=True,
+        record_on_exception=False,
+        serializer="yaml",
+    )
+
+
+@contextmanager
+def cassette(path: Path, record_mode: str, redactor: Redactor) -> Iterator[None]:
+    """Route every HTTP request of the block through the cassette at ``path``."""
+    if record_mode == "none" and not path.is_file():
+        raise FetchError(f"cassette {path} does not exist (record mode 'none' only replays; "
+                         f"use --record-mode once to record it)")
+    with make_vcr(redactor, record_mode).use_cassette(str(path)):
+        yield
+

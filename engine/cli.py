@@ -1,0 +1,228 @@
+"""The ``etl`` command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+from contextlib import nullcontext
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .cassette import RECORD_MODES, cassette
+from .config import Redactor, parse_assignments, resolve_config
+from .errors import EXIT_RUN_FAILED, EtlError, RunInterrupted
+from .load import mapping_schema
+from .plan import Plan, compile_file
+from .run import RunOptions, RunResult, run_plan
+
+EXIT_CODES_HELP = """\b
+Exit codes:
+  0  success: every step succeeded and the output is complete
+  1  partial success: output written, but some steps failed or some types are partial
+  2  usage error (bad command-line options)
+  3  the mapping file is invalid
+  4  a config value is missing or invalid
+  5  the run failed; the previous output was left untouched
+"""
+
+
+class RedactingFilter(logging.Filter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.redactor = Redactor()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = self.redactor(record.getMessage())
+        record.args = ()
+        return True
+
+
+_redacting = RedactingFilter()
+
+
+def setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.ERROR if quiet else {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("etl: %(levelname)s: %(message)s"))
+    handler.addFilter(_redacting)
+    root = logging.getLogger("etl")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def fail(error: EtlError, redactor: Redactor | None = None) -> None:
+    text = str(error)
+    if redactor is not None:
+        text = redactor(text)
+    click.echo(f"etl: error: {text}" if "\n" not in text else text, err=True)
+    sys.exit(error.exit_code)
+
+
+@click.group(epilog=EXIT_CODES_HELP)
+@click.version_option(__version__, prog_name="etl")
+def main() -> None:
+    """Turn vendor security APIs into a JupiterOne-compatible asset graph,
+    driven by declarative YAML mapping files."""
+
+
+@main.command()
+@click.argument("mappings", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+def validate(mappings: tuple[Path, ...]) -> None:
+    """Check mapping files offline: YAML, schema, JMESPath, Jinja and references.
+
+    Prints every problem as FILE:LINE:COL: path: message and exits 3 if there is any.
+    """
+    failed = None
+    for path in mappings:
+        try:
+            plan = compile_file(path)
+        except EtlError as exc:
+            click.echo(str(exc), err=True)
+            failed = exc
+            continue
+        click.echo(f"{path}: ok ({len(plan.steps)} steps, {_count_types(plan)})")
+    if failed is not None:
+        sys.exit(failed.exit_code)
+
+
+def _count_types(plan: Plan) -> str:
+    entities = sum(len(s.entities) for s in plan.steps)
+    relationships = sum(len(s.relationships) + len(s.mapped_relationships) for s in plan.steps)
+    return f"{entities} entity types, {relationships} relationship types"
+
+
+@main.command()
+def schema() -> None:
+    """Print the JSON Schema of mapping files (for editors and CI linters)."""
+    click.echo(json.dumps(mapping_schema(), indent=2))
+
+
+def _parse_base_urls(values: tuple[str, ...]) -> tuple[tuple[str | None, str], ...]:
+    out = []
+    for value in values:
+        name, sep, url = value.partition("=")
+        if sep and "://" not in name:
+            out.append((name, url))
+        else:
+            out.append((None, value))
+    return tuple(out)
+
+
+@main.command(epilog=EXIT_CODES_HELP)
+@click.argument("mapping", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=Path(".j1-integration"),
+              show_default=True, help="Directory to write the graph and summary.json to (replaced atomically).")
+@click.option("-c", "--config", "config_pairs", multiple=True, metavar="NAME=VALUE",
+              help="Set a config field (repeatable). Otherwise the field's environment variable, "
+                   "then .env in the working directory, then its default.")
+@click.option("--base-url", "base_urls", multiple=True, metavar="[SOURCE=]URL",
+              help="Send requests to URL instead of the mapping's base URL (e.g. a local or staging "
+                   "server). SOURCE=URL replaces one named source.")
+@click.option("--cassette", type=click.Path(dir_okay=False, path_type=Path),
+              help="Replay (or record) HTTP from/to this vcrpy cassette instead of the network.")
+@click.option("--record-mode", type=click.Choice(RECORD_MODES), default=None,
+              help="With --cassette: none = replay only (default); once = record if the file is missing; "
+                   "all = re-record everything from the live API.")
+@click.option("--offline", is_flag=True,
+              help="Replay the mapping's own bundled cassette (its 'offline' section); no network, no secrets.")
+@click.option("--step", "steps", multiple=True, metavar="ID",
+              help="Run only this step and the steps it depends on (repeatable).")
+@click.option("--pretty", is_flag=True, help="Indent the JSON output files.")
+@click.option("-v", "--verbose", count=True, help="Log steps (-v) and every HTTP request (-vv) to stderr.")
+@click.option("-q", "--quiet", is_flag=True, help="Only print errors.")
+def run(mapping: Path, output: Path, config_pairs: tuple[str, ...], base_urls: tuple[str, ...],
+        cassette: Path | None, record_mode: str | None, offline: bool, steps: tuple[str, ...], pretty: bool,
+        verbose: int, quiet: bool) -> None:
+    """Run MAPPING: fetch from the API and write the graph to --output."""
+    setup_logging(verbose, quiet)
+    redactor = None
+    try:
+        plan = compile_file(mapping)
+        for step_id in steps:
+            if step_id not in {s.id for s in plan.steps}:
+                raise click.BadParameter(f"{mapping} has no step '{step_id}'", param_hint="--step")
+        cassette_path, mode, defaults = _replay_settings(plan, cassette, record_mode, offline)
+        config = resolve_config(plan, parse_assignments(list(config_pairs)), defaults=defaults,
+                                secret_placeholders=cassette_path is not None and mode == "none")
+        redactor = config.redactor
+        _redacting.redactor = redactor
+        options = RunOptions(output=output, base_urls=_parse_base_urls(base_urls), steps=steps, pretty=pretty)
+        recording = _cassette_context(cassette_path, mode, redactor)
+        with recording, _terminate_as_interrupt():
+            result = run_plan(plan, config, options)
+    except EtlError as exc:
+        fail(exc, redactor)
+    except KeyboardInterrupt:
+        fail(RunInterrupted("interrupted; the previous output was left untouched"), redactor)
+    if not quiet:
+        click.echo(redactor(format_result(result)) if redactor else format_result(result))
+    sys.exit(result.exit_code)
+
+
+def _replay_settings(plan: Plan, cassette_path: Path | None, record_mode: str | None, offline: bool):
+    if offline:
+        if plan.offline is None:
+            raise EtlError(f"{plan.path} has no 'offline' section naming a bundled cassette; use --cassette")
+        return cassette_path or plan.offline.cassette, record_mode or "none", dict(plan.offline.config)
+    if record_mode and cassette_path is None:
+        raise click.BadParameter("--record-mode needs --cassette", param_hint="--record-mode")
+    return cassette_path, record_mode or "none", {}
+
+
+def _cassette_context(path: Path | None, mode: str, redactor: Redactor):
+    return nullcontext() if path is None else cassette(path, mode, redactor)
+
+
+class _terminate_as_interrupt:
+    """Treat SIGTERM like Ctrl-C, so the staging directory is cleaned up and the old output kept."""
+
+    def __enter__(self):
+        def handler(signum, frame):
+            raise KeyboardInterrupt
+
+        try:
+            self.previous = signal.signal(signal.SIGTERM, handler)
+        except ValueError:  # not the main thread
+            self.previous = None
+        return self
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+        return False
+
+
+def format_result(result: RunResult) -> str:
+    plan = result.plan
+    lines = [f"{plan.integration_name} ({plan.path}) -> {result.output}"]
+    width = max(len(r.step.id) for r in result.steps) if result.steps else 0
+    for step in result.steps:
+        counts = ", ".join(f"{t} {n}" for t, n in sorted(step.counts.items())) or "nothing"
+        lines.append(f"  {step.step.id:<{width}}  {step.status:<9}  {counts}")
+        if step.error:
+            lines.append(f"  {'':<{width}}  error: {step.error}")
+        if step.warning_count:
+            lines.append(f"  {'':<{width}}  {step.warning_count} warning(s); first: {step.warnings[0]}")
+    entities = sum(n for s in result.steps for t, n in s.counts.items() if t in _entity_types(plan))
+    relationships = sum(n for s in result.steps for n in s.counts.values()) - entities
+    lines.append(f"Graph: {entities} entities, {relationships} relationships")
+    for note in result.graph_notes:
+        lines.append(f"  note: {note}")
+    partial = ", ".join(result.partial_types) or "none"
+    lines.append(f"Partial datasets: {partial}")
+    return "\n".join(lines)
+
+
+def _entity_types(plan: Plan) -> set[str]:
+    return {e.type for s in plan.steps for e in s.entities}
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+
+__all__ = ["main", "EXIT_RUN_FAILED"]

@@ -1,0 +1,183 @@
+"""Config values for a run: from ``--config``, the environment, a ``.env`` file, or defaults.
+
+Also home of the :class:`Redactor`, which removes secret values from anything the
+engine prints, logs, writes or records.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
+from urllib.parse import quote, quote_plus
+
+from .errors import ConfigError
+from .plan import ConfigField, Plan
+
+REDACTED = "[REDACTED]"
+# A secret shorter than this is not redacted (it would mangle unrelated text); the
+# engine warns about it instead.
+MIN_SECRET_LENGTH = 4
+
+
+class Redactor:
+    """Replaces every known secret value (and its URL-encoded forms) with ``[REDACTED]``."""
+
+    def __init__(self, secrets: list[str] = ()):
+        variants: set[str] = set()
+        for secret in secrets:
+            if secret and len(secret) >= MIN_SECRET_LENGTH:
+                variants.update({secret, quote(secret, safe=""), quote_plus(secret)})
+        # Longest first, so a secret containing another is replaced whole.
+        ordered = sorted(variants, key=len, reverse=True)
+        self._pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+        self.secrets = tuple(ordered)
+
+    def __call__(self, text: str) -> str:
+        if self._pattern is None or not text:
+            return text
+        return self._pattern.sub(REDACTED, text)
+
+    def bytes(self, data: bytes) -> bytes:
+        if self._pattern is None or not data:
+            return data
+        for secret in self.secrets:
+            data = data.replace(secret.encode(), REDACTED.encode())
+        return data
+
+    def __bool__(self) -> bool:
+        return self._pattern is not None
+
+
+@dataclass(frozen=True)
+class ResolvedConfig:
+    values: Mapping[str, Any]
+    redactor: Redactor
+    placeholders: tuple[str, ...] = ()  # secret fields filled with a placeholder for replay
+
+
+def parse_assignments(pairs: list[str]) -> dict[str, str]:
+    """``["a=1", "b=x=y"]`` -> ``{"a": "1", "b": "x=y"}``."""
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"--config expects NAME=VALUE, got {pair!r}")
+        out[name.strip()] = value
+    return out
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """A small ``.env`` reader: ``KEY=VALUE`` lines, optional ``export``, quotes and comments."""
+    if not path.is_file():
+        return {}
+    values = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        line = line.removeprefix("export ").strip()
+        name, sep, value = line.partition("=")
+        if not sep:
+            continue
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        elif " #" in value:
+            value = value.split(" #", 1)[0].rstrip()
+        values[name.strip()] = value
+    return values
+
+
+def resolve_config(
+    plan: Plan,
+    overrides: Mapping[str, str],
+    *,
+    environ: Mapping[str, str] | None = None,
+    dotenv: Path | None = Path(".env"),
+    defaults: Mapping[str, Any] | None = None,
+    secret_placeholders: bool = False,
+) -> ResolvedConfig:
+    """Resolve every config field. Order: ``--config``, environment, ``.env``, ``defaults``
+    (e.g. a mapping's offline config), the field's own default.
+
+    With ``secret_placeholders`` (replaying a cassette), a missing secret becomes a
+    placeholder instead of an error: replay never sends it anywhere.
+    """
+    environ = os.environ if environ is None else environ
+    dotenv_values = read_dotenv(dotenv) if dotenv else {}
+    fields = {f.name: f for f in plan.config_fields}
+    for name in overrides:
+        if name not in fields:
+            match = difflib.get_close_matches(name, sorted(fields), n=1)
+            hint = f" (did you mean '{match[0]}'?)" if match else f"; known fields: {', '.join(sorted(fields)) or 'none'}"
+            raise ConfigError(f"--config {name}=...: {plan.path} has no config field '{name}'{hint}")
+
+    values: dict[str, Any] = {}
+    placeholders = []
+    for field in plan.config_fields:
+        raw, origin = _raw_value(field, overrides, environ, dotenv_values, defaults or {})
+        if raw is None:
+            if field.required and field.secret and secret_placeholders:
+                values[field.name] = f"placeholder-{field.name}"
+                placeholders.append(field.name)
+                continue
+            if field.required:
+                raise ConfigError(_missing_message(plan, field))
+            values[field.name] = field.default
+            continue
+        values[field.name] = _convert(field, raw, origin)
+
+    secrets = [str(values[f.name]) for f in plan.config_fields if f.secret and values.get(f.name) is not None]
+    return ResolvedConfig(MappingProxyType(values), Redactor(secrets), tuple(placeholders))
+
+
+def _raw_value(field: ConfigField, overrides, environ, dotenv_values, defaults) -> tuple[Any, str]:
+    if field.name in overrides:
+        return overrides[field.name], f"--config {field.name}"
+    if field.env and environ.get(field.env, "") != "":
+        return environ[field.env], f"environment variable {field.env}"
+    if field.env and dotenv_values.get(field.env, "") != "":
+        return dotenv_values[field.env], f"{field.env} in .env"
+    if field.name in defaults:
+        return defaults[field.name], "the mapping's offline config"
+    return None, ""
+
+
+def _missing_message(plan: Plan, field: ConfigField) -> str:
+    what = f" ({field.description})" if field.description else ""
+    ways = []
+    if field.env:
+        ways.append(f"set the environment variable {field.env} (or put it in .env)")
+    ways.append(f"pass --config {field.name}=...")
+    return f"missing required config field '{field.name}'{what}: " + " or ".join(ways)
+
+
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+def _convert(field: ConfigField, raw: Any, origin: str) -> Any:
+    if not isinstance(raw, str):
+        return raw  # already typed (a mapping's offline config)
+    text = raw if field.secret else raw.strip()
+    shown = "the value" if field.secret else repr(text)
+    try:
+        if field.type == "integer":
+            return int(text)
+        if field.type == "number":
+            return float(text)
+        if field.type == "boolean":
+            lowered = text.lower()
+            if lowered in _TRUE:
+                return True
+            if lowered in _FALSE:
+                return False
+            raise ValueError
+    except ValueError:
+        raise ConfigError(f"config field '{field.name}' expects {field.type}, but {origin} gives {shown}") from None
+    return text

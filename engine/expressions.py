@@ -1,0 +1,369 @@
+"""Values in a mapping: JMESPath expressions, Jinja templates and literals.
+
+Everything here is compiled once, when the mapping is loaded (see ``plan.py``), and
+then evaluated per record with a :class:`Scope`. A value in YAML is written as:
+
+* a string - a JMESPath expression evaluated against the record (``certificate.common_name``);
+* a string containing ``{{`` - a Jinja template rendered to a string (``"digicert_user:{{ record.id }}"``);
+* ``{jmespath: ...}``, ``{template: ...}`` or ``{value: ...}`` - the explicit forms;
+* a number, boolean or null - that literal.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from email.utils import parsedate_to_datetime
+from typing import Any, Callable
+
+import jinja2
+import jinja2.meta
+import jinja2.nodes
+import jmespath
+import jmespath.exceptions
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jmespath import functions
+
+# ----------------------------------------------------------------------------------------
+# Helpers shared by JMESPath functions and Jinja filters
+
+
+class ValueProblem(ValueError):
+    """A helper could not convert a value (an unparsable date, say)."""
+
+
+def to_epoch_ms(value: Any) -> int | None:
+    """ISO-8601 / RFC 2822 / ``YYYY-MM-DD`` text -> milliseconds since the epoch (UTC).
+
+    A date or time without an offset is taken as UTC. Numbers are assumed to be epoch
+    milliseconds already and are returned unchanged; null stays null.
+    """
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise ValueProblem(f"cannot read a date from the boolean {value!r}")
+    if isinstance(value, (int, float)):
+        return int(value)
+    if not isinstance(value, str):
+        raise ValueProblem(f"cannot read a date from {type(value).__name__} {value!r}")
+    text = value.strip()
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        try:
+            parsed = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            raise ValueProblem(f"cannot read a date from {value!r}") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return int(parsed.timestamp() * 1000)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def days_ago_ms(days: float) -> int:
+    return int((datetime.now(timezone.utc) - timedelta(days=days)).timestamp() * 1000)
+
+
+def split_text(value: str | None, separator: str) -> list[str] | None:
+    """Split and trim, dropping empty parts. null stays null."""
+    if value is None:
+        return None
+    return [part.strip() for part in value.split(separator) if part.strip()]
+
+
+def unique(values: list) -> list:
+    seen: list = []
+    for v in values:
+        if v not in seen:
+            seen.append(v)
+    return seen
+
+
+# ----------------------------------------------------------------------------------------
+# JMESPath
+
+
+class EngineFunctions(functions.Functions):
+    """JMESPath functions the engine adds to the standard ones. Null-safe where it helps."""
+
+    def __init__(self, config: dict[str, Any] | None = None):
+        super().__init__()
+        self._config = config or {}
+
+    @functions.signature({"types": ["string", "number", "null"]})
+    def _func_to_epoch_ms(self, value):
+        return to_epoch_ms(value)
+
+    @functions.signature()
+    def _func_now_ms(self):
+        return now_ms()
+
+    @functions.signature({"types": ["number"]})
+    def _func_days_ago_ms(self, days):
+        return days_ago_ms(days)
+
+    @functions.signature({"types": ["string", "null"]}, {"types": ["string"]})
+    def _func_split(self, value, separator):
+        return split_text(value, separator)
+
+    @functions.signature({"types": ["string", "null"]})
+    def _func_trim(self, value):
+        return None if value is None else value.strip()
+
+    @functions.signature({"types": ["string", "null"]})
+    def _func_lower(self, value):
+        return None if value is None else value.lower()
+
+    @functions.signature({"types": ["string", "null"]})
+    def _func_upper(self, value):
+        return None if value is None else value.upper()
+
+    @functions.signature({"types": ["string", "null"]}, {"types": ["string"]}, {"types": ["string"]})
+    def _func_replace(self, value, old, new):
+        return None if value is None else value.replace(old, new)
+
+    @functions.signature({"types": ["string", "null"]}, {"types": ["string"]})
+    def _func_trim_prefix(self, value, prefix):
+        return None if value is None else value.removeprefix(prefix)
+
+    @functions.signature({"types": ["string", "null"]}, {"types": ["string"]})
+    def _func_trim_suffix(self, value, suffix):
+        return None if value is None else value.removesuffix(suffix)
+
+    @functions.signature({"types": ["array", "null"]})
+    def _func_unique(self, values):
+        return None if values is None else unique(values)
+
+    @functions.signature({"types": ["array", "null"]}, {"types": ["array", "null"]})
+    def _func_difference(self, values, removed):
+        """The items of the first array that are not in the second, in order."""
+        if values is None:
+            return None
+        return [v for v in values if v not in (removed or [])]
+
+    @functions.signature({"types": [], "variadic": True})
+    def _func_coalesce(self, *values):
+        """The first argument that is not null (unlike ``||``, keeps false, 0 and '')."""
+        return next((v for v in values if v is not None), None)
+
+    @functions.signature({"types": ["array", "null"]}, {"types": ["string"]}, {"types": ["string"]})
+    def _func_from_entries(self, items, key_field, value_field):
+        """[{label: a, value: 1}] with 'label', 'value' -> {a: 1}. Skips items without a key."""
+        if items is None:
+            return None
+        out = {}
+        for item in items:
+            if isinstance(item, dict) and item.get(key_field) is not None:
+                out[str(item[key_field])] = item.get(value_field)
+        return out
+
+    @functions.signature({"types": ["string"]})
+    def _func_config(self, name):
+        """The value of the mapping's config field ``name``."""
+        if name not in self._config:
+            raise ValueProblem(f"config('{name}'): no such config field")
+        return self._config[name]
+
+
+def jmespath_options(config: dict[str, Any] | None = None) -> jmespath.Options:
+    return jmespath.Options(custom_functions=EngineFunctions(config))
+
+
+FUNCTION_NAMES = frozenset(
+    name.removeprefix("_func_")
+    for name in dir(EngineFunctions)
+    if name.startswith("_func_")
+)
+
+
+def compile_jmespath(text: str) -> jmespath.parser.ParsedResult:
+    """Compile, or raise ExpressionError with the offending column (0-based)."""
+    try:
+        compiled = jmespath.compile(text)
+    except jmespath.exceptions.LexerError as exc:
+        raise ExpressionError(f"JMESPath syntax error: {exc.msg}", exc.lex_position) from None
+    except jmespath.exceptions.ParseError as exc:
+        raise ExpressionError(
+            f"JMESPath syntax error: {exc.msg} (at {exc.token_type} {exc.token_value!r})",
+            exc.lex_position,
+        ) from None
+    unknown = sorted(_function_calls(compiled.parsed) - FUNCTION_NAMES - _BUILTIN_FUNCTIONS)
+    if unknown:
+        position = text.find(unknown[0] + "(")
+        raise ExpressionError(f"unknown JMESPath function '{unknown[0]}()'", max(position, 0))
+    return compiled
+
+
+_BUILTIN_FUNCTIONS = frozenset(
+    name.removeprefix("_func_") for name in dir(functions.Functions) if name.startswith("_func_")
+)
+
+
+def _function_calls(node: dict) -> set[str]:
+    names = set()
+    if node.get("type") == "function_expression":
+        names.add(node["value"])
+    for child in node.get("children", []):
+        if isinstance(child, dict):
+            names |= _function_calls(child)
+    return names
+
+
+class ExpressionError(ValueError):
+    """A JMESPath expression or Jinja template does not compile."""
+
+    def __init__(self, message: str, offset: int = 0):
+        super().__init__(message)
+        self.offset = offset
+
+
+# ----------------------------------------------------------------------------------------
+# Jinja
+
+
+class MappingSandbox(ImmutableSandboxedEnvironment):
+    """The sandbox templates run in: immutable, strict about undefined names and about
+    None, and reading dict keys before attributes (so ``record.items`` is the record's
+    ``items`` field, not ``dict.items``)."""
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if isinstance(obj, dict):
+            if attribute in obj:
+                return obj[attribute]
+            return self.undefined(obj=obj, name=attribute)
+        return super().getattr(obj, attribute)
+
+    def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
+        if isinstance(obj, (dict, list)) and callable(value):
+            return False
+        return super().is_safe_attribute(obj, attr, value)
+
+
+def _finalize(value: Any) -> Any:
+    if value is None:
+        raise ValueProblem("a template expression is null (use `| default('', true)` to allow that)")
+    return value
+
+
+def _epoch_ms_filter(value: Any) -> int | None:
+    return to_epoch_ms(value)
+
+
+def make_environment() -> MappingSandbox:
+    env = MappingSandbox(
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        finalize=_finalize,
+        keep_trailing_newline=False,
+    )
+    env.filters.update(epoch_ms=_epoch_ms_filter, split=split_text, unique=unique)
+    env.globals.update(now_ms=now_ms, days_ago_ms=days_ago_ms)
+    return env
+
+
+ENVIRONMENT = make_environment()
+
+TEMPLATE_VARIABLES = frozenset({"record", "config", "item", "parent", "now_ms", "days_ago_ms"})
+
+
+def compile_template(text: str, *, variables: frozenset[str], config_fields: frozenset[str]) -> jinja2.Template:
+    """Compile a template, rejecting unknown variables and undeclared config fields."""
+    try:
+        tree = ENVIRONMENT.parse(text)
+    except jinja2.TemplateSyntaxError as exc:
+        raise ExpressionError(f"Jinja syntax error: {exc.message}", _line_offset(text, exc.lineno)) from None
+    for name in sorted(jinja2.meta.find_undeclared_variables(tree)):
+        if name not in variables:
+            hint = _close(name, variables)
+            raise ExpressionError(f"unknown variable '{name}'{hint}", max(text.find(name), 0))
+    for node in tree.find_all((jinja2.nodes.Getattr, jinja2.nodes.Getitem)):
+        target = node.node
+        if isinstance(target, jinja2.nodes.Name) and target.name == "config":
+            field = node.attr if isinstance(node, jinja2.nodes.Getattr) else getattr(node.arg, "value", None)
+            if isinstance(field, str) and field not in config_fields:
+                hint = _close(field, config_fields)
+                raise ExpressionError(f"unknown config field '{field}'{hint}", max(text.find(field), 0))
+    return ENVIRONMENT.from_string(text)
+
+
+def _close(name: str, options: frozenset[str]) -> str:
+    import difflib
+
+    match = difflib.get_close_matches(name, sorted(options), n=1, cutoff=0.6)
+    return f" (did you mean '{match[0]}'?)" if match else f"; known: {', '.join(sorted(options))}"
+
+
+def _line_offset(text: str, lineno: int | None) -> int:
+    if not lineno or lineno <= 1:
+        return 0
+    return sum(len(line) + 1 for line in text.split("\n")[: lineno - 1])
+
+
+# ----------------------------------------------------------------------------------------
+# Values
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a value is evaluated against: ``root`` for JMESPath, ``variables`` for Jinja."""
+
+    root: Any
+    variables: dict[str, Any]
+    options: jmespath.Options
+
+
+_FIELD_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+@dataclass(frozen=True)
+class Value:
+    """A compiled value of a mapping. ``source`` is what the author wrote."""
+
+    kind: str  # 'jmespath' | 'template' | 'literal'
+    source: Any
+    evaluate: Callable[[Scope], Any]
+
+    @property
+    def is_literal(self) -> bool:
+        return self.kind == "literal"
+
+
+def literal(value: Any) -> Value:
+    return Value("literal", value, lambda scope: value)
+
+
+def jmespath_value(text: str) -> Value:
+    if _FIELD_PATH.match(text):
+        # Plain field paths skip the JMESPath interpreter; same semantics, far faster.
+        compile_jmespath(text)
+        parts = tuple(text.split("."))
+        if len(parts) == 1:
+            (name,) = parts
+
+            def get_field(scope: Scope) -> Any:
+                root = scope.root
+                return root.get(name) if isinstance(root, dict) else None
+
+            return Value("jmespath", text, get_field)
+
+        def get_path(scope: Scope) -> Any:
+            value = scope.root
+            for part in parts:
+                if not isinstance(value, dict):
+                    return None
+                value = value.get(part)
+            return value
+
+        return Value("jmespath", text, get_path)
+    compiled = compile_jmespath(text)
+    return Value("jmespath", text, lambda scope: compiled.search(scope.root, options=scope.options))
+
+
+def template_value(text: str, *, variables: frozenset[str], config_fields: frozenset[str]) -> Value:
+    template = compile_template(text, variables=variables, config_fields=config_fields)
+    return Value("template", text, lambda scope: template.render(scope.variables))

@@ -1,0 +1,127 @@
+"""Stage 6: check graph objects before they are written.
+
+One :class:`GraphChecker` per run sees every entity and relationship. It enforces the
+JupiterOne rules that make a graph uploadable: keys of at least 10 characters, unique
+across entities and relationships; ``name``/``displayName`` and the data-model
+properties each class requires; relationships whose endpoints exist. Whatever fails is
+not written, is counted per type, and makes that type a partial dataset so a later sync
+never deletes what it did not see.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from enum import Enum
+
+from . import datamodel
+from .build import KeyIndex
+
+MIN_KEY_LENGTH = 10
+
+
+class Verdict(Enum):
+    ACCEPT = "accept"
+    DUPLICATE = "duplicate"
+    INVALID = "invalid"
+    DANGLING = "dangling"  # a direct relationship whose endpoint is not (yet) known
+
+
+@dataclass
+class TypeReport:
+    duplicates: int = 0
+    invalid: Counter = field(default_factory=Counter)  # message -> count
+    example_keys: dict = field(default_factory=dict)  # message -> first key
+    dangling: int = 0
+
+    def add_invalid(self, message: str, key: str) -> None:
+        self.invalid[message] += 1
+        self.example_keys.setdefault(message, key)
+
+
+class GraphChecker:
+    def __init__(self, duplicate_policy: str = "keep-first"):
+        self.duplicate_policy = duplicate_policy
+        self.index = KeyIndex()
+        self.relationship_keys: set[str] = set()
+        self.reports: dict[str, TypeReport] = {}
+
+    def report(self, graph_type: str) -> TypeReport:
+        return self.reports.setdefault(graph_type, TypeReport())
+
+    def is_known(self, key: str) -> bool:
+        return key in self.index or key in self.relationship_keys
+
+    # -- entities ------------------------------------------------------------------------
+
+    def check_entity(self, entity: dict) -> Verdict:
+        key, entity_type = entity["_key"], entity["_type"]
+        problems = entity_problems(entity)
+        if problems:
+            for message in problems:
+                self.report(entity_type).add_invalid(message, key)
+            return Verdict.INVALID
+        if self.is_known(key):
+            self.report(entity_type).duplicates += 1
+            return Verdict.DUPLICATE
+        self.index.add(key, entity_type)
+        return Verdict.ACCEPT
+
+    # -- relationships -------------------------------------------------------------------
+
+    def check_relationship(self, relationship: dict) -> Verdict:
+        key, rel_type = relationship["_key"], relationship["_type"]
+        if len(key) < MIN_KEY_LENGTH:
+            self.report(rel_type).add_invalid(f"_key shorter than {MIN_KEY_LENGTH} characters", key)
+            return Verdict.INVALID
+        if self.is_known(key):
+            self.report(rel_type).duplicates += 1
+            return Verdict.DUPLICATE
+        if "_mapping" not in relationship:
+            if relationship["_fromEntityKey"] not in self.index or relationship["_toEntityKey"] not in self.index:
+                return Verdict.DANGLING
+        self.relationship_keys.add(key)
+        return Verdict.ACCEPT
+
+    def dangling(self, relationship: dict) -> None:
+        self.report(relationship["_type"]).dangling += 1
+
+    # -- summaries -----------------------------------------------------------------------
+
+    def incomplete_types(self) -> set[str]:
+        """Types some object of which was not written because it was invalid or dangling."""
+        return {t for t, r in self.reports.items() if r.invalid or r.dangling}
+
+    def describe(self, graph_type: str) -> list[str]:
+        report = self.reports.get(graph_type)
+        if report is None:
+            return []
+        lines = []
+        if report.duplicates:
+            lines.append(f"{graph_type}: {report.duplicates} duplicate key(s); kept the first of each")
+        for message, count in report.invalid.items():
+            lines.append(f"{graph_type}: {count} object(s) not written: {message} "
+                         f"(e.g. {report.example_keys[message]})")
+        if report.dangling:
+            lines.append(f"{graph_type}: {report.dangling} relationship(s) not written: an endpoint entity "
+                         f"does not exist")
+        return lines
+
+
+def entity_problems(entity: dict) -> list[str]:
+    """What makes an entity unacceptable to JupiterOne's data model, if anything."""
+    problems = []
+    if len(entity["_key"]) < MIN_KEY_LENGTH:
+        problems.append(f"_key shorter than {MIN_KEY_LENGTH} characters")
+    required = dict(datamodel.ENTITY_REQUIRED)
+    for class_name in entity["_class"]:
+        required.update(datamodel.CLASS_REQUIRED.get(class_name, {}))
+    for name, allowed in required.items():
+        if name not in entity:
+            if "null" not in allowed:
+                problems.append(f"missing required property '{name}'")
+            continue
+        actual = datamodel.json_type(entity[name])
+        if actual not in allowed:
+            problems.append(f"property '{name}' must be {' or '.join(allowed)}, not {actual}")
+    return problems

@@ -1,0 +1,626 @@
+"""Stage 2: compile a schema-checked mapping into an immutable :class:`Plan`.
+
+Every JMESPath expression and Jinja template is compiled here, exactly once; every
+cross-reference (steps, types, config fields, sources) is resolved here. A run never
+looks at the YAML again. Problems are collected, not raised one by one, so that
+``etl validate`` reports all of them at once.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import datamodel
+from .errors import MappingError, Problem
+from .expressions import (
+    TEMPLATE_VARIABLES,
+    ExpressionError,
+    Value,
+    compile_jmespath,
+    jmespath_value,
+    literal,
+    template_value,
+)
+from .load import LoadedMapping, PathT, SourceMap, load_mapping
+
+DEFAULT_RETRY_STATUSES = (429, 500, 502, 503, 504)
+
+
+# ----------------------------------------------------------------------------------------
+# The plan: frozen dataclasses, built once per mapping.
+
+
+@dataclass(frozen=True)
+class ConfigField:
+    name: str
+    env: str | None
+    type: str
+    secret: bool
+    required: bool
+    default: Any
+    description: str
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 5
+    initial_delay: float = 1.0
+    max_delay: float = 60.0
+    statuses: tuple[int, ...] = DEFAULT_RETRY_STATUSES
+
+
+@dataclass(frozen=True)
+class RequestSpec:
+    source: str
+    method: str
+    path: Value
+    params: tuple[tuple[str, Value], ...] = ()
+    headers: tuple[tuple[str, Value], ...] = ()
+    body: Value | None = None
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    base_url: Value
+    headers: tuple[tuple[str, Value], ...]
+    params: tuple[tuple[str, Value], ...]
+    timeout: float
+    retry: RetryPolicy
+    validate: RequestSpec | None
+    error_message: Value
+
+
+@dataclass(frozen=True)
+class Pagination:
+    kind: str  # 'none' | 'offset'
+    offset_param: str = "offset"
+    limit_param: str = "limit"
+    limit: Value | None = None
+    total: Value | None = None
+    max_pages: int | None = None
+
+
+@dataclass(frozen=True)
+class EntitySpec:
+    resource: str
+    type: str
+    classes: tuple[str, ...]
+    key: Value
+    properties: tuple[tuple[str, Value], ...]
+    tags: tuple[tuple[str, Value], ...]
+    tags_from: Value | None
+    raw_data: bool
+    partial: bool
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One end of a direct relationship.
+
+    ``mode`` is 'record' (the entity of ``type`` built from the current record),
+    'key' (the entity whose ``_key`` the ``key`` template renders) or 'type' (every
+    entity of ``type`` collected so far; for singletons such as an account).
+    """
+
+    mode: str
+    type: str
+    key: Value | None = None
+
+
+@dataclass(frozen=True)
+class RelationshipSpec:
+    relationship_class: str
+    type: str
+    source: Endpoint
+    target: Endpoint
+    properties: tuple[tuple[str, Value], ...]
+    for_each: Value | None
+    partial: bool
+
+
+@dataclass(frozen=True)
+class MappedRelationshipSpec:
+    relationship_class: str
+    type: str
+    source_type: str
+    direction: str
+    target_type: str | None
+    target_class: str | None
+    target_properties: tuple[tuple[str, Value], ...]
+    filter_keys: tuple[tuple[str, ...], ...]
+    skip_target_creation: bool | None
+    properties: tuple[tuple[str, Value], ...]
+    for_each: Value | None
+    partial: bool
+
+
+@dataclass(frozen=True)
+class Step:
+    id: str
+    name: str
+    depends_on: tuple[str, ...]
+    request: RequestSpec | None
+    pagination: Pagination
+    records: Value
+    filter: Value | None
+    entities: tuple[EntitySpec, ...]
+    relationships: tuple[RelationshipSpec, ...]
+    mapped_relationships: tuple[MappedRelationshipSpec, ...]
+
+    @property
+    def declared_types(self) -> tuple[str, ...]:
+        specs = (*self.entities, *self.relationships, *self.mapped_relationships)
+        return tuple(dict.fromkeys(s.type for s in specs))
+
+    @property
+    def partial_types(self) -> tuple[str, ...]:
+        specs = (*self.entities, *self.relationships, *self.mapped_relationships)
+        return tuple(dict.fromkeys(s.type for s in specs if s.partial))
+
+
+@dataclass(frozen=True)
+class Offline:
+    cassette: Path
+    config: tuple[tuple[str, Any], ...]
+
+
+@dataclass(frozen=True)
+class Plan:
+    path: str
+    integration_id: str
+    integration_name: str
+    description: str
+    config_fields: tuple[ConfigField, ...]
+    sources: tuple[Source, ...]
+    instance_tags: tuple[tuple[str, Value], ...]
+    steps: tuple[Step, ...]  # in dependency order
+    offline: Offline | None
+
+    @property
+    def default_source(self) -> Source:
+        return self.sources[0]
+
+    def source(self, name: str) -> Source:
+        return next(s for s in self.sources if s.name == name)
+
+    def step(self, step_id: str) -> Step:
+        return next(s for s in self.steps if s.id == step_id)
+
+    def secret_fields(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.config_fields if f.secret)
+
+    def steps_for(self, wanted: list[str] | None) -> tuple[Step, ...]:
+        """The steps to run for ``--step``: those asked for and everything they depend on."""
+        if not wanted:
+            return self.steps
+        keep: set[str] = set()
+        pending = list(wanted)
+        while pending:
+            step_id = pending.pop()
+            if step_id not in keep:
+                keep.add(step_id)
+                pending.extend(self.step(step_id).depends_on)
+        return tuple(s for s in self.steps if s.id in keep)
+
+
+# ----------------------------------------------------------------------------------------
+# Compilation
+
+
+def compile_file(path: str | Path) -> Plan:
+    """Load, schema-check and compile a mapping file. Raises MappingError with every problem."""
+    return compile_mapping(load_mapping(path), base_dir=Path(path).parent)
+
+
+def compile_mapping(loaded: LoadedMapping, base_dir: Path = Path(".")) -> Plan:
+    compiler = _Compiler(loaded.data, loaded.source, base_dir)
+    plan = compiler.compile()
+    if compiler.problems:
+        raise MappingError(compiler.problems)
+    return plan
+
+
+@dataclass
+class _Compiler:
+    data: dict
+    source_map: SourceMap
+    base_dir: Path
+    problems: list[Problem] = field(default_factory=list)
+
+    # -- reporting -----------------------------------------------------------------------
+
+    def problem(self, path: PathT, message: str, *, key: bool = False) -> None:
+        self.problems.append(self.source_map.problem(path, message, key=key))
+
+    def problem_at(self, path: PathT, offset: int, message: str) -> None:
+        from .load import format_path
+
+        self.problems.append(Problem(self.source_map.locate_in_scalar(path, offset), format_path(path), message))
+
+    # -- values --------------------------------------------------------------------------
+
+    @property
+    def config_names(self) -> frozenset[str]:
+        return frozenset((self.data.get("config") or {}).keys())
+
+    def value(self, raw: Any, path: PathT, *, variables: frozenset[str] = TEMPLATE_VARIABLES,
+              allow_jmespath: bool = True) -> Value | None:
+        """Compile one value written in any of the documented forms."""
+        try:
+            if isinstance(raw, dict):
+                (form, text), = raw.items()
+                if form == "value":
+                    return literal(text)
+                if form == "template":
+                    return template_value(str(text), variables=variables, config_fields=self.config_names)
+                return jmespath_value(str(text))
+            if isinstance(raw, str):
+                if "{{" in raw or "{%" in raw or not allow_jmespath:
+                    return template_value(raw, variables=variables, config_fields=self.config_names)
+                return jmespath_value(raw)
+            return literal(raw)
+        except ExpressionError as exc:
+            if isinstance(raw, dict):
+                path = path + (next(iter(raw)),)
+            self.problem_at(path, exc.offset, str(exc))
+            return None
+
+    def template(self, raw: str, path: PathT, variables: frozenset[str] = TEMPLATE_VARIABLES) -> Value | None:
+        return self.value(raw, path, variables=variables, allow_jmespath=False)
+
+    def expression(self, raw: str, path: PathT) -> Value | None:
+        try:
+            compile_jmespath(raw)
+            return jmespath_value(raw)
+        except ExpressionError as exc:
+            self.problem_at(path, exc.offset, str(exc))
+            return None
+
+    def value_map(self, raw: dict | None, path: PathT, **kwargs) -> tuple[tuple[str, Value], ...]:
+        out = []
+        for name, spec in (raw or {}).items():
+            compiled = self.value(spec, path + (name,), **kwargs)
+            if compiled is not None:
+                out.append((str(name), compiled))
+        return tuple(out)
+
+    # -- top level -----------------------------------------------------------------------
+
+    def compile(self) -> Plan | None:
+        data = self.data
+        integration = data["integration"]
+        config_fields = self.config_fields()
+        sources = self.sources()
+        instance_tags = self.value_map(data.get("tags"), ("tags",),
+                                       variables=frozenset({"config", "now_ms", "days_ago_ms"}))
+        steps = self.steps({s.name for s in sources})
+        offline = self.offline()
+        if self.problems:
+            return None
+        return Plan(
+            path=self.source_map.file,
+            integration_id=integration["id"],
+            integration_name=integration["name"],
+            description=integration.get("description", ""),
+            config_fields=config_fields,
+            sources=sources,
+            instance_tags=instance_tags,
+            steps=steps,
+            offline=offline,
+        )
+
+    def config_fields(self) -> tuple[ConfigField, ...]:
+        fields = []
+        for name, spec in (self.data.get("config") or {}).items():
+            path = ("config", name)
+            has_default = "default" in spec
+            required = spec.get("required", not has_default)
+            if required and has_default:
+                self.problem(path + ("required",), "a field with a default cannot be required")
+            kind = spec.get("type", "string")
+            if has_default and spec["default"] is not None and not _fits(kind, spec["default"]):
+                self.problem(path + ("default",), f"default {spec['default']!r} is not of type {kind}")
+            fields.append(ConfigField(
+                name=name, env=spec.get("env"), type=kind, secret=bool(spec.get("secret", False)),
+                required=bool(required), default=spec.get("default"), description=spec.get("description", ""),
+            ))
+        return tuple(fields)
+
+    def sources(self) -> tuple[Source, ...]:
+        variables = frozenset({"config"})
+        out = []
+        for name, spec in self.data["sources"].items():
+            path = ("sources", name)
+            base_url = self.template(spec["base_url"], path + ("base_url",), variables)
+            retry_spec = spec.get("retry") or {}
+            retry = RetryPolicy(
+                max_attempts=retry_spec.get("max_attempts", RetryPolicy.max_attempts),
+                initial_delay=float(retry_spec.get("initial_delay", RetryPolicy.initial_delay)),
+                max_delay=float(retry_spec.get("max_delay", RetryPolicy.max_delay)),
+                statuses=tuple(retry_spec.get("statuses", DEFAULT_RETRY_STATUSES)),
+            )
+            validate = None
+            if "validate" in spec:
+                validate = self.request({"source": name, **spec["validate"]}, path + ("validate",), {name},
+                                        variables=variables)
+            error_message = self.expression(
+                spec.get("error_message", "errors[0].message || message || error || detail"),
+                path + ("error_message",),
+            )
+            out.append(Source(
+                name=name,
+                base_url=base_url,
+                headers=self.value_map(spec.get("headers"), path + ("headers",), variables=variables,
+                                       allow_jmespath=False),
+                params=self.value_map(spec.get("params"), path + ("params",), variables=variables,
+                                      allow_jmespath=False),
+                timeout=float(spec.get("timeout", 30)),
+                retry=retry,
+                validate=validate,
+                error_message=error_message,
+            ))
+        return tuple(out)
+
+    def request(self, spec: dict, path: PathT, source_names: set[str],
+                variables: frozenset[str] = frozenset({"config", "parent"})) -> RequestSpec | None:
+        source = spec.get("source") or next(iter(self.data["sources"]))
+        if source not in source_names:
+            self.problem(path + ("source",), f"unknown source '{source}'{_hint(source, source_names)}")
+        return RequestSpec(
+            source=source,
+            method=spec.get("method", "GET"),
+            path=self.template(spec.get("path", ""), path + ("path",), variables),
+            params=self.value_map(spec.get("params"), path + ("params",), variables=variables,
+                                  allow_jmespath=False),
+            headers=self.value_map(spec.get("headers"), path + ("headers",), variables=variables,
+                                   allow_jmespath=False),
+            body=self.value(spec["body"], path + ("body",), variables=variables, allow_jmespath=False)
+            if "body" in spec else None,
+        )
+
+    def offline(self) -> Offline | None:
+        spec = self.data.get("offline")
+        if not spec:
+            return None
+        cassette = (self.base_dir / spec["cassette"]).resolve()
+        config = spec.get("config") or {}
+        for name in config:
+            if name not in self.config_names:
+                self.problem(("offline", "config", name), f"unknown config field '{name}'"
+                             f"{_hint(name, self.config_names)}", key=True)
+        return Offline(cassette=cassette, config=tuple(config.items()))
+
+    # -- steps ---------------------------------------------------------------------------
+
+    def steps(self, source_names: set[str]) -> tuple[Step, ...]:
+        raw_steps = self.data["steps"]
+        ids: dict[str, int] = {}
+        for index, spec in enumerate(raw_steps):
+            if spec["id"] in ids:
+                self.problem(("steps", index, "id"),
+                             f"duplicate step id '{spec['id']}' (also steps[{ids[spec['id']]}])")
+            ids.setdefault(spec["id"], index)
+        declared_types: dict[str, tuple[int, str]] = {}  # _type -> (step index, 'entity'|'relationship')
+        for index, spec in enumerate(raw_steps):
+            for e_index, entity in enumerate(spec.get("entities") or []):
+                if entity["type"] in declared_types:
+                    self.problem(("steps", index, "entities", e_index, "type"),
+                                 f"entity type '{entity['type']}' is declared twice "
+                                 f"(also in steps[{declared_types[entity['type']][0]}])")
+                declared_types.setdefault(entity["type"], (index, "entity"))
+
+        compiled = []
+        for index, spec in enumerate(raw_steps):
+            step = self.step(spec, ("steps", index), ids, declared_types, source_names)
+            if step is not None:
+                compiled.append(step)
+        return self.in_dependency_order(compiled, ids)
+
+    def in_dependency_order(self, steps: list[Step], ids: dict[str, int]) -> tuple[Step, ...]:
+        by_id = {s.id: s for s in steps}
+        ordered: list[Step] = []
+        state: dict[str, str] = {}
+
+        def visit(step: Step, trail: list[str]) -> None:
+            if state.get(step.id) == "done":
+                return
+            if state.get(step.id) == "visiting":
+                cycle = " -> ".join(trail[trail.index(step.id):] + [step.id])
+                self.problem(("steps", ids[step.id], "depends_on"), f"dependency cycle: {cycle}")
+                return
+            state[step.id] = "visiting"
+            for dep in step.depends_on:
+                if dep in by_id:
+                    visit(by_id[dep], trail + [step.id])
+            state[step.id] = "done"
+            ordered.append(step)
+
+        for step in steps:
+            visit(step, [])
+        return tuple(ordered)
+
+    def step(self, spec: dict, path: PathT, ids: dict[str, int], declared_types: dict,
+             source_names: set[str]) -> Step | None:
+        for d_index, dep in enumerate(spec.get("depends_on") or []):
+            if dep not in ids:
+                self.problem(path + ("depends_on", d_index), f"unknown step '{dep}'{_hint(dep, ids)}")
+            elif dep == spec["id"]:
+                self.problem(path + ("depends_on", d_index), "a step cannot depend on itself")
+        request = None
+        if "request" in spec:
+            request = self.request(spec["request"], path + ("request",), source_names)
+        pagination = self.pagination(spec.get("pagination"), path + ("pagination",))
+        records = self.expression(spec.get("records", "@"), path + ("records",))
+        record_filter = self.expression(spec["filter"], path + ("filter",)) if "filter" in spec else None
+        record_types = {e["type"] for e in spec.get("entities") or []}
+        entities = tuple(
+            e for e in (self.entity(raw, path + ("entities", i)) for i, raw in enumerate(spec.get("entities") or []))
+            if e is not None
+        )
+        relationships = tuple(
+            r for r in (
+                self.relationship(raw, path + ("relationships", i), record_types, declared_types)
+                for i, raw in enumerate(spec.get("relationships") or [])
+            ) if r is not None
+        )
+        mapped = tuple(
+            m for m in (
+                self.mapped_relationship(raw, path + ("mapped_relationships", i), record_types)
+                for i, raw in enumerate(spec.get("mapped_relationships") or [])
+            ) if m is not None
+        )
+        if records is None:
+            return None
+        return Step(
+            id=spec["id"],
+            name=spec.get("name", spec["id"]),
+            depends_on=tuple(spec.get("depends_on") or ()),
+            request=request,
+            pagination=pagination,
+            records=records,
+            filter=record_filter,
+            entities=entities,
+            relationships=relationships,
+            mapped_relationships=mapped,
+        )
+
+    def pagination(self, spec: dict | None, path: PathT) -> Pagination:
+        if not spec or spec.get("kind", "none") == "none":
+            return Pagination(kind="none")
+        limit = spec.get("limit")
+        return Pagination(
+            kind=spec["kind"],
+            offset_param=spec.get("offset_param", "offset"),
+            limit_param=spec.get("limit_param", "limit"),
+            limit=None if limit is None else self.value(limit, path + ("limit",), allow_jmespath=False,
+                                                        variables=frozenset({"config"})),
+            total=self.expression(spec["total"], path + ("total",)) if "total" in spec else None,
+            max_pages=spec.get("max_pages"),
+        )
+
+    def entity(self, spec: dict, path: PathT) -> EntitySpec | None:
+        classes = (spec["class"],) if isinstance(spec["class"], str) else tuple(spec["class"])
+        for c_index, name in enumerate(classes):
+            if name not in datamodel.ENTITY_CLASSES:
+                where = path + ("class",) if isinstance(spec["class"], str) else path + ("class", c_index)
+                self.problem(where, f"unknown JupiterOne class '{name}'"
+                                    f"{_hint(name, datamodel.ENTITY_CLASSES)}")
+        key = self.template(spec["key"], path + ("key",))
+        properties = self.value_map(spec.get("properties"), path + ("properties",))
+        tags = self.value_map(spec.get("tags"), path + ("tags",))
+        tags_from = self.expression(spec["tags_from"], path + ("tags_from",)) if "tags_from" in spec else None
+        if key is None:
+            return None
+        return EntitySpec(
+            resource=spec.get("resource", spec["type"]),
+            type=spec["type"],
+            classes=classes,
+            key=key,
+            properties=properties,
+            tags=tags,
+            tags_from=tags_from,
+            raw_data=spec.get("raw_data", True),
+            partial=spec.get("partial", False),
+        )
+
+    def endpoint(self, raw: Any, path: PathT, record_types: set[str], declared_types: dict) -> Endpoint | None:
+        if isinstance(raw, str):
+            if raw not in record_types:
+                where = "this step's entities" if record_types else "this step (it builds no entities)"
+                self.problem(path, f"'{raw}' is not an entity type built in {where}"
+                                   f"{_hint(raw, record_types)}")
+                return None
+            return Endpoint("record", raw)
+        entity_type = raw["type"]
+        if entity_type not in declared_types:
+            self.problem(path + ("type",), f"unknown entity type '{entity_type}'{_hint(entity_type, declared_types)}")
+            return None
+        if "key" in raw:
+            key = self.template(raw["key"], path + ("key",))
+            return None if key is None else Endpoint("key", entity_type, key)
+        return Endpoint("type", entity_type)
+
+    def for_each(self, spec: dict, path: PathT) -> Value | None:
+        return self.expression(spec["for_each"], path + ("for_each",)) if "for_each" in spec else None
+
+    def relationship(self, spec: dict, path: PathT, record_types: set[str], declared_types: dict
+                     ) -> RelationshipSpec | None:
+        source = self.endpoint(spec["from"], path + ("from",), record_types, declared_types)
+        target = self.endpoint(spec["to"], path + ("to",), record_types, declared_types)
+        properties = self.value_map(spec.get("properties"), path + ("properties",))
+        for_each = self.for_each(spec, path)
+        if source is None or target is None:
+            return None
+        rel_class = spec["class"]
+        return RelationshipSpec(
+            relationship_class=rel_class,
+            type=spec.get("type") or datamodel.relationship_type(rel_class, source.type, target.type),
+            source=source,
+            target=target,
+            properties=properties,
+            for_each=for_each,
+            partial=spec.get("partial", False),
+        )
+
+    def mapped_relationship(self, spec: dict, path: PathT, record_types: set[str]) -> MappedRelationshipSpec | None:
+        source_type = spec["source"]
+        if source_type not in record_types:
+            self.problem(path + ("source",), f"'{source_type}' is not an entity type built in this step"
+                                             f"{_hint(source_type, record_types)}")
+        target = spec["target"]
+        target_type = target.get("type")
+        target_class = target.get("class")
+        if target_class is not None and target_class not in datamodel.ENTITY_CLASSES:
+            self.problem(path + ("target", "class"), f"unknown JupiterOne class '{target_class}'"
+                                                     f"{_hint(target_class, datamodel.ENTITY_CLASSES)}")
+        rel_type = spec.get("type")
+        if rel_type is None:
+            if target_type is None:
+                self.problem(path, "give the relationship a 'type', or the target a 'type' to derive it from")
+                return None
+            rel_type = datamodel.relationship_type(spec["class"], "mapping_source", target_type)
+        target_properties = self.value_map(target.get("properties"), path + ("target", "properties"))
+        known_target_keys = {"_type", "_class", "_key", *(name for name, _ in target_properties)}
+        filter_keys = tuple(tuple(group) for group in spec.get("filter_keys") or [["_type", "_key"]])
+        for g_index, group in enumerate(filter_keys):
+            for k_index, name in enumerate(group):
+                if name not in known_target_keys:
+                    self.problem(path + ("filter_keys", g_index, k_index),
+                                 f"filter key '{name}' is not a property of the target"
+                                 f"{_hint(name, known_target_keys)}")
+        properties = self.value_map(spec.get("properties"), path + ("properties",))
+        for_each = self.for_each(spec, path)
+        if source_type not in record_types:
+            return None
+        return MappedRelationshipSpec(
+            relationship_class=spec["class"],
+            type=rel_type,
+            source_type=source_type,
+            direction=spec.get("direction", "FORWARD"),
+            target_type=target_type,
+            target_class=target_class,
+            target_properties=target_properties,
+            filter_keys=filter_keys,
+            skip_target_creation=spec.get("skip_target_creation"),
+            properties=properties,
+            for_each=for_each,
+            partial=spec.get("partial", False),
+        )
+
+
+def _hint(name: str, options) -> str:
+    match = difflib.get_close_matches(str(name), sorted(map(str, options)), n=1, cutoff=0.6)
+    return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+def _fits(kind: str, value: Any) -> bool:
+    return {
+        "string": lambda v: isinstance(v, str),
+        "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        "boolean": lambda v: isinstance(v, bool),
+    }.get(kind, lambda v: True)(value)

@@ -1,0 +1,1 @@
+"""Local HTTP servers that behave like vendor APIs, for tests and for synthesising cassettes."""
