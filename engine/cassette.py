@@ -67,7 +67,7 @@ def make_vcr(redactor: Redactor, record_mode: str) -> vcr.VCR:
         before_record_request=scrub_request(redactor),
         before_record_response=scrub_response(redactor),
         decode_compressed_response=True,
-        record_on_exception=False,
+        record_on_exception=True,  # a failed run is worth replaying too (a bad key, say)
         serializer="yaml",
     )
 

@@ -67,7 +67,7 @@ def json_type(value: object) -> str:
 def relationship_type(relationship_class: str, from_type: str, to_type: str) -> str:
     """JupiterOne's ``generateRelationshipType``: drop the leading parts ``to`` shares with ``from``.
 
-    ``digicert_account`` HAS ``digicert_user`` -> ``digicert_account_has_user``; at least the
+    ``acme_account`` HAS ``acme_user`` -> ``acme_account_has_user``; at least the
     last part of ``to`` is always kept.
     """
     from_parts = from_type.split("_")

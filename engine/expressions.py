@@ -4,7 +4,7 @@ Everything here is compiled once, when the mapping is loaded (see ``plan.py``), 
 then evaluated per record with a :class:`Scope`. A value in YAML is written as:
 
 * a string - a JMESPath expression evaluated against the record (``certificate.common_name``);
-* a string containing ``{{`` - a Jinja template rendered to a string (``"digicert_user:{{ record.id }}"``);
+* a string containing ``{{`` - a Jinja template rendered to a string (``"acme_user:{{ record.id }}"``);
 * ``{jmespath: ...}``, ``{template: ...}`` or ``{value: ...}`` - the explicit forms;
 * a number, boolean or null - that literal.
 """

@@ -12,7 +12,7 @@ from .expressions import Scope, Value
 def select_records(selector: Value, body: Any, options, where: str) -> list:
     """Apply a step's ``records`` selector to a page body.
 
-    A missing list (JMESPath null) is an empty page - DigiCert, for one, omits the list
+    A missing list (JMESPath null) is an empty page - some APIs omit the list
     key when there is nothing to list. An object is a single record. Anything else is
     an error naming the request.
     """

@@ -136,8 +136,8 @@ class LocalApi:
         if response.delay:
             time.sleep(response.delay)
         body = response.encoded()
-        handler.send_response(response.status)
-        headers = {**self.default_headers, **response.headers}
+        handler.send_response_only(response.status)  # no automatic Server/Date: the fake sends its own
+        headers = {"Date": handler.date_time_string(), **self.default_headers, **response.headers}
         for name, value in headers.items():
             handler.send_header(name, value)
         handler.send_header("Content-Length", str(len(body)))

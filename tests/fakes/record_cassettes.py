@@ -1,0 +1,104 @@
+"""Synthesise the bundled cassettes from the local API look-alikes.
+
+    python -m tests.fakes.record_cassettes
+
+Each scenario runs the real engine against a local fake (tests/fakes/) while recording,
+then rewrites the local URL to the vendor's real one, so the cassettes look like - and
+replay exactly like - recordings of the live API. Anyone with a real key can re-record
+the same scenarios live instead; see cassettes/README.md.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from engine.cassette import cassette
+from engine.config import resolve_config
+from engine.errors import EtlError
+from engine.plan import compile_file
+from engine.run import RunOptions, run_plan
+
+from . import digicert
+from .server import LocalApi, Response
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Scenario:
+    name: str
+    mapping: str
+    real_base: str  # what the local URL is rewritten to
+    fake_root: str  # path prefix of the fake's API root
+    install: Callable[[LocalApi], None]
+    config: dict = field(default_factory=dict)
+
+
+def _digicert(setup: Callable[[digicert.DigiCertData], None] = lambda data: None,
+              faults: Callable[[LocalApi], None] = lambda api: None):
+    def install(api: LocalApi) -> None:
+        data = digicert.DigiCertData()
+        setup(data)
+        digicert.install(api, data)
+        faults(api)
+
+    return install
+
+
+DIGICERT_CONFIG = {"apiKey": digicert.API_KEY, "pageSize": "2", "accountName": "Example Corp",
+                   "tagAccountName": "true"}
+
+SCENARIOS = [
+    Scenario("digicert/full-run", "mappings/digicert.yaml", "https://www.digicert.com/services/v2",
+             digicert.ROOT, _digicert(), DIGICERT_CONFIG),
+    Scenario("digicert/bad-key", "mappings/digicert.yaml", "https://www.digicert.com/services/v2",
+             digicert.ROOT, _digicert(), {**DIGICERT_CONFIG, "apiKey": "not-a-valid-digicert-key"}),
+    Scenario("digicert/forbidden-users", "mappings/digicert.yaml", "https://www.digicert.com/services/v2",
+             digicert.ROOT, _digicert(lambda data: data.forbidden.add(f"{digicert.ROOT}/user")), DIGICERT_CONFIG),
+    Scenario("digicert/empty-orders", "mappings/digicert.yaml", "https://www.digicert.com/services/v2",
+             digicert.ROOT, _digicert(lambda data: (data.orders.clear(), data.account.pop("admin_email"))),
+             DIGICERT_CONFIG),
+    Scenario("digicert/rate-limited", "mappings/digicert.yaml", "https://www.digicert.com/services/v2",
+             digicert.ROOT,
+             _digicert(faults=lambda api: api.fail_next(
+                 f"{digicert.ROOT}/order/certificate",
+                 digicert.error(429, "request_limit_exceeded", "Service unavailable, please limit request volume"),
+                 digicert.error(503, "service_unavailable", "Service temporarily unavailable"))),
+             DIGICERT_CONFIG),
+]
+
+
+def record(scenario: Scenario) -> Path:
+    target = ROOT / "cassettes" / f"{scenario.name}.yaml"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.unlink(missing_ok=True)
+    plan = compile_file(ROOT / scenario.mapping)
+    config = resolve_config(plan, scenario.config, environ={}, dotenv=None)
+    with LocalApi() as api, tempfile.TemporaryDirectory() as out:
+        scenario.install(api)
+        local_base = api.url + scenario.fake_root
+        options = RunOptions(output=Path(out) / "graph", base_urls=((None, local_base),))
+        try:
+            with cassette(target, "all", config.redactor):
+                run_plan(plan, config, options)
+        except EtlError as exc:
+            print(f"  ({scenario.name}: the run failed as intended: {exc})")
+    text = target.read_text(encoding="utf-8").replace(local_base, scenario.real_base)
+    target.write_text(text, encoding="utf-8")
+    return target
+
+
+def main() -> None:
+    from engine import fetch
+
+    fetch.sleep = lambda seconds: None  # recorded retries need no real waiting
+    for scenario in SCENARIOS:
+        path = record(scenario)
+        print(f"wrote {path.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
