@@ -31,6 +31,10 @@ log = logging.getLogger("etl.http")
 MAX_RETRY_AFTER = 600.0  # seconds; a longer Retry-After fails the request instead of hanging the run
 USER_AGENT = "etl (declarative JupiterOne graph engine)"
 
+# Transport failures worth another attempt: refused/reset connections, timeouts, a body cut short.
+RETRYABLE_ERRORS = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
+                    requests.exceptions.ContentDecodingError)
+
 # Indirection so tests can make retries instant.
 sleep = time.sleep
 
@@ -90,7 +94,7 @@ class HttpClient:
                 raise FetchError(f"{method} {url}: the cassette holds no response for this request "
                                  f"(replay only); re-record it with --record-mode all, or check --config "
                                  f"and --base-url", url=url) from None
-            except (requests.ConnectionError, requests.Timeout) as exc:
+            except RETRYABLE_ERRORS as exc:
                 reason = _connection_reason(exc)
                 if attempt >= policy.max_attempts:
                     raise FetchError(f"{method} {url} failed after {attempt} attempts: {reason}", url=url) from None
@@ -181,6 +185,8 @@ def retry_after(value: str | None) -> float | None:
 def _connection_reason(exc: Exception) -> str:
     if isinstance(exc, requests.Timeout):
         return "timed out"
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError):
+        return "the connection closed in the middle of the response body"
     text = str(exc)
     for marker in ("Connection refused", "Connection reset", "Connection aborted", "RemoteDisconnected",
                    "IncompleteRead", "Name or service not known", "Temporary failure in name resolution"):
