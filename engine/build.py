@@ -45,27 +45,38 @@ class KeyIndex:
 
 class GraphBuilder:
     def __init__(self, step: Step, *, config: Mapping[str, Any], options, index: KeyIndex,
-                 instance_tags: dict[str, Any]):
+                 instance_tags: dict[str, Any], now: int):
         self.step = step
         self.config = config
         self.options = options
         self.index = index
         self.instance_tags = instance_tags
+        self.now = now
 
     def scope(self, record: Any, parent: Any = None) -> Scope:
-        return Scope(record, {"record": record, "config": self.config, "parent": parent}, self.options)
+        variables = {"record": record, "config": self.config, "parent": parent, "now": self.now}
+        return Scope(record, variables, self.options)
 
     def build(self, record: Any, position: str, parent: Any = None) -> Built:
         built = Built()
         scope = self.scope(record, parent)
-        keys_by_type: dict[str, str] = {}
+        keys_by_type: dict[str, str] = {}  # the entity of each (non-for_each) type this record built
         for index, spec in enumerate(self.step.entities):
-            entity = self.entity(spec, record, scope, f"{position}: entities[{index}]", built.warnings)
-            if entity is None:
-                built.skipped_types.add(spec.type)
-            else:
-                built.entities.append(entity)
-                keys_by_type[spec.type] = entity["_key"]
+            where = f"{position}: entities[{index}]"
+            if spec.for_each is None:
+                entity = self.entity(spec, record, scope, where, built.warnings)
+                if entity is None:
+                    built.skipped_types.add(spec.type)
+                else:
+                    built.entities.append(entity)
+                    keys_by_type[spec.type] = entity["_key"]
+                continue
+            for number, item_scope in enumerate(self.item_scopes(spec.for_each, scope, where, built.warnings)):
+                entity = self.entity(spec, item_scope.root, item_scope, f"{where} item {number}", built.warnings)
+                if entity is None:
+                    built.skipped_types.add(spec.type)
+                else:
+                    built.entities.append(entity)
         for index, spec in enumerate(self.step.relationships):
             where = f"{position}: relationships[{index}]"
             built.relationships.extend(self.relationships(spec, scope, keys_by_type, where, built.warnings))

@@ -17,7 +17,8 @@ from .config import Redactor, parse_assignments, resolve_config
 from .errors import EXIT_RUN_FAILED, EtlError, RunInterrupted
 from .load import mapping_schema
 from .plan import Plan, compile_file
-from .run import RunOptions, RunResult, run_plan
+from .expressions import ValueProblem, to_epoch_ms
+from .run import DEFAULT_CONCURRENCY, RunOptions, RunResult, run_plan
 
 EXIT_CODES_HELP = """\b
 Exit codes:
@@ -132,12 +133,18 @@ def _parse_base_urls(values: tuple[str, ...]) -> tuple[tuple[str | None, str], .
               help="Replay the mapping's own bundled cassette (its 'offline' section); no network, no secrets.")
 @click.option("--step", "steps", multiple=True, metavar="ID",
               help="Run only this step and the steps it depends on (repeatable).")
+@click.option("--concurrency", type=click.IntRange(1, 64), default=DEFAULT_CONCURRENCY, show_default=True,
+              help="Parallel child requests of fan-out steps (forced to 1 with --cassette: vcrpy is not "
+                   "thread-safe). The output is the same whatever the value.")
+@click.option("--as-of", "as_of", metavar="TIME",
+              help="Evaluate time windows (now_ms(), days_ago_ms()) as of this ISO-8601 time instead of now; "
+                   "--offline uses the time its cassette was recorded.")
 @click.option("--pretty", is_flag=True, help="Indent the JSON output files.")
 @click.option("-v", "--verbose", count=True, help="Log steps (-v) and every HTTP request (-vv) to stderr.")
 @click.option("-q", "--quiet", is_flag=True, help="Only print errors.")
 def run(mapping: Path, output: Path, config_pairs: tuple[str, ...], base_urls: tuple[str, ...],
-        cassette: Path | None, record_mode: str | None, offline: bool, steps: tuple[str, ...], pretty: bool,
-        verbose: int, quiet: bool) -> None:
+        cassette: Path | None, record_mode: str | None, offline: bool, steps: tuple[str, ...], concurrency: int,
+        as_of: str | None, pretty: bool, verbose: int, quiet: bool) -> None:
     """Run MAPPING: fetch from the API and write the graph to --output."""
     setup_logging(verbose, quiet)
     redactor = None
@@ -147,11 +154,17 @@ def run(mapping: Path, output: Path, config_pairs: tuple[str, ...], base_urls: t
             if step_id not in {s.id for s in plan.steps}:
                 raise click.BadParameter(f"{mapping} has no step '{step_id}'", param_hint="--step")
         cassette_path, mode, defaults = _replay_settings(plan, cassette, record_mode, offline)
+        if as_of is None and offline and plan.offline is not None:
+            as_of = plan.offline.as_of
         config = resolve_config(plan, parse_assignments(list(config_pairs)), defaults=defaults,
                                 secret_placeholders=cassette_path is not None and mode == "none")
         redactor = config.redactor
         _redacting.redactor = redactor
-        options = RunOptions(output=output, base_urls=_parse_base_urls(base_urls), steps=steps, pretty=pretty)
+        options = RunOptions(
+            output=output, base_urls=_parse_base_urls(base_urls), steps=steps, pretty=pretty,
+            concurrency=1 if cassette_path is not None else concurrency,
+            now=_parse_time(as_of),
+        )
         recording = _cassette_context(cassette_path, mode, redactor)
         with recording, _terminate_as_interrupt():
             result = run_plan(plan, config, options)
@@ -172,6 +185,15 @@ def _replay_settings(plan: Plan, cassette_path: Path | None, record_mode: str | 
     if record_mode and cassette_path is None:
         raise click.BadParameter("--record-mode needs --cassette", param_hint="--record-mode")
     return cassette_path, record_mode or "none", {}
+
+
+def _parse_time(text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        return to_epoch_ms(text)
+    except ValueProblem:
+        raise click.BadParameter(f"{text!r} is not an ISO-8601 time", param_hint="--as-of") from None
 
 
 def _cassette_context(path: Path | None, mode: str, redactor: Redactor):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any, Callable
 
@@ -61,12 +61,7 @@ def to_epoch_ms(value: Any) -> int | None:
     return int(parsed.timestamp() * 1000)
 
 
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def days_ago_ms(days: float) -> int:
-    return int((datetime.now(timezone.utc) - timedelta(days=days)).timestamp() * 1000)
+DAY_MS = 86_400_000
 
 
 def split_text(value: str | None, separator: str) -> list[str] | None:
@@ -91,9 +86,10 @@ def unique(values: list) -> list:
 class EngineFunctions(functions.Functions):
     """JMESPath functions the engine adds to the standard ones. Null-safe where it helps."""
 
-    def __init__(self, config: dict[str, Any] | None = None):
+    def __init__(self, config: dict[str, Any] | None = None, now: int | None = None):
         super().__init__()
         self._config = config or {}
+        self._now = int(time.time() * 1000) if now is None else now
 
     @functions.signature({"types": ["string", "number", "null"]})
     def _func_to_epoch_ms(self, value):
@@ -101,11 +97,12 @@ class EngineFunctions(functions.Functions):
 
     @functions.signature()
     def _func_now_ms(self):
-        return now_ms()
+        """The run's clock in epoch milliseconds (``etl run --as-of`` sets it)."""
+        return self._now
 
     @functions.signature({"types": ["number"]})
     def _func_days_ago_ms(self, days):
-        return days_ago_ms(days)
+        return int(self._now - days * DAY_MS)
 
     @functions.signature({"types": ["string", "null"]}, {"types": ["string"]})
     def _func_split(self, value, separator):
@@ -170,8 +167,8 @@ class EngineFunctions(functions.Functions):
         return self._config[name]
 
 
-def jmespath_options(config: dict[str, Any] | None = None) -> jmespath.Options:
-    return jmespath.Options(custom_functions=EngineFunctions(config))
+def jmespath_options(config: dict[str, Any] | None = None, now: int | None = None) -> jmespath.Options:
+    return jmespath.Options(custom_functions=EngineFunctions(config, now))
 
 
 FUNCTION_NAMES = frozenset(
@@ -262,13 +259,14 @@ def make_environment() -> MappingSandbox:
         keep_trailing_newline=False,
     )
     env.filters.update(epoch_ms=_epoch_ms_filter, split=split_text, unique=unique)
-    env.globals.update(now_ms=now_ms, days_ago_ms=days_ago_ms)
     return env
 
 
 ENVIRONMENT = make_environment()
 
-TEMPLATE_VARIABLES = frozenset({"record", "config", "item", "parent", "now_ms", "days_ago_ms"})
+# What templates see: the record, config values, the for_each item, the fan-out parent
+# entity, and the run's clock in epoch milliseconds.
+TEMPLATE_VARIABLES = frozenset({"record", "config", "item", "parent", "now"})
 
 
 def compile_template(text: str, *, variables: frozenset[str], config_fields: frozenset[str]) -> jinja2.Template:

@@ -13,10 +13,12 @@ import json
 import logging
 import random
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping, TypeVar
 
 import requests
 from vcr.errors import CannotOverwriteExistingCassetteException
@@ -209,11 +211,41 @@ def render_pairs(pairs, scope: Scope) -> dict[str, Any]:
     return {name: value.evaluate(scope) for name, value in pairs}
 
 
+def fetch(client: HttpClient, spec: RequestSpec, scope: Scope, paging: Mapping[str, Any] | None = None) -> Page:
+    """Make one request of a step. ``paging`` (offset/limit...) goes into the query string,
+    or into the variables of a GraphQL request, whose errors are failures even with HTTP 200."""
+    params = render_pairs(spec.params, scope)
+    headers = render_pairs(spec.headers, scope)
+    if spec.graphql is None:
+        body = spec.body.evaluate(scope) if spec.body is not None else None
+        params.update(paging or {})
+    else:
+        body = {"query": spec.graphql, "variables": {**render_pairs(spec.variables, scope), **(paging or {})}}
+    page = client.get_json(spec.method, spec.path.evaluate(scope), params=params, headers=headers, body=body)
+    if spec.graphql is not None:
+        check_graphql(spec.method, page)
+    return page
+
+
+def check_graphql(method: str, page: Page) -> None:
+    body = page.body
+    if not isinstance(body, dict):
+        raise FetchError(f"{method} {page.url}: a GraphQL response must be an object, got {type(body).__name__}",
+                         url=page.url)
+    errors = body.get("errors")
+    if errors:
+        messages = [e.get("message", json.dumps(e)) if isinstance(e, dict) else str(e)
+                    for e in (errors if isinstance(errors, list) else [errors])]
+        raise FetchError(f"{method} {page.url}: GraphQL error: {'; '.join(messages)}", status=page.status,
+                         url=page.url)
+    if body.get("data") is None:
+        raise FetchError(f"{method} {page.url}: the GraphQL response has no data", url=page.url)
+
+
 def validate_credentials(client: HttpClient, spec: RequestSpec, scope: Scope) -> None:
     """JupiterOne's validateInvocation: one cheap authenticated call before any step."""
     try:
-        client.get_json(spec.method, spec.path.evaluate(scope), params=render_pairs(spec.params, scope),
-                        headers=render_pairs(spec.headers, scope))
+        fetch(client, spec, scope)
     except FetchError as exc:
         if exc.status in (401, 403):
             raise AuthenticationError(
@@ -230,14 +262,8 @@ def paginate(client: HttpClient, spec: RequestSpec, pagination: Pagination, scop
     ``select`` turns a page body into its list of records (the extract stage); offset
     pagination advances by the number of records each page really held.
     """
-    method = spec.method
-    path = spec.path.evaluate(scope)
-    params = render_pairs(spec.params, scope)
-    headers = render_pairs(spec.headers, scope)
-    body = spec.body.evaluate(scope) if spec.body is not None else None
-
     if pagination.kind == "none":
-        page = client.get_json(method, path, params=params, headers=headers, body=body)
+        page = fetch(client, spec, scope)
         yield page, select(page.body)
         return
 
@@ -245,10 +271,10 @@ def paginate(client: HttpClient, spec: RequestSpec, pagination: Pagination, scop
     offset = 0
     pages = 0
     while True:
-        page_params = {**params, pagination.offset_param: offset}
+        paging = {pagination.offset_param: offset}
         if limit is not None:
-            page_params[pagination.limit_param] = limit
-        page = client.get_json(method, path, params=page_params, headers=headers, body=body)
+            paging[pagination.limit_param] = limit
+        page = fetch(client, spec, scope, paging)
         records = select(page.body)
         pages += 1
         yield page, records
@@ -258,7 +284,7 @@ def paginate(client: HttpClient, spec: RequestSpec, pagination: Pagination, scop
         if pagination.total is not None:
             total = pagination.total.evaluate(Scope(page.body, {}, scope.options))
             if not isinstance(total, (int, float)) or isinstance(total, bool):
-                raise FetchError(f"{method} {page.url}: the total ({pagination.total.source}) is "
+                raise FetchError(f"{spec.method} {page.url}: the total ({pagination.total.source}) is "
                                  f"{json.dumps(total)}, not a number", url=page.url)
             if offset >= total:
                 return
@@ -267,3 +293,41 @@ def paginate(client: HttpClient, spec: RequestSpec, pagination: Pagination, scop
         if pagination.max_pages is not None and pages >= pagination.max_pages:
             log.warning("%s: stopped after max_pages=%d", page.url, pagination.max_pages)
             return
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def ordered_map(func: Callable[[T], R], items: Iterable[T], concurrency: int) -> Iterator[tuple[T, R | FetchError]]:
+    """``(item, func(item))`` for every item, in input order, running up to ``concurrency``
+    calls at once. A FetchError is returned in place of the result; other exceptions
+    propagate. At most ``2 * concurrency`` results wait in memory."""
+
+    def call(item: T) -> R | FetchError:
+        try:
+            return func(item)
+        except FetchError as exc:
+            return exc
+
+    if concurrency <= 1:
+        for item in items:
+            yield item, call(item)
+        return
+    pending: deque = deque()
+    source = iter(items)
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="etl-fetch") as pool:
+        for item in source:
+            pending.append((item, pool.submit(call, item)))
+            if len(pending) >= 2 * concurrency:
+                break
+        while pending:
+            item, future = pending.popleft()
+            result = future.result()
+            following = next(source, _END)
+            if following is not _END:
+                pending.append((following, pool.submit(call, following)))
+            yield item, result
+
+
+_END = object()

@@ -19,10 +19,12 @@ from .expressions import (
     TEMPLATE_VARIABLES,
     ExpressionError,
     Value,
+    ValueProblem,
     compile_jmespath,
     jmespath_value,
     literal,
     template_value,
+    to_epoch_ms,
 )
 from .load import LoadedMapping, PathT, SourceMap, load_mapping
 
@@ -60,6 +62,8 @@ class RequestSpec:
     params: tuple[tuple[str, Value], ...] = ()
     headers: tuple[tuple[str, Value], ...] = ()
     body: Value | None = None
+    graphql: str | None = None  # a GraphQL query: POSTed as {"query", "variables"}
+    variables: tuple[tuple[str, Value], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,7 @@ class EntitySpec:
     resource: str
     type: str
     classes: tuple[str, ...]
+    for_each: Value | None  # one entity per item of this list (nested records)
     key: Value
     properties: tuple[tuple[str, Value], ...]
     tags: tuple[tuple[str, Value], ...]
@@ -143,6 +148,8 @@ class Step:
     id: str
     name: str
     depends_on: tuple[str, ...]
+    when: Value | None  # JMESPath on config: the step runs only when it is truthy
+    for_each: str | None  # fan-out: one request per entity of this type
     request: RequestSpec | None
     pagination: Pagination
     records: Value
@@ -166,6 +173,7 @@ class Step:
 class Offline:
     cassette: Path
     config: tuple[tuple[str, Any], ...]
+    as_of: str | None  # the clock of the recording, so time windows replay the same
 
 
 @dataclass(frozen=True)
@@ -189,6 +197,11 @@ class Plan:
 
     def step(self, step_id: str) -> Step:
         return next(s for s in self.steps if s.id == step_id)
+
+    @property
+    def parent_types(self) -> frozenset[str]:
+        """Entity types some step fans out over; the run keeps those entities in memory."""
+        return frozenset(s.for_each for s in self.steps if s.for_each)
 
     def secret_fields(self) -> tuple[str, ...]:
         return tuple(f.name for f in self.config_fields if f.secret)
@@ -230,6 +243,7 @@ class _Compiler:
     source_map: SourceMap
     base_dir: Path
     problems: list[Problem] = field(default_factory=list)
+    for_each_types: set[str] = field(default_factory=set)  # of the step being compiled
 
     # -- reporting -----------------------------------------------------------------------
 
@@ -296,7 +310,7 @@ class _Compiler:
         config_fields = self.config_fields()
         sources = self.sources()
         instance_tags = self.value_map(data.get("tags"), ("tags",),
-                                       variables=frozenset({"config", "now_ms", "days_ago_ms"}))
+                                       variables=frozenset({"config", "now"}))
         steps = self.steps({s.name for s in sources})
         offline = self.offline()
         if self.problems:
@@ -366,13 +380,17 @@ class _Compiler:
         return tuple(out)
 
     def request(self, spec: dict, path: PathT, source_names: set[str],
-                variables: frozenset[str] = frozenset({"config", "parent"})) -> RequestSpec | None:
+                variables: frozenset[str] = frozenset({"config", "parent", "now"})) -> RequestSpec | None:
         source = spec.get("source") or next(iter(self.data["sources"]))
         if source not in source_names:
             self.problem(path + ("source",), f"unknown source '{source}'{_hint(source, source_names)}")
+        graphql = spec.get("graphql")
         return RequestSpec(
             source=source,
-            method=spec.get("method", "GET"),
+            method=spec.get("method", "POST" if graphql else "GET"),
+            graphql=graphql["query"] if graphql else None,
+            variables=self.value_map((graphql or {}).get("variables"), path + ("graphql", "variables"),
+                                     variables=variables, allow_jmespath=False),
             path=self.template(spec.get("path", ""), path + ("path",), variables),
             params=self.value_map(spec.get("params"), path + ("params",), variables=variables,
                                   allow_jmespath=False),
@@ -388,11 +406,18 @@ class _Compiler:
             return None
         cassette = (self.base_dir / spec["cassette"]).resolve()
         config = spec.get("config") or {}
+        as_of = spec.get("as_of")
+        if as_of is not None:
+            try:
+                to_epoch_ms(str(as_of))
+            except ValueProblem as exc:
+                self.problem(("offline", "as_of"), str(exc))
         for name in config:
             if name not in self.config_names:
                 self.problem(("offline", "config", name), f"unknown config field '{name}'"
                              f"{_hint(name, self.config_names)}", key=True)
-        return Offline(cassette=cassette, config=tuple(config.items()))
+        return Offline(cassette=cassette, config=tuple(config.items()),
+                       as_of=None if as_of is None else str(as_of))
 
     # -- steps ---------------------------------------------------------------------------
 
@@ -453,10 +478,24 @@ class _Compiler:
         request = None
         if "request" in spec:
             request = self.request(spec["request"], path + ("request",), source_names)
+        when = self.expression(spec["when"], path + ("when",)) if "when" in spec else None
+        parent_type = spec.get("for_each")
+        if parent_type is not None:
+            owner = declared_types.get(parent_type)
+            if owner is None or owner[1] != "entity":
+                self.problem(path + ("for_each",), f"unknown entity type '{parent_type}'"
+                                                   f"{_hint(parent_type, declared_types)}")
+            elif raw_steps_id(self.data, owner[0]) not in _ancestors(self.data, spec["id"]):
+                self.problem(path + ("for_each",), f"'{parent_type}' is built by step "
+                                                   f"'{raw_steps_id(self.data, owner[0])}', which this step "
+                                                   f"does not depend on; add it to depends_on")
+            if request is None:
+                self.problem(path + ("for_each",), "for_each needs a request to make per entity")
         pagination = self.pagination(spec.get("pagination"), path + ("pagination",))
         records = self.expression(spec.get("records", "@"), path + ("records",))
         record_filter = self.expression(spec["filter"], path + ("filter",)) if "filter" in spec else None
-        record_types = {e["type"] for e in spec.get("entities") or []}
+        record_types = {e["type"] for e in spec.get("entities") or [] if "for_each" not in e}
+        self.for_each_types = {e["type"] for e in spec.get("entities") or [] if "for_each" in e}
         entities = tuple(
             e for e in (self.entity(raw, path + ("entities", i)) for i, raw in enumerate(spec.get("entities") or []))
             if e is not None
@@ -479,6 +518,8 @@ class _Compiler:
             id=spec["id"],
             name=spec.get("name", spec["id"]),
             depends_on=tuple(spec.get("depends_on") or ()),
+            when=when,
+            for_each=parent_type,
             request=request,
             pagination=pagination,
             records=records,
@@ -510,6 +551,7 @@ class _Compiler:
                 self.problem(where, f"unknown JupiterOne class '{name}'"
                                     f"{_hint(name, datamodel.ENTITY_CLASSES)}")
         key = self.template(spec["key"], path + ("key",))
+        for_each = self.for_each(spec, path)
         properties = self.value_map(spec.get("properties"), path + ("properties",))
         tags = self.value_map(spec.get("tags"), path + ("tags",))
         tags_from = self.expression(spec["tags_from"], path + ("tags_from",)) if "tags_from" in spec else None
@@ -519,6 +561,7 @@ class _Compiler:
             resource=spec.get("resource", spec["type"]),
             type=spec["type"],
             classes=classes,
+            for_each=for_each,
             key=key,
             properties=properties,
             tags=tags,
@@ -531,13 +574,22 @@ class _Compiler:
         if isinstance(raw, str):
             if raw not in record_types:
                 where = "this step's entities" if record_types else "this step (it builds no entities)"
-                self.problem(path, f"'{raw}' is not an entity type built in {where}"
-                                   f"{_hint(raw, record_types)}")
+                if raw in self.for_each_types:
+                    self.problem(path, f"'{raw}' is built with for_each (many per record); name one of them "
+                                       f"with {{type: {raw}, key: ...}}")
+                else:
+                    self.problem(path, f"'{raw}' is not an entity type built in {where}{_hint(raw, record_types)}")
                 return None
             return Endpoint("record", raw)
         entity_type = raw["type"]
         if entity_type not in declared_types:
             self.problem(path + ("type",), f"unknown entity type '{entity_type}'{_hint(entity_type, declared_types)}")
+            return None
+        owner = raw_steps_id(self.data, declared_types[entity_type][0])
+        step_id = self.data["steps"][path[1]]["id"]
+        if owner != step_id and owner not in _ancestors(self.data, step_id):
+            self.problem(path + ("type",), f"'{entity_type}' is built by step '{owner}', which this step does not "
+                                           f"depend on; add it to depends_on")
             return None
         if "key" in raw:
             key = self.template(raw["key"], path + ("key",))
@@ -610,6 +662,23 @@ class _Compiler:
             for_each=for_each,
             partial=spec.get("partial", False),
         )
+
+
+def raw_steps_id(data: dict, index: int) -> str:
+    return data["steps"][index]["id"]
+
+
+def _ancestors(data: dict, step_id: str) -> set[str]:
+    """Every step ``step_id`` depends on, directly or not (as written; cycles are reported elsewhere)."""
+    depends = {s["id"]: s.get("depends_on") or [] for s in data["steps"]}
+    seen: set[str] = set()
+    pending = list(depends.get(step_id, []))
+    while pending:
+        current = pending.pop()
+        if current not in seen:
+            seen.add(current)
+            pending.extend(depends.get(current, []))
+    return seen
 
 
 def _hint(name: str, options) -> str:

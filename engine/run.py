@@ -16,10 +16,10 @@ from typing import Any, Iterator
 
 from .build import Built, GraphBuilder
 from .config import ResolvedConfig
-from .errors import EXIT_OK, EXIT_PARTIAL, EtlError, FetchError
+from .errors import EXIT_OK, EXIT_PARTIAL, FetchError
 from .expressions import Scope, jmespath_options
-from .extract import keep_record, select_records
-from .fetch import HttpClient, paginate, render_pairs, validate_credentials
+from .extract import is_truthy, keep_record, select_records
+from .fetch import HttpClient, ordered_map, paginate, render_pairs, validate_credentials
 from .graph import GraphChecker, Verdict
 from .plan import Plan, Source, Step
 from .write import GraphWriter, StagedOutput
@@ -27,10 +27,12 @@ from .write import GraphWriter, StagedOutput
 log = logging.getLogger("etl.run")
 
 MAX_WARNINGS_KEPT = 20  # per step; the rest are counted
+DEFAULT_CONCURRENCY = 8
 
 SUCCESS = "success"
 FAILURE = "failure"
 PARTIAL_DEPENDENCY = "partial_success_due_to_dependency_failure"
+DISABLED = "disabled"
 
 
 @dataclass
@@ -40,12 +42,24 @@ class StepResult:
     start_ms: int = 0
     end_ms: int = 0
     counts: Counter = field(default_factory=Counter)
-    error: str | None = None
+    errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     warning_count: int = 0
     requests: int = 0
     records: int = 0
     skipped_types: set = field(default_factory=set)  # types of which some record built nothing
+
+    @property
+    def error(self) -> str | None:
+        if not self.errors:
+            return None
+        more = f" (and {len(self.errors) - 1} more)" if len(self.errors) > 1 else ""
+        return self.errors[0] + more
+
+    def fail(self, message: str) -> None:
+        self.status = FAILURE
+        self.errors.append(message)
+        log.error("step %s: %s", self.step.id, message)
 
     def warn(self, message: str) -> None:
         self.warning_count += 1
@@ -80,12 +94,13 @@ class RunResult:
 
     @property
     def exit_code(self) -> int:
-        if any(r.status != SUCCESS for r in self.steps) or self.graph_notes_are_losses:
+        if any(r.status not in (SUCCESS, DISABLED) for r in self.steps) or self.has_losses:
             return EXIT_PARTIAL
         return EXIT_OK
 
     @property
-    def graph_notes_are_losses(self) -> bool:
+    def has_losses(self) -> bool:
+        """Some type is partial for a reason other than being declared partial."""
         declared_partial = {t for r in self.steps for t in r.step.partial_types}
         return bool(set(self.partial_types) - declared_partial)
 
@@ -96,6 +111,8 @@ class RunOptions:
     base_urls: tuple[tuple[str | None, str], ...] = ()  # (source name or None for the default, url)
     steps: tuple[str, ...] = ()
     pretty: bool = False
+    concurrency: int = DEFAULT_CONCURRENCY  # parallel child requests of a fan-out step
+    now: int | None = None  # the run's clock (epoch ms); None = the real time
 
 
 def now_ms() -> int:
@@ -107,11 +124,16 @@ class Runner:
         self.plan = plan
         self.config = config
         self.options = options
-        self.jmespath = jmespath_options(dict(config.values))
-        self.config_scope = Scope({}, {"config": config.values}, self.jmespath)
+        self.now = options.now if options.now is not None else now_ms()
+        self.jmespath = jmespath_options(dict(config.values), self.now)
+        self.config_scope = self.request_scope(None)
         self.clients: dict[str, HttpClient] = {}
+        self.parents: dict[str, list[dict]] = {t: [] for t in plan.parent_types}
 
     # -- setup ---------------------------------------------------------------------------
+
+    def request_scope(self, parent: dict | None) -> Scope:
+        return Scope({}, {"config": self.config.values, "parent": parent, "now": self.now}, self.jmespath)
 
     def base_url(self, source: Source) -> str:
         for name, url in self.options.base_urls:
@@ -142,17 +164,29 @@ class Runner:
 
     # -- the run -------------------------------------------------------------------------
 
-    def validate(self) -> None:
-        """Every source's validation call, before anything else. Authentication failures are fatal."""
+    def validate(self, steps: tuple[Step, ...]) -> None:
+        """Validation calls of the sources the run will use, before anything else.
+        Authentication failures are fatal."""
+        used = {s.request.source for s in steps if s.request is not None}
         for source in self.plan.sources:
-            if source.validate is not None:
+            if source.validate is not None and source.name in used:
                 log.info("validating credentials: %s %s", source.validate.method, source.name)
                 validate_credentials(self.client(source.name), source.validate, self.config_scope)
 
-    def run(self) -> RunResult:
+    def enabled_steps(self) -> tuple[tuple[Step, ...], set[str]]:
+        """The steps to run, and those switched off by ``when`` (with everything depending on them)."""
         steps = self.plan.steps_for(list(self.options.steps))
+        disabled: set[str] = set()
+        for step in steps:
+            off = step.when is not None and not is_truthy(step.when.evaluate(self.config_scope))
+            if off or any(d in disabled for d in step.depends_on):
+                disabled.add(step.id)
+        return steps, disabled
+
+    def run(self) -> RunResult:
+        steps, disabled = self.enabled_steps()
         try:
-            self.validate()
+            self.validate(tuple(s for s in steps if s.id not in disabled))
             staged = StagedOutput(self.options.output)
             try:
                 writer = GraphWriter(staged.path, self.config.redactor, pretty=self.options.pretty)
@@ -160,6 +194,10 @@ class Runner:
                 tags = self.instance_tags()
                 results: dict[str, StepResult] = {}
                 for step in steps:
+                    if step.id in disabled:
+                        log.info("step %s: disabled by its 'when' (or a step it depends on)", step.id)
+                        results[step.id] = StepResult(step, status=DISABLED, start_ms=now_ms(), end_ms=now_ms())
+                        continue
                     results[step.id] = self.run_step(step, results, writer, checker, tags)
                 result = self.finish(list(results.values()), checker)
                 writer.write_summary(self.summary(result))
@@ -177,27 +215,25 @@ class Runner:
         result = StepResult(step, start_ms=now_ms())
         log.info("step %s: %s", step.id, step.name)
         builder = GraphBuilder(step, config=self.config.values, options=self.jmespath, index=checker.index,
-                               instance_tags=tags)
+                               instance_tags=tags, now=self.now)
         pending: list[dict] = []  # relationships whose endpoints may appear later in the step
         requests_before = self.requests_made()
         try:
-            for position, record in self.records(step, result):
+            for position, record, parent in self.records(step, result):
                 result.records += 1
-                if not keep_record(step.filter, builder.scope(record)):
+                if not keep_record(step.filter, builder.scope(record, parent)):
                     continue
-                built = builder.build(record, position)
+                built = builder.build(record, position, parent)
                 self.accept(step, built, result, writer, checker, pending)
         except FetchError as exc:
-            result.status = FAILURE
-            result.error = str(exc)
-            log.error("step %s failed: %s", step.id, exc)
+            result.fail(str(exc))
         for relationship in pending:
             if checker.check_relationship(relationship) is Verdict.ACCEPT:
                 self.write(step, "relationships", relationship, result, writer)
             else:
                 checker.dangling(relationship)
         writer.flush_step(step.id)
-        failed_deps = [d for d in step.depends_on if d in done and done[d].status != SUCCESS]
+        failed_deps = [d for d in step.depends_on if d in done and done[d].status not in (SUCCESS, DISABLED)]
         if result.status == SUCCESS and failed_deps:
             result.status = PARTIAL_DEPENDENCY
         result.requests = self.requests_made() - requests_before
@@ -207,22 +243,41 @@ class Runner:
     def requests_made(self) -> int:
         return sum(c.requests_made for c in self.clients.values())
 
-    def records(self, step: Step, result: StepResult) -> Iterator[tuple[str, Any]]:
-        """Every record of a step, with a position for messages. A step without a request
-        has one empty record: its entities come from config alone."""
+    def records(self, step: Step, result: StepResult) -> Iterator[tuple[str, Any, dict | None]]:
+        """Every ``(position, record, parent)`` of a step; ``position`` names it in messages.
+
+        A step without a request has one empty record (its entities come from config). A
+        fan-out step (``for_each``) makes one request per parent entity, ``concurrency`` at
+        a time, and yields the records in parent order, so the output never depends on
+        timing. A failed child request fails the step but not its siblings.
+        """
         if step.request is None:
-            yield f"{step.id}", {}
+            yield step.id, {}, None
             return
         client = self.client(step.request.source)
 
         def select(body: Any) -> list:
             return select_records(step.records, body, self.jmespath, f"{step.request.method} {client.base_url}")
 
-        for number, (page, records) in enumerate(
-                paginate(client, step.request, step.pagination, self.config_scope, select), start=1):
+        def pages_of(parent: dict | None) -> list:
+            return list(paginate(client, step.request, step.pagination, self.request_scope(parent), select))
+
+        if step.for_each is None:
+            pages = paginate(client, step.request, step.pagination, self.config_scope, select)
+            yield from self.page_records(step, pages, None)
+            return
+        parents = self.parents[step.for_each]
+        for parent, outcome in ordered_map(pages_of, parents, self.options.concurrency):
+            if isinstance(outcome, Exception):
+                result.fail(f"for {step.for_each} {parent['_key']}: {outcome}")
+                continue
+            yield from self.page_records(step, outcome, parent)
+
+    def page_records(self, step: Step, pages, parent: dict | None) -> Iterator[tuple[str, Any, dict | None]]:
+        for number, (page, records) in enumerate(pages, start=1):
             log.debug("step %s: page %d: %d record(s) from %s", step.id, number, len(records), page.url)
             for index, record in enumerate(records):
-                yield f"{step.id}: page {number} ({page.url}) record {index}", record
+                yield f"{step.id}: page {number} ({page.url}) record {index}", record, parent
 
     def accept(self, step: Step, built: Built, result: StepResult, writer: GraphWriter, checker: GraphChecker,
                pending: list[dict]) -> None:
@@ -230,9 +285,10 @@ class Runner:
             result.warn(message)
         result.skipped_types.update(built.skipped_types)
         for entity in built.entities:
-            verdict = checker.check_entity(entity)
-            if verdict is Verdict.ACCEPT:
+            if checker.check_entity(entity) is Verdict.ACCEPT:
                 self.write(step, "entities", entity, result, writer)
+                if entity["_type"] in self.parents:
+                    self.parents[entity["_type"]].append({k: v for k, v in entity.items() if k != "_rawData"})
         for relationship in built.relationships:
             verdict = checker.check_relationship(relationship)
             if verdict is Verdict.ACCEPT:
@@ -247,6 +303,8 @@ class Runner:
     def finish(self, results: list[StepResult], checker: GraphChecker) -> RunResult:
         partial: set[str] = set(checker.incomplete_types())
         for result in results:
+            if result.status == DISABLED:
+                continue
             partial.update(result.step.partial_types)
             partial.update(result.skipped_types)
             if result.status != SUCCESS:
@@ -265,6 +323,3 @@ class Runner:
 
 def run_plan(plan: Plan, config: ResolvedConfig, options: RunOptions) -> RunResult:
     return Runner(plan, config, options).run()
-
-
-__all__ = ["RunOptions", "RunResult", "StepResult", "run_plan", "EtlError"]
