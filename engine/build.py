@@ -88,10 +88,10 @@ class GraphBuilder:
     # -- entities ------------------------------------------------------------------------
 
     def entity(self, spec: EntitySpec, record: Any, scope: Scope, where: str, warnings: list[str]) -> dict | None:
-        key = evaluate(spec.key, scope, f"{where}.key", warnings)
+        key = as_key(evaluate(spec.key, scope, f"{where}.key", warnings))
         if key is None:
             return None
-        if not isinstance(key, str) or not key:
+        if not key:
             warnings.append(f"{where}.key: the key is {key!r}, not a non-empty string; entity skipped")
             return None
         entity: dict[str, Any] = {"_key": key, "_type": spec.type, "_class": list(spec.classes)}
@@ -148,8 +148,8 @@ class GraphBuilder:
             return [key] if key is not None else []
         if endpoint.mode == "type":
             return list(self.index.keys_by_type.get(endpoint.type, ()))
-        key = evaluate(endpoint.key, scope, f"{where}.key", warnings)
-        return [key] if isinstance(key, str) and key else []
+        key = as_key(evaluate(endpoint.key, scope, f"{where}.key", warnings))
+        return [key] if key else []
 
     def relationship_properties(self, pairs, scope: Scope, where: str, warnings: list[str]) -> dict:
         out = {}
@@ -247,6 +247,15 @@ def evaluate(value: Value, scope: Scope, where: str, warnings: list[str]) -> Any
         warnings.append(f"{where}: {exc}")
     except Exception as exc:  # a JMESPath type error on an unexpected record shape, say
         warnings.append(f"{where}: {type(exc).__name__}: {exc}")
+    return None
+
+
+def as_key(value: Any) -> str | None:
+    """A rendered key: text as is, a number as its text; anything else is no key."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
     return None
 
 

@@ -131,6 +131,10 @@ def resolve_config(
             values[field.name] = field.default
             continue
         values[field.name] = _convert(field, raw, origin)
+        if field.choices and values[field.name] not in field.choices:
+            shown = "the value" if field.secret else repr(values[field.name])
+            raise ConfigError(f"config field '{field.name}' must be one of {', '.join(map(str, field.choices))}; "
+                              f"{origin} gives {shown}")
 
     secrets = [str(values[f.name]) for f in plan.config_fields if f.secret and values.get(f.name) is not None]
     return ResolvedConfig(MappingProxyType(values), Redactor(secrets), tuple(placeholders))

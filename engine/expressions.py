@@ -362,6 +362,22 @@ def jmespath_value(text: str) -> Value:
     return Value("jmespath", text, lambda scope: compiled.search(scope.root, options=scope.options))
 
 
+_SINGLE_EXPRESSION = re.compile(r"^\s*\{\{-?(?P<expr>(?:(?!\{\{|\}\}).)*?)-?\}\}\s*$", re.DOTALL)
+
+
 def template_value(text: str, *, variables: frozenset[str], config_fields: frozenset[str]) -> Value:
+    """A template. One made of a single ``{{ expression }}`` keeps the expression's type
+    (a number stays a number, null stays null); anything else renders to a string."""
     template = compile_template(text, variables=variables, config_fields=config_fields)
-    return Value("template", text, lambda scope: template.render(scope.variables))
+    single = _SINGLE_EXPRESSION.match(text)
+    if single is None:
+        return Value("template", text, lambda scope: template.render(scope.variables))
+    expression = ENVIRONMENT.compile_expression(single.group("expr"), undefined_to_none=False)
+
+    def evaluate(scope: Scope) -> Any:
+        result = expression(**scope.variables)
+        if isinstance(result, jinja2.Undefined):
+            result._fail_with_undefined_error()
+        return result
+
+    return Value("template", text, evaluate)

@@ -97,7 +97,8 @@ class GraphChecker:
         if report is None:
             return []
         lines = []
-        if report.duplicates:
+        # Only entity duplicates are told: a repeated record repeats its relationships too.
+        if report.duplicates and graph_type in self.index.keys_by_type:
             lines.append(f"{graph_type}: {report.duplicates} duplicate key(s); kept the first of each")
         for message, count in report.invalid.items():
             lines.append(f"{graph_type}: {count} object(s) not written: {message} "

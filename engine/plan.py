@@ -44,6 +44,7 @@ class ConfigField:
     required: bool
     default: Any
     description: str
+    choices: tuple = ()  # the only values allowed, when given
 
 
 @dataclass(frozen=True)
@@ -338,9 +339,13 @@ class _Compiler:
             kind = spec.get("type", "string")
             if has_default and spec["default"] is not None and not _fits(kind, spec["default"]):
                 self.problem(path + ("default",), f"default {spec['default']!r} is not of type {kind}")
+            choices = tuple(spec.get("choices") or ())
+            if choices and has_default and spec["default"] not in choices:
+                self.problem(path + ("default",), f"default {spec['default']!r} is not one of the choices")
             fields.append(ConfigField(
                 name=name, env=spec.get("env"), type=kind, secret=bool(spec.get("secret", False)),
                 required=bool(required), default=spec.get("default"), description=spec.get("description", ""),
+                choices=choices,
             ))
         return tuple(fields)
 
@@ -429,14 +434,22 @@ class _Compiler:
                 self.problem(("steps", index, "id"),
                              f"duplicate step id '{spec['id']}' (also steps[{ids[spec['id']]}])")
             ids.setdefault(spec["id"], index)
-        declared_types: dict[str, tuple[int, str]] = {}  # _type -> (step index, 'entity'|'relationship')
+        # entity _type -> the steps that build it. Several steps may build one type (say, one
+        # per mode, switched by `when`), with the same class; one step declares it once.
+        declared_types: dict[str, list[str]] = {}
+        classes_of: dict[str, Any] = {}
         for index, spec in enumerate(raw_steps):
             for e_index, entity in enumerate(spec.get("entities") or []):
-                if entity["type"] in declared_types:
-                    self.problem(("steps", index, "entities", e_index, "type"),
-                                 f"entity type '{entity['type']}' is declared twice "
-                                 f"(also in steps[{declared_types[entity['type']][0]}])")
-                declared_types.setdefault(entity["type"], (index, "entity"))
+                entity_type, where = entity["type"], ("steps", index, "entities", e_index, "type")
+                owners = declared_types.setdefault(entity_type, [])
+                if spec["id"] in owners:
+                    self.problem(where, f"entity type '{entity_type}' is declared twice in this step")
+                elif entity_type in classes_of and classes_of[entity_type] != entity["class"]:
+                    self.problem(where, f"entity type '{entity_type}' is declared with class "
+                                        f"{entity['class']!r} here but {classes_of[entity_type]!r} in step "
+                                        f"'{owners[0]}'")
+                owners.append(spec["id"])
+                classes_of.setdefault(entity_type, entity["class"])
 
         compiled = []
         for index, spec in enumerate(raw_steps):
@@ -481,14 +494,13 @@ class _Compiler:
         when = self.expression(spec["when"], path + ("when",)) if "when" in spec else None
         parent_type = spec.get("for_each")
         if parent_type is not None:
-            owner = declared_types.get(parent_type)
-            if owner is None or owner[1] != "entity":
+            owners = declared_types.get(parent_type)
+            if owners is None:
                 self.problem(path + ("for_each",), f"unknown entity type '{parent_type}'"
                                                    f"{_hint(parent_type, declared_types)}")
-            elif raw_steps_id(self.data, owner[0]) not in _ancestors(self.data, spec["id"]):
-                self.problem(path + ("for_each",), f"'{parent_type}' is built by step "
-                                                   f"'{raw_steps_id(self.data, owner[0])}', which this step "
-                                                   f"does not depend on; add it to depends_on")
+            elif not set(owners) & _ancestors(self.data, spec["id"]):
+                self.problem(path + ("for_each",), f"'{parent_type}' is built by step '{owners[0]}', which "
+                                                   f"this step does not depend on; add it to depends_on")
             if request is None:
                 self.problem(path + ("for_each",), "for_each needs a request to make per entity")
         pagination = self.pagination(spec.get("pagination"), path + ("pagination",))
@@ -585,11 +597,11 @@ class _Compiler:
         if entity_type not in declared_types:
             self.problem(path + ("type",), f"unknown entity type '{entity_type}'{_hint(entity_type, declared_types)}")
             return None
-        owner = raw_steps_id(self.data, declared_types[entity_type][0])
+        owners = declared_types[entity_type]
         step_id = self.data["steps"][path[1]]["id"]
-        if owner != step_id and owner not in _ancestors(self.data, step_id):
-            self.problem(path + ("type",), f"'{entity_type}' is built by step '{owner}', which this step does not "
-                                           f"depend on; add it to depends_on")
+        if not set(owners) & (_ancestors(self.data, step_id) | {step_id}):
+            self.problem(path + ("type",), f"'{entity_type}' is built by step '{owners[0]}', which this step "
+                                           f"does not depend on; add it to depends_on")
             return None
         if "key" in raw:
             key = self.template(raw["key"], path + ("key",))
@@ -662,10 +674,6 @@ class _Compiler:
             for_each=for_each,
             partial=spec.get("partial", False),
         )
-
-
-def raw_steps_id(data: dict, index: int) -> str:
-    return data["steps"][index]["id"]
 
 
 def _ancestors(data: dict, step_id: str) -> set[str]:

@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import tempfile
 from dataclasses import dataclass, field
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Callable
 
 from engine.cassette import cassette
 from engine.config import resolve_config
 from engine.errors import EtlError
+from engine.expressions import to_epoch_ms
 from engine.plan import compile_file
 from engine.run import RunOptions, run_plan
 
-from . import digicert
+from . import digicert, nowsecure
 from .server import LocalApi, Response
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,6 +37,9 @@ class Scenario:
     fake_root: str  # path prefix of the fake's API root
     install: Callable[[LocalApi], None]
     config: dict = field(default_factory=dict)
+    source: str | None = None  # the mapping source the fake stands in for (None: the default one)
+    also: tuple = ()  # more fakes: (source, real_base, install)
+    as_of: str | None = None
 
 
 def _digicert(setup: Callable[[digicert.DigiCertData], None] = lambda data: None,
@@ -77,18 +82,56 @@ def record(scenario: Scenario) -> Path:
     target.unlink(missing_ok=True)
     plan = compile_file(ROOT / scenario.mapping)
     config = resolve_config(plan, scenario.config, environ={}, dotenv=None)
-    with LocalApi() as api, tempfile.TemporaryDirectory() as out:
-        scenario.install(api)
-        local_base = api.url + scenario.fake_root
-        options = RunOptions(output=Path(out) / "graph", base_urls=((None, local_base),))
+    with ExitStack() as stack, tempfile.TemporaryDirectory() as out:
+        fakes = [(scenario.source, scenario.real_base, scenario.fake_root, scenario.install)]
+        fakes += [(source, real, "", install) for source, real, install in scenario.also]
+        rewrites, base_urls = [], []
+        for source, real, root, install in fakes:
+            api = stack.enter_context(LocalApi())
+            install(api)
+            rewrites.append((api.url + root, real))
+            base_urls.append((source, api.url + root))
+        options = RunOptions(output=Path(out) / "graph", base_urls=tuple(base_urls), concurrency=1,
+                             now=to_epoch_ms(scenario.as_of) if scenario.as_of else None)
         try:
             with cassette(target, "all", config.redactor):
                 run_plan(plan, config, options)
         except EtlError as exc:
             print(f"  ({scenario.name}: the run failed as intended: {exc})")
-    text = target.read_text(encoding="utf-8").replace(local_base, scenario.real_base)
+    text = target.read_text(encoding="utf-8")
+    for local, real in rewrites:
+        text = text.replace(local, real)
     target.write_text(text, encoding="utf-8")
     return target
+
+
+NOWSECURE_CONFIG = {"apiToken": nowsecure.API_TOKEN, "accountName": "Example Org", "tagAccountName": "true",
+                    "instanceId": "5e1f6c2a-0d3b-4e8f-9a71-2b4c6d8e0f13"}
+LAB = "https://lab-api.nowsecure.com"
+PLATFORM = "https://api.nowsecure.com"
+
+
+def _lab(faults: Callable[[LocalApi], None] = lambda api: None):
+    def install(api: LocalApi) -> None:
+        nowsecure.install_lab(api)
+        faults(api)
+    return install
+
+
+SCENARIOS += [
+    Scenario("nowsecure/full-run", "mappings/nowsecure.yaml", LAB, "", _lab(), NOWSECURE_CONFIG, source="lab",
+             as_of=nowsecure.AS_OF),
+    Scenario("nowsecure/latest-report", "mappings/nowsecure.yaml", LAB, "", _lab(),
+             {**NOWSECURE_CONFIG, "findingsMode": "latest"}, source="lab",
+             also=(("platform", PLATFORM, nowsecure.install_graphql),), as_of=nowsecure.AS_OF),
+    Scenario("nowsecure/rate-limited", "mappings/nowsecure.yaml", LAB, "",
+             _lab(lambda api: api.fail_next(
+                 f"/resource/app/{nowsecure.APP_IOS['ref']}/vulnerability/",
+                 Response(429, {"message": "Too Many Requests"}, headers={"Retry-After": "1"}))),
+             NOWSECURE_CONFIG, source="lab", as_of=nowsecure.AS_OF),
+    Scenario("nowsecure/bad-token", "mappings/nowsecure.yaml", LAB, "", _lab(),
+             {**NOWSECURE_CONFIG, "apiToken": "not-a-valid-nowsecure-token"}, source="lab", as_of=nowsecure.AS_OF),
+]
 
 
 def main() -> None:
