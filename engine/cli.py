@@ -15,6 +15,7 @@ from . import __version__
 from .cassette import RECORD_MODES, cassette
 from .config import Redactor, parse_assignments, resolve_config
 from .errors import EXIT_RUN_FAILED, EtlError, RunInterrupted
+from .document import data_model, is_up_to_date, render_section, write_document
 from .load import mapping_schema
 from .plan import Plan, compile_file
 from .expressions import ValueProblem, to_epoch_ms
@@ -242,6 +243,62 @@ def format_result(result: RunResult) -> str:
 
 def _entity_types(plan: Plan) -> set[str]:
     return {e.type for s in plan.steps for e in s.entities}
+
+
+DOCUMENT_EXIT_CODES_HELP = """\b
+Exit codes:
+  0  success (with --check: FILE is up to date)
+  1  with --check: FILE is missing or not up to date
+  2  usage error (bad command-line options)
+  3  the mapping file is invalid
+  5  FILE has the start marker but no end marker; nothing was written
+"""
+
+
+@main.command(epilog=DOCUMENT_EXIT_CODES_HELP)
+@click.argument("mapping", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="Markdown file to update: only the text between the "
+                   "<!-- {J1_DOCUMENTATION_MARKER_START} --> and <!-- {J1_DOCUMENTATION_MARKER_END} --> "
+                   "markers is replaced; without the start marker the section is appended; a missing "
+                   "FILE is created. Without --output the section is printed to stdout.")
+@click.option("--check", is_flag=True,
+              help="With --output: change nothing; exit 1 if FILE is not what it would be written as "
+                   "(for CI: the documentation was not regenerated after the mapping changed).")
+def document(mapping: Path, output: Path | None, check: bool) -> None:
+    """Write the "Data Model" documentation section of MAPPING.
+
+    The section lists the entity types, relationships and mapped relationships the
+    mapping declares, exactly as JupiterOne's `j1-integration document` renders them.
+    It is built from the mapping alone: no API call, no config needed.
+
+    \b
+    Examples:
+      etl document mappings/example.yaml
+      etl document mappings/example.yaml --output docs/example.md
+      etl document mappings/example.yaml --output docs/example.md --check
+    """
+    if check and output is None:
+        raise click.UsageError("--check needs --output FILE (the file to check)")
+    try:
+        model = data_model(compile_file(mapping))
+        if model.is_empty:
+            click.echo(f"etl: {mapping} declares no entities or relationships; nothing to document", err=True)
+            return
+        section = render_section(model)
+        if output is None:
+            click.echo(section)
+        elif check:
+            if not is_up_to_date(output, section):
+                click.echo(f"etl: {output} is not up to date with {mapping}; "
+                           f"run: etl document {mapping} --output {output}", err=True)
+                sys.exit(1)
+            click.echo(f"{output}: up to date")
+        else:
+            changed = write_document(output, section)
+            click.echo(f"{output}: {'updated' if changed else 'already up to date'}")
+    except EtlError as exc:
+        fail(exc)
 
 
 if __name__ == "__main__":  # pragma: no cover
