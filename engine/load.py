@@ -46,7 +46,7 @@ class SourceMap:
     file: str
     values: dict[PathT, yaml.Mark] = field(default_factory=dict)
     keys: dict[PathT, yaml.Mark] = field(default_factory=dict)
-    styles: dict[PathT, str | None] = field(default_factory=dict)
+    scalars: dict[PathT, yaml.ScalarNode] = field(default_factory=dict)
 
     def locate(self, path: PathT, *, key: bool = False) -> Location:
         """The position of ``path``'s value (or key), or of its nearest ancestor."""
@@ -63,17 +63,32 @@ class SourceMap:
         return Location(self.file, mark.line + 1, mark.column + 1)
 
     def locate_in_scalar(self, path: PathT, offset: int) -> Location:
-        """The position of character ``offset`` inside the scalar at ``path``.
+        """The position in the file of character ``offset`` of the scalar value at ``path``.
 
-        Exact for plain and quoted scalars written on one line; for block scalars it
-        points at the scalar's start.
+        The value's characters are matched, in order, against the scalar's source text,
+        skipping what YAML removed (quotes, escapes, indentation, a block indicator line),
+        so quoted, multi-line and block scalars are located exactly.
         """
-        base = self.locate(path)
-        style = self.styles.get(tuple(path))
-        if style in ("|", ">"):
-            return base
-        shift = 1 if style in ("'", '"') else 0
-        return Location(base.file, base.line, base.column + shift + offset)
+        node = self.scalars.get(tuple(path))
+        if node is None or node.start_mark.buffer is None:
+            return self.locate(path)
+        buffer, start = node.start_mark.buffer, node.start_mark.index
+        raw = buffer[start:node.end_mark.index]
+        if node.style in ("'", '"'):
+            position = 1
+        elif node.style in ("|", ">"):
+            position = raw.find("\n") + 1
+        else:
+            position = 0
+        for index, char in enumerate(node.value[: max(offset, 0) + 1]):
+            while position < len(raw) and raw[position] != char and not (char == " " and raw[position] == "\n"):
+                position += 1
+            if index < offset:
+                position += 1
+        absolute = start + min(position, len(raw))
+        line = buffer.count("\n", 0, absolute) + 1
+        column = absolute - buffer.rfind("\n", 0, absolute)
+        return Location(self.file, line, column)
 
     def problem(self, path: PathT, message: str, *, key: bool = False) -> Problem:
         return Problem(self.locate(path, key=key), format_path(path), message)
@@ -117,6 +132,9 @@ def parse_yaml(text: str, filename: str) -> tuple[Any, SourceMap]:
             mark = exc.problem_mark or exc.context_mark
             loc = Location(filename, mark.line + 1, mark.column + 1) if mark else None
             reason = exc.problem or exc.context or "invalid YAML"
+            if exc.problem and exc.context and exc.context_mark:
+                started = exc.context_mark
+                reason += f" ({exc.context} started at line {started.line + 1}, column {started.column + 1})"
             raise MappingError([Problem(loc, "", f"YAML syntax error: {reason}")]) from None
         except yaml.YAMLError as exc:
             raise MappingError([Problem(Location(filename, 1, 1), "", f"YAML error: {exc}")]) from None
@@ -139,14 +157,14 @@ def parse_yaml(text: str, filename: str) -> tuple[Any, SourceMap]:
 
 def _walk(node: yaml.Node, path: PathT, source: SourceMap, problems: list[Problem], count: list[int]) -> None:
     count[0] += 1
+    source.values.setdefault(path, node.start_mark)
     if count[0] > MAX_NODES:
         raise MappingError([source.problem(path, f"the document has more than {MAX_NODES} nodes "
-                                                 "(an alias bomb?); refusing to load it")])
+                                                 "(an alias bomb?); refusing to load it", key=True)])
     if len(path) > MAX_DEPTH:
-        raise MappingError([source.problem(path, f"nesting deeper than {MAX_DEPTH} levels; refusing to load it")])
-    source.values.setdefault(path, node.start_mark)
+        raise MappingError([source.problem(path, f"nesting deeper than {MAX_DEPTH} levels; refusing to load it", key=True)])
     if isinstance(node, yaml.ScalarNode):
-        source.styles.setdefault(path, node.style)
+        source.scalars.setdefault(path, node)
     elif isinstance(node, yaml.SequenceNode):
         for index, child in enumerate(node.value):
             _walk(child, path + (index,), source, problems, count)
