@@ -23,6 +23,7 @@ import jinja2.meta
 import jinja2.nodes
 import jmespath
 import jmespath.exceptions
+import jmespath.lexer
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jmespath import functions
 
@@ -178,37 +179,48 @@ FUNCTION_NAMES = frozenset(
 )
 
 
-def compile_jmespath(text: str) -> jmespath.parser.ParsedResult:
-    """Compile, or raise ExpressionError with the offending column (0-based)."""
+def compile_jmespath(text: str, config_fields: frozenset[str] | None = None) -> jmespath.parser.ParsedResult:
+    """Compile, or raise ExpressionError with the offending offset (0-based). Unknown
+    functions, and ``config('name')`` of an undeclared field, are errors too."""
     try:
         compiled = jmespath.compile(text)
     except jmespath.exceptions.LexerError as exc:
-        raise ExpressionError(f"JMESPath syntax error: {exc.msg}", exc.lex_position) from None
+        raise ExpressionError(f"JMESPath syntax error: {exc.message}", exc.lex_position) from None
+    except jmespath.exceptions.IncompleteExpressionError:
+        raise ExpressionError("JMESPath syntax error: unexpected end of expression", len(text)) from None
     except jmespath.exceptions.ParseError as exc:
         raise ExpressionError(
             f"JMESPath syntax error: {exc.msg} (at {exc.token_type} {exc.token_value!r})",
             exc.lex_position,
         ) from None
-    unknown = sorted(_function_calls(compiled.parsed) - FUNCTION_NAMES - _BUILTIN_FUNCTIONS)
-    if unknown:
-        position = text.find(unknown[0] + "(")
-        raise ExpressionError(f"unknown JMESPath function '{unknown[0]}()'", max(position, 0))
+    calls = _function_calls(text)
+    for name, start, _ in calls:
+        if name not in FUNCTION_NAMES and name not in _BUILTIN_FUNCTIONS:
+            raise ExpressionError(f"unknown JMESPath function '{name}()'", start)
+    if config_fields is not None:
+        for name, _, argument in calls:
+            if name == "config" and argument is not None and argument["value"] not in config_fields:
+                field = argument["value"]
+                raise ExpressionError(f"unknown config field '{field}'{_close(field, config_fields)}",
+                                      argument["start"] + 1)  # inside the quotes
     return compiled
+
+
+def _function_calls(text: str) -> list[tuple[str, int, dict | None]]:
+    """``(name, offset, first argument token if it is a literal)`` of every function call."""
+    tokens = list(jmespath.lexer.Lexer().tokenize(text))
+    calls = []
+    for index, token in enumerate(tokens[:-1]):
+        if token["type"] == "unquoted_identifier" and tokens[index + 1]["type"] == "lparen":
+            argument = tokens[index + 2] if index + 2 < len(tokens) else None
+            literal_argument = argument if argument and argument["type"] == "literal" else None
+            calls.append((token["value"], token["start"], literal_argument))
+    return calls
 
 
 _BUILTIN_FUNCTIONS = frozenset(
     name.removeprefix("_func_") for name in dir(functions.Functions) if name.startswith("_func_")
 )
-
-
-def _function_calls(node: dict) -> set[str]:
-    names = set()
-    if node.get("type") == "function_expression":
-        names.add(node["value"])
-    for child in node.get("children", []):
-        if isinstance(child, dict):
-            names |= _function_calls(child)
-    return names
 
 
 class ExpressionError(ValueError):
@@ -274,19 +286,62 @@ def compile_template(text: str, *, variables: frozenset[str], config_fields: fro
     try:
         tree = ENVIRONMENT.parse(text)
     except jinja2.TemplateSyntaxError as exc:
-        raise ExpressionError(f"Jinja syntax error: {exc.message}", _line_offset(text, exc.lineno)) from None
+        raise ExpressionError(f"Jinja syntax error: {exc.message}", _syntax_error_offset(text, exc.message)) from None
+    tokens = _tokens(text)
     for name in sorted(jinja2.meta.find_undeclared_variables(tree)):
         if name not in variables:
-            hint = _close(name, variables)
-            raise ExpressionError(f"unknown variable '{name}'{hint}", max(text.find(name), 0))
+            raise ExpressionError(f"unknown variable '{name}'{_close(name, variables)}",
+                                  _variable_offset(tokens, name))
     for node in tree.find_all((jinja2.nodes.Getattr, jinja2.nodes.Getitem)):
         target = node.node
         if isinstance(target, jinja2.nodes.Name) and target.name == "config":
             field = node.attr if isinstance(node, jinja2.nodes.Getattr) else getattr(node.arg, "value", None)
             if isinstance(field, str) and field not in config_fields:
-                hint = _close(field, config_fields)
-                raise ExpressionError(f"unknown config field '{field}'{hint}", max(text.find(field), 0))
+                raise ExpressionError(f"unknown config field '{field}'{_close(field, config_fields)}",
+                                      _config_field_offset(tokens, field))
     return ENVIRONMENT.from_string(text)
+
+
+def _tokens(text: str) -> list[tuple[int, str, str]]:
+    """``(offset, type, value)`` of every lexer token (whitespace included)."""
+    out, offset = [], 0
+    for _, kind, value in ENVIRONMENT.lex(text):
+        start = text.find(value, offset) if value else offset
+        out.append((start, kind, value))
+        offset = start + len(value)
+    return out
+
+
+def _variable_offset(tokens, name: str) -> int:
+    previous = ""
+    for offset, kind, value in tokens:
+        if kind == "name" and value == name and previous != ".":
+            return offset
+        if kind != "whitespace":
+            previous = value
+    return 0
+
+
+def _config_field_offset(tokens, field: str) -> int:
+    significant = [(o, k, v) for o, k, v in tokens if k != "whitespace"]
+    for index in range(2, len(significant)):
+        offset, kind, value = significant[index]
+        if value.strip("'\"") == field and kind in ("name", "string") and significant[index - 1][2] in (".", "["):
+            if significant[index - 2][2] == "config":
+                return offset + (1 if kind == "string" else 0)
+    return 0
+
+
+def _syntax_error_offset(text: str, message: str) -> int:
+    """Where a syntax error is: the end of the shortest prefix that fails the same way
+    (Jinja itself only reports the line)."""
+    for end in range(1, len(text) + 1):
+        try:
+            ENVIRONMENT.parse(text[:end])
+        except jinja2.TemplateSyntaxError as exc:
+            if exc.message == message:
+                return end - 1
+    return len(text)
 
 
 def _close(name: str, options: frozenset[str]) -> str:
@@ -294,12 +349,6 @@ def _close(name: str, options: frozenset[str]) -> str:
 
     match = difflib.get_close_matches(name, sorted(options), n=1, cutoff=0.6)
     return f" (did you mean '{match[0]}'?)" if match else f"; known: {', '.join(sorted(options))}"
-
-
-def _line_offset(text: str, lineno: int | None) -> int:
-    if not lineno or lineno <= 1:
-        return 0
-    return sum(len(line) + 1 for line in text.split("\n")[: lineno - 1])
 
 
 # ----------------------------------------------------------------------------------------
@@ -335,7 +384,7 @@ def literal(value: Any) -> Value:
     return Value("literal", value, lambda scope: value)
 
 
-def jmespath_value(text: str) -> Value:
+def jmespath_value(text: str, config_fields: frozenset[str] | None = None) -> Value:
     if _FIELD_PATH.match(text):
         # Plain field paths skip the JMESPath interpreter; same semantics, far faster.
         compile_jmespath(text)
@@ -358,7 +407,7 @@ def jmespath_value(text: str) -> Value:
             return value
 
         return Value("jmespath", text, get_path)
-    compiled = compile_jmespath(text)
+    compiled = compile_jmespath(text, config_fields)
     return Value("jmespath", text, lambda scope: compiled.search(scope.root, options=scope.options))
 
 

@@ -213,6 +213,12 @@ def check_schema(data: Any, source: SourceMap) -> list[Problem]:
     problems: list[Problem] = []
     for error in _validator().iter_errors(data):
         problems.extend(_explain(error, source))
+    # A misspelt key ("stepz", did you mean 'steps'?) also leaves its real key missing;
+    # the did-you-mean says it all.
+    meant = {(p.path.rpartition(".")[0], m.group(1)) for p in problems
+             if (m := re.search(r"\(did you mean '([^']+)'\?\)$", p.message)) and "unknown key" in p.message}
+    problems = [p for p in problems
+                if not ((m := re.match(r"missing required key '([^']+)'$", p.message)) and (p.path, m.group(1)) in meant)]
     # One location may collect the same message from several schema branches.
     unique = {(str(p.location), p.path, p.message): p for p in problems}
     return list(unique.values())
@@ -256,8 +262,9 @@ def _explain(error: jsonschema.ValidationError, source: SourceMap) -> list[Probl
     if validator == "enum":
         options = [str(o) for o in error.validator_value]
         hint = difflib.get_close_matches(str(error.instance), options, n=1, cutoff=0.5)
-        why = f"; did you mean '{hint[0]}'?" if hint else ""
-        return [source.problem(path, f"'{error.instance}' is not one of: {', '.join(options)}{why}")]
+        if hint:
+            return [source.problem(path, f"'{error.instance}' is not an allowed value; did you mean '{hint[0]}'?")]
+        return [source.problem(path, f"'{error.instance}' is not one of: {', '.join(options)}")]
     if validator == "pattern":
         hint = error.schema.get("x-hint")
         message = f"'{error.instance}' is not valid" + (f": {hint}" if hint else f" (must match {error.validator_value})")

@@ -272,11 +272,11 @@ class _Compiler:
                     return literal(text)
                 if form == "template":
                     return template_value(str(text), variables=variables, config_fields=self.config_names)
-                return jmespath_value(str(text))
+                return jmespath_value(str(text), self.config_names)
             if isinstance(raw, str):
                 if "{{" in raw or "{%" in raw or not allow_jmespath:
                     return template_value(raw, variables=variables, config_fields=self.config_names)
-                return jmespath_value(raw)
+                return jmespath_value(raw, self.config_names)
             return literal(raw)
         except ExpressionError as exc:
             if isinstance(raw, dict):
@@ -289,8 +289,7 @@ class _Compiler:
 
     def expression(self, raw: str, path: PathT) -> Value | None:
         try:
-            compile_jmespath(raw)
-            return jmespath_value(raw)
+            return jmespath_value(raw, self.config_names)
         except ExpressionError as exc:
             self.problem_at(path, exc.offset, str(exc))
             return None
@@ -472,7 +471,7 @@ class _Compiler:
                 return
             state[step.id] = "visiting"
             for dep in step.depends_on:
-                if dep in by_id:
+                if dep in by_id and dep != step.id:  # a self-dependency is reported already
                     visit(by_id[dep], trail + [step.id])
             state[step.id] = "done"
             ordered.append(step)
@@ -498,7 +497,7 @@ class _Compiler:
             if owners is None:
                 self.problem(path + ("for_each",), f"unknown entity type '{parent_type}'"
                                                    f"{_hint(parent_type, declared_types)}")
-            elif not set(owners) & _ancestors(self.data, spec["id"]):
+            elif not set(owners) & _ancestors(self.data, spec["id"]) and self.dependencies_known(spec["id"]):
                 self.problem(path + ("for_each",), f"'{parent_type}' is built by step '{owners[0]}', which "
                                                    f"this step does not depend on; add it to depends_on")
             if request is None:
@@ -582,6 +581,12 @@ class _Compiler:
             partial=spec.get("partial", False),
         )
 
+    def dependencies_known(self, step_id: str) -> bool:
+        """False when some (indirect) dependency of the step is not a step: that is
+        reported already, and what the step can see is then unknown."""
+        ids = {s["id"] for s in self.data["steps"]}
+        return _ancestors(self.data, step_id) <= ids
+
     def endpoint(self, raw: Any, path: PathT, record_types: set[str], declared_types: dict) -> Endpoint | None:
         if isinstance(raw, str):
             if raw not in record_types:
@@ -599,7 +604,7 @@ class _Compiler:
             return None
         owners = declared_types[entity_type]
         step_id = self.data["steps"][path[1]]["id"]
-        if not set(owners) & (_ancestors(self.data, step_id) | {step_id}):
+        if not set(owners) & (_ancestors(self.data, step_id) | {step_id}) and self.dependencies_known(step_id):
             self.problem(path + ("type",), f"'{entity_type}' is built by step '{owners[0]}', which this step "
                                            f"does not depend on; add it to depends_on")
             return None
