@@ -93,9 +93,9 @@ def validate(mappings: tuple[Path, ...]) -> None:
 
 
 def _count_types(plan: Plan) -> str:
-    entities = sum(len(s.entities) for s in plan.steps)
-    relationships = sum(len(s.relationships) + len(s.mapped_relationships) for s in plan.steps)
-    return f"{entities} entity types, {relationships} relationship types"
+    entities = {e.type for s in plan.steps for e in s.entities}
+    relationships = {r.type for s in plan.steps for r in (*s.relationships, *s.mapped_relationships)}
+    return f"{len(entities)} entity types, {len(relationships)} relationship types"
 
 
 @main.command()
