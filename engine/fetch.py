@@ -20,12 +20,13 @@ from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Iterable, Iterator, Mapping, TypeVar
 
+import jinja2
 import requests
 from vcr.errors import CannotOverwriteExistingCassetteException
 
 from .config import Redactor
 from .errors import AuthenticationError, FetchError
-from .expressions import Scope
+from .expressions import Scope, ValueProblem
 from .plan import Pagination, RequestSpec, Source
 
 log = logging.getLogger("etl.http")
@@ -214,14 +215,19 @@ def render_pairs(pairs, scope: Scope) -> dict[str, Any]:
 def fetch(client: HttpClient, spec: RequestSpec, scope: Scope, paging: Mapping[str, Any] | None = None) -> Page:
     """Make one request of a step. ``paging`` (offset/limit...) goes into the query string,
     or into the variables of a GraphQL request, whose errors are failures even with HTTP 200."""
-    params = render_pairs(spec.params, scope)
-    headers = render_pairs(spec.headers, scope)
-    if spec.graphql is None:
-        body = spec.body.evaluate(scope) if spec.body is not None else None
-        params.update(paging or {})
-    else:
-        body = {"query": spec.graphql, "variables": {**render_pairs(spec.variables, scope), **(paging or {})}}
-    page = client.get_json(spec.method, spec.path.evaluate(scope), params=params, headers=headers, body=body)
+    try:
+        path = spec.path.evaluate(scope)
+        params = render_pairs(spec.params, scope)
+        headers = render_pairs(spec.headers, scope)
+        if spec.graphql is None:
+            body = spec.body.evaluate(scope) if spec.body is not None else None
+            params.update(paging or {})
+        else:
+            body = {"query": spec.graphql, "variables": {**render_pairs(spec.variables, scope), **(paging or {})}}
+    except (jinja2.UndefinedError, ValueProblem) as exc:
+        message = exc.message if isinstance(exc, jinja2.UndefinedError) else str(exc)
+        raise FetchError(f"cannot build the request ({spec.path.source}): {message}") from None
+    page = client.get_json(spec.method, path, params=params, headers=headers, body=body)
     if spec.graphql is not None:
         check_graphql(spec.method, page)
     return page
@@ -283,13 +289,13 @@ def paginate(client: HttpClient, spec: RequestSpec, pagination: Pagination, scop
         offset += len(records)
         if pagination.total is not None:
             total = pagination.total.evaluate(Scope(page.body, {}, scope.options))
-            if not isinstance(total, (int, float)) or isinstance(total, bool):
+            if total is not None and (not isinstance(total, (int, float)) or isinstance(total, bool)):
                 raise FetchError(f"{spec.method} {page.url}: the total ({pagination.total.source}) is "
                                  f"{json.dumps(total)}, not a number", url=page.url)
-            if offset >= total:
+            if total is not None and offset >= total:
                 return
-        elif limit is not None and len(records) < limit:
-            return
+        if (pagination.total is None or total is None) and limit is not None and len(records) < limit:
+            return  # without a total, a short page is the last
         if pagination.max_pages is not None and pages >= pagination.max_pages:
             log.warning("%s: stopped after max_pages=%d", page.url, pagination.max_pages)
             return

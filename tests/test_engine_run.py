@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 from email.utils import format_datetime
 from datetime import datetime, timedelta, timezone
@@ -213,3 +214,12 @@ def test_summary_json_is_valid_json_with_partial_types(etl, api, mapping, tmp_pa
     run(etl, mapping(), api, tmp_path / "out")
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["integrationStepResults"][1]["dependsOn"] == ["fetch-teams"]
+
+
+def test_missing_total_falls_back_to_the_short_page_rule(etl, api, mapping, tmp_path):
+    api.routes.insert(0, ("GET", re.compile("^/teams$"), lambda request: Response(
+        200, {"items": TEAMS[int(request.query["offset"]):int(request.query["offset"]) + 2]})))
+    run(etl, mapping(), api, tmp_path / "out")
+    assert [r.query["offset"] for r in api.log if r.path == "/teams"] == ["0", "2", "4"]
+    teams = [e for e in read_output(tmp_path / "out")["entities"] if e["_type"] == "acme_team"]
+    assert len(teams) == 5

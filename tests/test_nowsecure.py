@@ -238,3 +238,16 @@ def test_cassettes_hold_no_secret():
         assert "127.0.0.1" not in text, path
         for block in text.split("Authorization:")[1:]:
             assert block.lstrip().startswith("- '[REDACTED]'"), path
+
+
+def test_parent_without_the_field_its_request_needs(etl, tmp_path):
+    with LocalApi() as lab, LocalApi() as platform:
+        data = nowsecure.install_lab(lab)
+        nowsecure.install_graphql(platform)
+        del data.apps[2]["ref"]  # the app without a title also lost its ref
+        result = run_local(etl, lab, platform, tmp_path / "out")
+    assert result.exit_code == 1
+    assert ("for mobile_app app:mobile:android:com.example.notitle: cannot build the request "
+            "(/resource/app/{{ parent.ref }}/vulnerability/): 'dict object' has no attribute 'ref'") in result.stdout
+    keys = {e["_key"] for e in read_output(tmp_path / "out")["entities"]}
+    assert f"nowsecure-finding:{IOS}:918273700:hardcoded_credentials" in keys
