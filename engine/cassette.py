@@ -9,6 +9,7 @@ applied to requests while replaying, so a scrubbed cassette matches a live reque
 from __future__ import annotations
 
 import copy
+import re
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -23,6 +24,9 @@ RECORD_MODES = ("none", "once", "all")
 # Headers that carry credentials or session state in any API; never recorded verbatim.
 ALWAYS_SCRUBBED_REQUEST_HEADERS = ("authorization", "proxy-authorization", "cookie", "x-api-key")
 ALWAYS_SCRUBBED_RESPONSE_HEADERS = ("set-cookie",)
+# Credentials an API hands out in a response body (OAuth2 token endpoints), scrubbed by
+# name: they are recorded before the engine has read them.
+TOKEN_FIELDS = re.compile(rb'"(access_token|refresh_token|id_token)"\s*:\s*"[^"]*"')
 
 
 def scrub_request(redactor: Redactor):
@@ -51,10 +55,11 @@ def scrub_response(redactor: Redactor):
             else:
                 headers[name] = [redactor(v) if isinstance(v, str) else v for v in headers[name]]
         body = response.get("body", {})
-        if isinstance(body.get("string"), bytes):
-            body["string"] = redactor.bytes(body["string"])
-        elif isinstance(body.get("string"), str):
-            body["string"] = redactor(body["string"])
+        content = body.get("string")
+        if isinstance(content, (bytes, str)):
+            raw = content.encode() if isinstance(content, str) else content
+            raw = TOKEN_FIELDS.sub(rb'"\1": "[REDACTED]"', redactor.bytes(raw))
+            body["string"] = raw.decode() if isinstance(content, str) else raw
         return response
 
     return before_record_response

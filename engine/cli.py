@@ -19,6 +19,7 @@ from .document import data_model, is_up_to_date, render_section, write_document
 from .load import mapping_schema
 from .plan import Plan, compile_file
 from .expressions import ValueProblem, to_epoch_ms
+from .progress import Progress
 from .run import DEFAULT_CONCURRENCY, RunOptions, RunResult, run_plan
 
 EXIT_CODES_HELP = """\b
@@ -168,7 +169,8 @@ def run(mapping: Path, output: Path, config_pairs: tuple[str, ...], base_urls: t
         )
         recording = _cassette_context(cassette_path, mode, redactor)
         with recording, _terminate_as_interrupt():
-            result = run_plan(plan, config, options)
+            progress = Progress(sys.stderr, enabled=sys.stderr.isatty() and not quiet and not verbose)
+            result = run_plan(plan, config, options, progress)
     except EtlError as exc:
         fail(exc, redactor)
     except KeyboardInterrupt:

@@ -25,16 +25,28 @@ MIN_SECRET_LENGTH = 4
 
 
 class Redactor:
-    """Replaces every known secret value (and its URL-encoded forms) with ``[REDACTED]``."""
+    """Replaces every known secret value (and its URL-encoded forms) with ``[REDACTED]``.
+
+    Secrets learnt during a run (an OAuth2 access token, say) are added with :meth:`add`.
+    """
 
     def __init__(self, secrets: list[str] = ()):
-        variants: set[str] = set()
+        self._variants: set[str] = set()
+        self._pattern = None
+        self.secrets: tuple[str, ...] = ()
         for secret in secrets:
-            if secret and len(secret) >= MIN_SECRET_LENGTH:
-                variants.update({secret, quote(secret, safe=""), quote_plus(secret)})
+            self.add(secret)
+
+    def add(self, secret: str) -> None:
+        if not secret or len(secret) < MIN_SECRET_LENGTH:
+            return
+        variants = {secret, quote(secret, safe=""), quote_plus(secret)}
+        if variants <= self._variants:
+            return
+        self._variants |= variants
         # Longest first, so a secret containing another is replaced whole.
-        ordered = sorted(variants, key=len, reverse=True)
-        self._pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+        ordered = sorted(self._variants, key=len, reverse=True)
+        self._pattern = re.compile("|".join(map(re.escape, ordered)))
         self.secrets = tuple(ordered)
 
     def __call__(self, text: str) -> str:

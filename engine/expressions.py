@@ -279,6 +279,8 @@ ENVIRONMENT = make_environment()
 # What templates see: the record, config values, the for_each item, the fan-out parent
 # entity, and the run's clock in epoch milliseconds.
 TEMPLATE_VARIABLES = frozenset({"record", "config", "item", "parent", "now"})
+# Request templates also see ``paging`` (offset, limit, page, size, cursor of the next page).
+REQUEST_VARIABLES = frozenset({"config", "parent", "now", "paging"})
 
 
 def compile_template(text: str, *, variables: frozenset[str], config_fields: frozenset[str]) -> jinja2.Template:

@@ -1,10 +1,11 @@
-"""Stage 3: fetch pages over HTTP.
+"""Stage 3: HTTP.
 
 :class:`HttpClient` wraps one ``requests.Session`` per source (connection reuse), adds the
-source's headers and query parameters, retries what is worth retrying and turns every
-other failure into a :class:`FetchError` that names the URL (with secrets redacted).
-:func:`paginate` walks a step's pages. The client is thread-safe for concurrent GETs
-(``requests.Session`` with one connection pool), which is what fan-out relies on.
+source's headers, query parameters and credentials, keeps to the source's request
+budgets, retries what is worth retrying and turns every other failure into a
+:class:`FetchError` that names the URL (with secrets redacted). The client is
+thread-safe, which is what fan-out (:func:`ordered_map`) relies on. Which requests a step
+makes, page after page, is ``paginate.py``'s business.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -19,15 +21,16 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Iterable, Iterator, Mapping, TypeVar
+from urllib.parse import parse_qsl, urlsplit
 
-import jinja2
 import requests
 from vcr.errors import CannotOverwriteExistingCassetteException
 
+from .auth import OAuth2ClientCredentials, static_auth
 from .config import Redactor
-from .errors import AuthenticationError, FetchError
-from .expressions import Scope, ValueProblem
-from .plan import Pagination, RequestSpec, Source
+from .errors import FetchError
+from .expressions import Scope
+from .plan import Source
 
 log = logging.getLogger("etl.http")
 
@@ -38,32 +41,73 @@ USER_AGENT = "etl (declarative JupiterOne graph engine)"
 RETRYABLE_ERRORS = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
                     requests.exceptions.ContentDecodingError)
 
-# Indirection so tests can make retries instant.
+# The clock, through module globals so tests can replace it (retries then take no time).
 sleep = time.sleep
+monotonic = time.monotonic
 
 
 @dataclass(frozen=True)
 class Page:
-    url: str  # redacted
+    url: str  # redacted, for messages
+    request_url: str  # as sent: never print it (it may carry a secret)
     status: int
     headers: Mapping[str, str]
     body: Any
+    attempts: int = 1
+    elapsed_ms: float = 0.0
+
+
+class RateLimiter:
+    """Sliding-window request budgets ("100 requests per 5 seconds"), shared by every thread
+    of a source: :meth:`acquire` waits until one more request fits in every window."""
+
+    def __init__(self, limits: tuple[tuple[int, float], ...]):
+        self.windows = [(requests_allowed, seconds, deque()) for requests_allowed, seconds in limits]
+        self._lock = threading.Lock()
+
+    def acquire(self) -> None:
+        while True:
+            with self._lock:
+                now = monotonic()
+                wait = 0.0
+                for allowed, seconds, stamps in self.windows:
+                    while stamps and stamps[0] <= now - seconds:
+                        stamps.popleft()
+                    if len(stamps) >= allowed:
+                        wait = max(wait, stamps[0] + seconds - now)
+                if wait <= 0:
+                    for _, _, stamps in self.windows:
+                        stamps.append(now)
+                    return
+            log.debug("request budget reached; waiting %.2fs", wait)
+            sleep(wait)
 
 
 class HttpClient:
-    """HTTP for one source: base URL, default headers and params, retries, JSON decoding."""
+    """HTTP for one source: base URL, default headers and params, credentials, budgets,
+    retries, JSON decoding."""
 
     def __init__(self, source: Source, *, base_url: str, headers: dict[str, str], params: dict[str, str],
-                 redactor: Redactor, options):
+                 redactor: Redactor, options, auth_scope: Scope):
         self.source = source
         self.base_url = base_url.rstrip("/")
-        self.params = params
         self.redactor = redactor
         self.options = options  # JMESPath options, for the source's error_message expression
         self.session = requests.Session()
         self.session.headers.update({"User-Agent": USER_AGENT, "Accept": "application/json"})
         self.session.headers.update(headers)
+        credentials = static_auth(source.auth, auth_scope, redactor)
+        self.session.headers.update(credentials.headers)
+        self.session.auth = credentials.basic
+        self.params = {**params, **credentials.params}
+        self.oauth = None
+        if source.auth is not None and source.auth.kind == "oauth2_client_credentials":
+            token_url = next(v for n, v in source.auth.fields if n == "token_url").evaluate(auth_scope)
+            self.oauth = OAuth2ClientCredentials(source.auth, auth_scope, redactor, token_url=self.url_for(token_url),
+                                                 timeout=source.timeout, clock=lambda: monotonic())
+        self.limiter = RateLimiter(source.rate_limits) if source.rate_limits else None
         self.requests_made = 0
+        self._count_lock = threading.Lock()
 
     def close(self) -> None:
         self.session.close()
@@ -75,23 +119,32 @@ class HttpClient:
             return self.base_url
         return f"{self.base_url}/{path.lstrip('/')}"
 
+    def prepare(self, method: str, path: str, params, headers, body) -> requests.PreparedRequest:
+        url = self.url_for(path)
+        present = {name for name, _ in parse_qsl(urlsplit(url).query, keep_blank_values=True)}
+        merged = {k: v for k, v in self.params.items() if k not in present}  # a next-page URL has them already
+        merged.update(params or {})
+        request = requests.Request(method, url, params=merged, headers=dict(headers or {}), json=body)
+        return self.session.prepare_request(request)
+
     def get_json(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
                  headers: Mapping[str, str] | None = None, body: Any = None) -> Page:
         """One logical request, retried as the source's policy says. Returns the decoded JSON."""
-        request = requests.Request(
-            method, self.url_for(path), params={**self.params, **(params or {})},
-            headers=dict(headers or {}), json=body,
-        )
-        prepared = self.session.prepare_request(request)
+        prepared = self.prepare(method, path, params, headers, body)
         url = self.redactor(prepared.url)
         settings = self.session.merge_environment_settings(prepared.url, {}, None, None, None)
         policy = self.source.retry
         attempt = 0
+        refreshed = False
+        started = monotonic()
         while True:
             attempt += 1
-            started = time.monotonic()
+            token = self.authorize(prepared)
+            if self.limiter is not None:
+                self.limiter.acquire()
             try:
-                self.requests_made += 1
+                with self._count_lock:
+                    self.requests_made += 1
                 response = self.session.send(prepared, timeout=self.source.timeout, **settings)
             except CannotOverwriteExistingCassetteException:
                 raise FetchError(f"{method} {url}: the cassette holds no response for this request "
@@ -106,9 +159,14 @@ class HttpClient:
                          policy.max_attempts - 1, delay)
                 sleep(delay)
                 continue
-            elapsed_ms = (time.monotonic() - started) * 1000
             status = response.status_code
-            log.debug("%s %s -> %d (%.0f ms, attempt %d)", method, url, status, elapsed_ms, attempt)
+            log.debug("%s %s -> %d (attempt %d)", method, url, status, attempt)
+            if status == 401 and token is not None and not refreshed:
+                log.info("%s %s -> 401: the access token was refused; getting a new one", method, url)
+                self.oauth.refused(token)
+                refreshed = True
+                attempt -= 1  # a refresh is not a retry
+                continue
             if status in policy.statuses and attempt < policy.max_attempts:
                 delay = retry_after(response.headers.get("Retry-After"))
                 if delay is None:
@@ -122,7 +180,17 @@ class HttpClient:
             if status >= 400:
                 suffix = f" (after {attempt} attempts)" if attempt > 1 else ""
                 raise self.error(method, url, response, suffix)
-            return Page(url=url, status=status, headers=response.headers, body=self.decode(method, url, response))
+            return Page(url=url, request_url=prepared.url, status=status, headers=response.headers,
+                        body=self.decode(method, url, response), attempts=attempt,
+                        elapsed_ms=(monotonic() - started) * 1000)
+
+    def authorize(self, prepared: requests.PreparedRequest) -> str | None:
+        """Put the current OAuth2 token on the request; returns it (None without OAuth2)."""
+        if self.oauth is None:
+            return None
+        token = self.oauth.token()
+        prepared.headers["Authorization"] = f"Bearer {token}"
+        return token
 
     def decode(self, method: str, url: str, response: requests.Response) -> Any:
         content_type = response.headers.get("Content-Type", "")
@@ -205,100 +273,7 @@ def _snippet(response: requests.Response, limit: int = 200) -> str:
 
 
 # ----------------------------------------------------------------------------------------
-# Requests and pagination
-
-
-def render_pairs(pairs, scope: Scope) -> dict[str, Any]:
-    return {name: value.evaluate(scope) for name, value in pairs}
-
-
-def fetch(client: HttpClient, spec: RequestSpec, scope: Scope, paging: Mapping[str, Any] | None = None) -> Page:
-    """Make one request of a step. ``paging`` (offset/limit...) goes into the query string,
-    or into the variables of a GraphQL request, whose errors are failures even with HTTP 200."""
-    try:
-        path = spec.path.evaluate(scope)
-        params = render_pairs(spec.params, scope)
-        headers = render_pairs(spec.headers, scope)
-        if spec.graphql is None:
-            body = spec.body.evaluate(scope) if spec.body is not None else None
-            params.update(paging or {})
-        else:
-            body = {"query": spec.graphql, "variables": {**render_pairs(spec.variables, scope), **(paging or {})}}
-    except (jinja2.UndefinedError, ValueProblem) as exc:
-        message = exc.message if isinstance(exc, jinja2.UndefinedError) else str(exc)
-        raise FetchError(f"cannot build the request ({spec.path.source}): {message}") from None
-    page = client.get_json(spec.method, path, params=params, headers=headers, body=body)
-    if spec.graphql is not None:
-        check_graphql(spec.method, page)
-    return page
-
-
-def check_graphql(method: str, page: Page) -> None:
-    body = page.body
-    if not isinstance(body, dict):
-        raise FetchError(f"{method} {page.url}: a GraphQL response must be an object, got {type(body).__name__}",
-                         url=page.url)
-    errors = body.get("errors")
-    if errors:
-        messages = [e.get("message", json.dumps(e)) if isinstance(e, dict) else str(e)
-                    for e in (errors if isinstance(errors, list) else [errors])]
-        raise FetchError(f"{method} {page.url}: GraphQL error: {'; '.join(messages)}", status=page.status,
-                         url=page.url)
-    if body.get("data") is None:
-        raise FetchError(f"{method} {page.url}: the GraphQL response has no data", url=page.url)
-
-
-def validate_credentials(client: HttpClient, spec: RequestSpec, scope: Scope) -> None:
-    """JupiterOne's validateInvocation: one cheap authenticated call before any step."""
-    try:
-        fetch(client, spec, scope)
-    except FetchError as exc:
-        if exc.status in (401, 403):
-            raise AuthenticationError(
-                f"authentication failed: {exc} - check the API credentials in the config",
-                status=exc.status, url=exc.url, body=exc.body,
-            ) from None
-        raise
-
-
-def paginate(client: HttpClient, spec: RequestSpec, pagination: Pagination, scope: Scope,
-             select: Callable[[Any], list]) -> Iterator[tuple[Page, list]]:
-    """Yield ``(page, records)`` for every page of a request.
-
-    ``select`` turns a page body into its list of records (the extract stage); offset
-    pagination advances by the number of records each page really held.
-    """
-    if pagination.kind == "none":
-        page = fetch(client, spec, scope)
-        yield page, select(page.body)
-        return
-
-    limit = int(pagination.limit.evaluate(scope)) if pagination.limit is not None else None
-    offset = 0
-    pages = 0
-    while True:
-        paging = {pagination.offset_param: offset}
-        if limit is not None:
-            paging[pagination.limit_param] = limit
-        page = fetch(client, spec, scope, paging)
-        records = select(page.body)
-        pages += 1
-        yield page, records
-        if not records:
-            return
-        offset += len(records)
-        if pagination.total is not None:
-            total = pagination.total.evaluate(Scope(page.body, {}, scope.options))
-            if total is not None and (not isinstance(total, (int, float)) or isinstance(total, bool)):
-                raise FetchError(f"{spec.method} {page.url}: the total ({pagination.total.source}) is "
-                                 f"{json.dumps(total)}, not a number", url=page.url)
-            if total is not None and offset >= total:
-                return
-        if (pagination.total is None or total is None) and limit is not None and len(records) < limit:
-            return  # without a total, a short page is the last
-        if pagination.max_pages is not None and pages >= pagination.max_pages:
-            log.warning("%s: stopped after max_pages=%d", page.url, pagination.max_pages)
-            return
+# Concurrency
 
 
 T = TypeVar("T")

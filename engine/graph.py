@@ -117,6 +117,8 @@ def entity_problems(entity: dict) -> list[str]:
     required = dict(datamodel.ENTITY_REQUIRED)
     for class_name in entity["_class"]:
         required.update(datamodel.CLASS_REQUIRED.get(class_name, {}))
+    if "name" not in entity:
+        required.pop("displayName")  # it defaults to name: one problem, one message
     for name, allowed in required.items():
         if name not in entity:
             if "null" not in allowed:

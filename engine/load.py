@@ -145,7 +145,7 @@ def parse_yaml(text: str, filename: str) -> tuple[Any, SourceMap]:
         if problems:
             raise MappingError(problems)
         try:
-            data = loader.construct_document(node)
+            data = _string_keys(loader.construct_document(node))
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark
             loc = Location(filename, mark.line + 1, mark.column + 1) if mark else None
@@ -153,6 +153,16 @@ def parse_yaml(text: str, filename: str) -> tuple[Any, SourceMap]:
     finally:
         loader.dispose()
     return data, source
+
+
+def _string_keys(value: Any) -> Any:
+    """Mapping keys written as numbers (``on_status: {404: skip}``) become text, as in JSON."""
+    if isinstance(value, dict):
+        return {(str(k) if isinstance(k, int) and not isinstance(k, bool) else k): _string_keys(v)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_string_keys(v) for v in value]
+    return value
 
 
 def _walk(node: yaml.Node, path: PathT, source: SourceMap, problems: list[Problem], count: list[int]) -> None:

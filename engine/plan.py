@@ -16,6 +16,7 @@ from typing import Any
 from . import datamodel
 from .errors import MappingError, Problem
 from .expressions import (
+    REQUEST_VARIABLES,
     TEMPLATE_VARIABLES,
     ExpressionError,
     Value,
@@ -68,6 +69,17 @@ class RequestSpec:
 
 
 @dataclass(frozen=True)
+class AuthSpec:
+    """Compiled ``auth`` of a source. ``fields`` holds the kind's values (templates)."""
+
+    kind: str  # 'bearer' | 'basic' | 'api_key' | 'oauth2_client_credentials'
+    fields: tuple[tuple[str, Value], ...]
+    location: str = "header"  # api_key: 'header' | 'query'
+    name: str = ""  # api_key: the header or parameter name
+    client_auth: str = "body"  # oauth2: 'body' | 'basic'
+
+
+@dataclass(frozen=True)
 class Source:
     name: str
     base_url: Value
@@ -77,16 +89,60 @@ class Source:
     retry: RetryPolicy
     validate: RequestSpec | None
     error_message: Value
+    auth: AuthSpec | None = None
+    rate_limits: tuple[tuple[int, float], ...] = ()  # (requests, seconds)
+    on_status: tuple[tuple[int, str], ...] = ()  # (HTTP status, skip | partial | fail)
 
 
 @dataclass(frozen=True)
 class Pagination:
-    kind: str  # 'none' | 'offset'
-    offset_param: str = "offset"
-    limit_param: str = "limit"
-    limit: Value | None = None
-    total: Value | None = None
+    """How a step walks its pages. Parameter names are None when nothing is sent."""
+
+    kind: str  # none | offset | page | cursor | next_url | link_header | graphql_cursor
+    place: str = "query"  # where paging values go: query | header | body | path
+    offset_param: str | None = None
+    limit_param: str | None = None
+    page_param: str | None = None
+    size_param: str | None = None
+    cursor_param: str | None = None
+    start: int = 0  # the first offset or page number
+    size: Value | None = None  # page size (offset: the limit)
+    total: Value | None = None  # offset: total number of records
+    total_pages: Value | None = None  # page: number of pages
+    cursor: Value | None = None  # cursor: the next token in the body
+    next_url: Value | None = None  # next_url: the next page's URL in the body
+    page_info: Value | None = None  # graphql_cursor: {hasNextPage, endCursor}
+    has_more: Value | None = None  # any kind: a flag in the body; false ends pagination
     max_pages: int | None = None
+    stop_on_empty: bool = True
+
+
+# The fields each kind reads (besides kind, in, has_more, max_pages, stop_on_empty) ...
+PAGINATION_FIELDS = {
+    "none": set(),
+    "offset": {"offset_param", "limit_param", "limit", "total"},
+    "page": {"page_param", "start_page", "size_param", "size", "total_pages"},
+    "cursor": {"cursor", "cursor_param", "size_param", "size"},
+    "next_url": {"next_url", "size_param", "size"},
+    "link_header": {"size_param", "size"},
+    "graphql_cursor": {"page_info", "cursor_param", "size_param", "size"},
+}
+# ... the ones it cannot do without ...
+PAGINATION_REQUIRED = {
+    "cursor": {"cursor": "JMESPath to the next token"},
+    "next_url": {"next_url": "JMESPath to the next page's URL"},
+    "graphql_cursor": {"page_info": "JMESPath to the pageInfo object"},
+}
+# ... and the parameter names it sends, with their defaults.
+PAGINATION_PARAMS = {
+    "none": {},
+    "offset": {"offset_param": "offset", "limit_param": "limit"},
+    "page": {"page_param": "page", "size_param": None},
+    "cursor": {"cursor_param": "cursor", "size_param": None},
+    "next_url": {"size_param": None},
+    "link_header": {"size_param": None},
+    "graphql_cursor": {"cursor_param": "after", "size_param": "first"},
+}
 
 
 @dataclass(frozen=True)
@@ -155,6 +211,7 @@ class Step:
     pagination: Pagination
     records: Value
     filter: Value | None
+    on_status: tuple[tuple[int, str], ...]  # the source's rules, overridden by the step's
     entities: tuple[EntitySpec, ...]
     relationships: tuple[RelationshipSpec, ...]
     mapped_relationships: tuple[MappedRelationshipSpec, ...]
@@ -371,6 +428,9 @@ class _Compiler:
             )
             out.append(Source(
                 name=name,
+                auth=self.auth(spec.get("auth"), path + ("auth",)),
+                rate_limits=tuple((int(r["requests"]), float(r["seconds"])) for r in spec.get("rate_limits") or ()),
+                on_status=tuple((int(k), v) for k, v in (spec.get("on_status") or {}).items()),
                 base_url=base_url,
                 headers=self.value_map(spec.get("headers"), path + ("headers",), variables=variables,
                                        allow_jmespath=False),
@@ -384,7 +444,7 @@ class _Compiler:
         return tuple(out)
 
     def request(self, spec: dict, path: PathT, source_names: set[str],
-                variables: frozenset[str] = frozenset({"config", "parent", "now"})) -> RequestSpec | None:
+                variables: frozenset[str] = REQUEST_VARIABLES) -> RequestSpec | None:
         source = spec.get("source") or next(iter(self.data["sources"]))
         if source not in source_names:
             self.problem(path + ("source",), f"unknown source '{source}'{_hint(source, source_names)}")
@@ -503,6 +563,8 @@ class _Compiler:
             if request is None:
                 self.problem(path + ("for_each",), "for_each needs a request to make per entity")
         pagination = self.pagination(spec.get("pagination"), path + ("pagination",))
+        if pagination.kind == "graphql_cursor" and (request is None or request.graphql is None):
+            self.problem(path + ("pagination", "kind"), "graphql_cursor pagination needs a request with graphql")
         records = self.expression(spec.get("records", "@"), path + ("records",))
         record_filter = self.expression(spec["filter"], path + ("filter",)) if "filter" in spec else None
         record_types = {e["type"] for e in spec.get("entities") or [] if "for_each" not in e}
@@ -535,6 +597,7 @@ class _Compiler:
             pagination=pagination,
             records=records,
             filter=record_filter,
+            on_status=self.status_rules(request, spec.get("on_status")),
             entities=entities,
             relationships=relationships,
             mapped_relationships=mapped,
@@ -543,16 +606,69 @@ class _Compiler:
     def pagination(self, spec: dict | None, path: PathT) -> Pagination:
         if not spec or spec.get("kind", "none") == "none":
             return Pagination(kind="none")
-        limit = spec.get("limit")
+        kind = spec["kind"]
+        self.check_pagination_fields(spec, path)
+        params = {name: spec.get(name, default) for name, default in PAGINATION_PARAMS[kind].items()}
+        size_key = "limit" if kind == "offset" else "size"
+        size = spec.get(size_key)
+
+        def optional(name: str) -> Value | None:
+            return self.expression(spec[name], path + (name,)) if name in spec else None
+
         return Pagination(
-            kind=spec["kind"],
-            offset_param=spec.get("offset_param", "offset"),
-            limit_param=spec.get("limit_param", "limit"),
-            limit=None if limit is None else self.value(limit, path + ("limit",), allow_jmespath=False,
-                                                        variables=frozenset({"config"})),
-            total=self.expression(spec["total"], path + ("total",)) if "total" in spec else None,
+            kind=kind,
+            place=spec.get("in", "query"),
+            start=spec.get("start_page", 1) if kind == "page" else 0,
+            size=None if size is None else self.value(size, path + (size_key,), allow_jmespath=False,
+                                                      variables=frozenset({"config"})),
+            total=optional("total"),
+            total_pages=optional("total_pages"),
+            cursor=optional("cursor"),
+            next_url=optional("next_url"),
+            page_info=optional("page_info"),
+            has_more=optional("has_more"),
             max_pages=spec.get("max_pages"),
+            stop_on_empty=spec.get("stop_on_empty", True),
+            **params,
         )
+
+    def check_pagination_fields(self, spec: dict, path: PathT) -> None:
+        kind = spec["kind"]
+        allowed = PAGINATION_FIELDS[kind] | {"kind", "in", "has_more", "max_pages", "stop_on_empty"}
+        for name in spec:
+            if name not in allowed:
+                self.problem(path + (name,), f"'{name}' is not used by kind '{kind}' "
+                                             f"(it uses: {', '.join(sorted(allowed - {'kind'}))})", key=True)
+        for name, what in PAGINATION_REQUIRED.get(kind, {}).items():
+            if name not in spec:
+                self.problem(path, f"kind '{kind}' needs '{name}' ({what})")
+
+    def status_rules(self, request: RequestSpec | None, raw: dict | None) -> tuple[tuple[int, str], ...]:
+        """A step's status rules: its source's, overridden by its own."""
+        rules: dict[int, str] = {}
+        if request is not None:
+            source = self.data["sources"].get(request.source) or {}
+            rules.update((int(k), v) for k, v in (source.get("on_status") or {}).items())
+        rules.update((int(k), v) for k, v in (raw or {}).items())
+        return tuple(sorted(rules.items()))
+
+    def auth(self, spec: dict | None, path: PathT) -> AuthSpec | None:
+        if not spec:
+            return None
+        variables = frozenset({"config"})
+        kind = spec["kind"]
+        fields = []
+        for name, raw in spec.items():
+            if name in ("kind", "in", "name", "client_auth"):
+                continue
+            if name == "params":
+                fields.append((name, literal(raw)))
+                continue
+            compiled = self.template(str(raw), path + (name,), variables)
+            if compiled is not None:
+                fields.append((name, compiled))
+        return AuthSpec(kind=kind, fields=tuple(fields), location=spec.get("in", "header"),
+                        name=spec.get("name", ""), client_auth=spec.get("client_auth", "body"))
 
     def entity(self, spec: dict, path: PathT) -> EntitySpec | None:
         classes = (spec["class"],) if isinstance(spec["class"], str) else tuple(spec["class"])

@@ -8,6 +8,7 @@ validate credentials -> for each step in dependency order: fetch pages -> extrac
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -19,9 +20,11 @@ from .config import ResolvedConfig
 from .errors import EXIT_OK, EXIT_PARTIAL, FetchError
 from .expressions import Scope, jmespath_options
 from .extract import is_truthy, keep_record, select_records
-from .fetch import HttpClient, ordered_map, paginate, render_pairs, validate_credentials
+from .fetch import HttpClient, ordered_map
+from .paginate import paginate, render_pairs, validate_credentials
 from .graph import GraphChecker, Verdict
 from .plan import Plan, Source, Step
+from .progress import Progress
 from .write import GraphWriter, StagedOutput
 
 log = logging.getLogger("etl.run")
@@ -46,8 +49,10 @@ class StepResult:
     warnings: list[str] = field(default_factory=list)
     warning_count: int = 0
     requests: int = 0
+    pages: int = 0
     records: int = 0
     skipped_types: set = field(default_factory=set)  # types of which some record built nothing
+    incomplete: bool = False  # a request's data is missing (an on_status 'partial' rule applied)
 
     @property
     def error(self) -> str | None:
@@ -120,10 +125,11 @@ def now_ms() -> int:
 
 
 class Runner:
-    def __init__(self, plan: Plan, config: ResolvedConfig, options: RunOptions):
+    def __init__(self, plan: Plan, config: ResolvedConfig, options: RunOptions, progress: Progress | None = None):
         self.plan = plan
         self.config = config
         self.options = options
+        self.progress = progress or Progress(sys.stderr, enabled=False)
         self.now = options.now if options.now is not None else now_ms()
         self.jmespath = jmespath_options(dict(config.values), self.now)
         self.config_scope = self.request_scope(None)
@@ -151,6 +157,7 @@ class Runner:
                 params=render_pairs(source.params, self.config_scope),
                 redactor=self.config.redactor,
                 options=self.jmespath,
+                auth_scope=self.config_scope,
             )
         return self.clients[name]
 
@@ -207,6 +214,7 @@ class Runner:
             staged.commit()
             return result
         finally:
+            self.progress.close()
             for client in self.clients.values():
                 client.close()
 
@@ -225,8 +233,9 @@ class Runner:
                     continue
                 built = builder.build(record, position, parent)
                 self.accept(step, built, result, writer, checker, pending)
+                self.progress.update(step.id, result.pages, result.records, sum(result.counts.values()))
         except FetchError as exc:
-            result.fail(str(exc))
+            self.request_failed(step, result, exc)
         for relationship in pending:
             if checker.check_relationship(relationship) is Verdict.ACCEPT:
                 self.write(step, "relationships", relationship, result, writer)
@@ -264,18 +273,33 @@ class Runner:
 
         if step.for_each is None:
             pages = paginate(client, step.request, step.pagination, self.config_scope, select)
-            yield from self.page_records(step, pages, None)
+            yield from self.page_records(step, result, pages, None)
             return
         parents = self.parents[step.for_each]
         for parent, outcome in ordered_map(pages_of, parents, self.options.concurrency):
-            if isinstance(outcome, Exception):
-                result.fail(f"for {step.for_each} {parent['_key']}: {outcome}")
+            if isinstance(outcome, FetchError):
+                self.request_failed(step, result, outcome, f"for {step.for_each} {parent['_key']}: ")
                 continue
-            yield from self.page_records(step, outcome, parent)
+            yield from self.page_records(step, result, outcome, parent)
 
-    def page_records(self, step: Step, pages, parent: dict | None) -> Iterator[tuple[str, Any, dict | None]]:
+    def request_failed(self, step: Step, result: StepResult, error: FetchError, context: str = "") -> None:
+        """Apply the step's status rules: skip quietly, warn and mark the step's types partial,
+        or fail the step (its other requests still run)."""
+        action = dict(step.on_status).get(error.status, "fail") if error.status else "fail"
+        if action == "skip":
+            log.info("step %s: %s%s (skipped: on_status %s)", step.id, context, error, error.status)
+        elif action == "partial":
+            result.incomplete = True
+            result.warn(f"{context}{error} - no data from this request; the step's types are marked partial")
+            log.warning("step %s: %s%s", step.id, context, error)
+        else:
+            result.fail(f"{context}{error}")
+
+    def page_records(self, step: Step, result: StepResult, pages,
+                     parent: dict | None) -> Iterator[tuple[str, Any, dict | None]]:
         for number, (page, records) in enumerate(pages, start=1):
-            log.debug("step %s: page %d: %d record(s) from %s", step.id, number, len(records), page.url)
+            result.pages += 1
+            self.progress.update(step.id, result.pages, result.records, sum(result.counts.values()), force=True)
             for index, record in enumerate(records):
                 yield f"{step.id}: page {number} ({page.url}) record {index}", record, parent
 
@@ -307,7 +331,7 @@ class Runner:
                 continue
             partial.update(result.step.partial_types)
             partial.update(result.skipped_types)
-            if result.status != SUCCESS:
+            if result.status != SUCCESS or result.incomplete:
                 partial.update(result.step.declared_types)
         notes = [line for t in sorted(checker.reports) for line in checker.describe(t)]
         for note in notes:
@@ -321,5 +345,5 @@ class Runner:
         }
 
 
-def run_plan(plan: Plan, config: ResolvedConfig, options: RunOptions) -> RunResult:
-    return Runner(plan, config, options).run()
+def run_plan(plan: Plan, config: ResolvedConfig, options: RunOptions, progress: Progress | None = None) -> RunResult:
+    return Runner(plan, config, options, progress).run()

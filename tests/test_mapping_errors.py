@@ -299,9 +299,21 @@ CASES = [
         id="enum-relationship-class",
     ),
     pytest.param(
-        mutate("    records: users\n", "    pagination:\n      kind: cursor\n    records: users\n"),
-        ["FILE:33:13: steps[1].pagination.kind: 'cursor' is not one of: none, offset"],
+        mutate("    records: users\n", "    pagination:\n      kind: cursr\n    records: users\n"),
+        ["FILE:33:13: steps[1].pagination.kind: 'cursr' is not an allowed value; did you mean 'cursor'?"],
         id="enum-pagination-kind",
+    ),
+    pytest.param(
+        mutate("    records: users\n", "    pagination:\n      kind: cursor\n    records: users\n"),
+        ["FILE:33:7: steps[1].pagination: kind 'cursor' needs 'cursor' (JMESPath to the next token)"],
+        id="pagination-kind-missing-field",
+    ),
+    pytest.param(
+        mutate("    records: users\n", "    pagination:\n      kind: page\n      total: meta.total\n"
+                                       "    records: users\n"),
+        ["FILE:34:7: steps[1].pagination.total: 'total' is not used by kind 'page' (it uses: has_more, in, "
+         "max_pages, page_param, size, size_param, start_page, stop_on_empty, total_pages)"],
+        id="pagination-field-of-another-kind",
     ),
     pytest.param(
         mutate("- id: fetch-users", "- id: Fetch Users"),

@@ -1,0 +1,121 @@
+"""How a source proves who it is: bearer tokens, HTTP Basic, API keys, OAuth2 client credentials.
+
+Static kinds become headers or query parameters once, when the source's client is made.
+OAuth2 fetches a token when first needed, keeps it until shortly before it expires, and
+can be told a token was refused (a 401) to fetch a new one. Every credential is added
+to the run's redactor the moment it is known.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import requests
+
+from .config import Redactor
+from .errors import AuthenticationError
+from .expressions import Scope
+from .plan import AuthSpec
+
+log = logging.getLogger("etl.http")
+
+EXPIRY_MARGIN = 60.0  # seconds (at most a tenth of its lifetime): a token this close to expiry is replaced
+DEFAULT_TOKEN_LIFETIME = 3600.0  # when the token endpoint does not say
+
+
+@dataclass
+class StaticAuth:
+    """What a static auth kind adds to every request."""
+
+    headers: dict[str, str]
+    params: dict[str, str]
+    basic: tuple[str, str] | None = None
+
+
+def static_auth(spec: AuthSpec | None, scope: Scope, redactor: Redactor) -> StaticAuth:
+    if spec is None or spec.kind == "oauth2_client_credentials":
+        return StaticAuth({}, {})
+    values = {name: str(value.evaluate(scope)) for name, value in spec.fields}
+    if spec.kind == "bearer":
+        redactor.add(values["token"])
+        return StaticAuth({"Authorization": f"Bearer {values['token']}"}, {})
+    if spec.kind == "basic":
+        redactor.add(values["password"])
+        return StaticAuth({}, {}, (values["username"], values["password"]))
+    redactor.add(values["value"])
+    if spec.location == "query":
+        return StaticAuth({}, {spec.name: values["value"]})
+    return StaticAuth({spec.name: values["value"]}, {})
+
+
+class OAuth2ClientCredentials:
+    """RFC 6749 §4.4: a token from ``token_url``, cached until it nearly expires. Thread-safe."""
+
+    def __init__(self, spec: AuthSpec, scope: Scope, redactor: Redactor, *, token_url: str, timeout: float,
+                 clock: Callable[[], float]):
+        self.clock = clock
+        self.values: dict[str, Any] = {name: value.evaluate(scope) for name, value in spec.fields}
+        self.client_auth = spec.client_auth
+        self.token_url = token_url
+        self.timeout = timeout
+        self.redactor = redactor
+        self.session = requests.Session()
+        self._lock = threading.Lock()
+        self._token: str | None = None
+        self._expires_at = 0.0
+        redactor.add(str(self.values["client_secret"]))
+
+    def token(self) -> str:
+        with self._lock:
+            if self._token is None or self.clock() >= self._expires_at:
+                self._token, lifetime = self._fetch()
+                self._expires_at = self.clock() + lifetime - min(EXPIRY_MARGIN, lifetime / 10)
+            return self._token
+
+    def refused(self, token: str) -> None:
+        """The API answered 401 to ``token``: fetch a new one next time (unless already done)."""
+        with self._lock:
+            if self._token == token:
+                self._token = None
+
+    def _fetch(self) -> tuple[str, float]:
+        form: dict[str, Any] = {"grant_type": "client_credentials"}
+        if self.values.get("scope"):
+            form["scope"] = self.values["scope"]
+        form.update(self.values.get("params") or {})
+        auth = None
+        if self.client_auth == "basic":
+            auth = (str(self.values["client_id"]), str(self.values["client_secret"]))
+        else:
+            form.update(client_id=self.values["client_id"], client_secret=self.values["client_secret"])
+        where = f"POST {self.redactor(self.token_url)}"
+        try:
+            response = self.session.post(self.token_url, data=form, auth=auth, timeout=self.timeout,
+                                         headers={"Accept": "application/json"})
+        except requests.RequestException as exc:
+            raise AuthenticationError(f"authentication failed: {where}: {type(exc).__name__}") from None
+        try:
+            body = response.json()
+        except ValueError:
+            body = {}
+        if response.status_code >= 400 or not isinstance(body, dict) or not body.get("access_token"):
+            detail = body.get("error_description") or body.get("error") if isinstance(body, dict) else None
+            detail = detail or response.text[:200]
+            raise AuthenticationError(self.redactor(
+                f"authentication failed: {where} -> HTTP {response.status_code}: {detail} - check the "
+                f"client id and secret in the config"), status=response.status_code)
+        token = str(body["access_token"])
+        self.redactor.add(token)
+        lifetime = _number(body.get("expires_in"), DEFAULT_TOKEN_LIFETIME)
+        log.info("%s -> %d: new access token, valid %.0fs", where, response.status_code, lifetime)
+        return token, lifetime
+
+
+def _number(value: Any, default: float) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return default
