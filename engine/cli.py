@@ -30,6 +30,7 @@ Exit codes:
   3  the mapping file is invalid
   4  a config value is missing or invalid
   5  the run failed; the previous output was left untouched
+  130  interrupted (Ctrl-C, SIGTERM); the previous output was left untouched
 """
 
 

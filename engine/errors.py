@@ -16,6 +16,7 @@ EXIT_USAGE = 2  # bad command line (click's own code)
 EXIT_INVALID_MAPPING = 3
 EXIT_CONFIG = 4
 EXIT_RUN_FAILED = 5  # nothing was written; the previous output is intact
+EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM; the previous output is intact
 
 
 @dataclass(frozen=True)
@@ -94,3 +95,5 @@ class RecordError(EtlError):
 
 class RunInterrupted(EtlError):
     """The run was stopped by a signal; the previous output is intact."""
+
+    exit_code = EXIT_INTERRUPTED

@@ -271,6 +271,8 @@ def make_environment() -> MappingSandbox:
         keep_trailing_newline=False,
     )
     env.filters.update(epoch_ms=_epoch_ms_filter, split=split_text, unique=unique)
+    # Templates get data helpers only: no lipsum, cycler, joiner or namespace objects.
+    env.globals = {"range": env.globals["range"], "dict": dict}
     return env
 
 
@@ -291,7 +293,7 @@ def compile_template(text: str, *, variables: frozenset[str], config_fields: fro
         raise ExpressionError(f"Jinja syntax error: {exc.message}", _syntax_error_offset(text, exc.message)) from None
     tokens = _tokens(text)
     for name in sorted(jinja2.meta.find_undeclared_variables(tree)):
-        if name not in variables:
+        if name not in variables and name not in ENVIRONMENT.globals:
             raise ExpressionError(f"unknown variable '{name}'{_close(name, variables)}",
                                   _variable_offset(tokens, name))
     for node in tree.find_all((jinja2.nodes.Getattr, jinja2.nodes.Getitem)):

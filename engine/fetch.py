@@ -196,6 +196,9 @@ class HttpClient:
         content_type = response.headers.get("Content-Type", "")
         try:
             return json.loads(response.content)
+        except RecursionError:
+            raise FetchError(f"{method} {url} returned JSON nested too deeply to read "
+                             f"({len(response.content)} bytes)", status=response.status_code, url=url) from None
         except (ValueError, UnicodeDecodeError):
             snippet = self.redactor(_snippet(response))
             kind = content_type or "no content type"
@@ -218,7 +221,7 @@ class HttpClient:
         """The API's own error message, found with the source's ``error_message`` expression."""
         try:
             body = json.loads(response.content)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             return _snippet(response)
         try:
             found = self.source.error_message.evaluate(Scope(body, {}, self.options))

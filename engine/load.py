@@ -124,7 +124,13 @@ def load_mapping_text(text: str, filename: str) -> LoadedMapping:
 def parse_yaml(text: str, filename: str) -> tuple[Any, SourceMap]:
     """Safe-load YAML, recording positions. Refuses duplicate keys, bombs and deep nesting."""
     source = SourceMap(filename)
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        raise MappingError([Problem(Location(filename, line, column), "",
+                                    f"YAML error: character {exc.character!r} is not allowed in YAML")]) from None
     try:
         try:
             node = loader.get_single_node()

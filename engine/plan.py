@@ -157,6 +157,7 @@ class EntitySpec:
     tags_from: Value | None
     raw_data: bool
     partial: bool
+    duplicates: str = "keep-first"  # a repeated _key: keep the first and warn, or 'strict': fail the step
 
 
 @dataclass(frozen=True)
@@ -206,6 +207,7 @@ class Step:
     name: str
     depends_on: tuple[str, ...]
     when: Value | None  # JMESPath on config: the step runs only when it is truthy
+    on_dependency_failure: str  # 'run' (with what exists) or 'skip'
     for_each: str | None  # fan-out: one request per entity of this type
     request: RequestSpec | None
     pagination: Pagination
@@ -592,6 +594,7 @@ class _Compiler:
             name=spec.get("name", spec["id"]),
             depends_on=tuple(spec.get("depends_on") or ()),
             when=when,
+            on_dependency_failure=spec.get("on_dependency_failure", "run"),
             for_each=parent_type,
             request=request,
             pagination=pagination,
@@ -695,6 +698,7 @@ class _Compiler:
             tags_from=tags_from,
             raw_data=spec.get("raw_data", True),
             partial=spec.get("partial", False),
+            duplicates=spec.get("duplicates", "keep-first"),
         )
 
     def dependencies_known(self, step_id: str) -> bool:

@@ -35,6 +35,7 @@ DEFAULT_CONCURRENCY = 8
 SUCCESS = "success"
 FAILURE = "failure"
 PARTIAL_DEPENDENCY = "partial_success_due_to_dependency_failure"
+SKIPPED_DEPENDENCY = "skipped_due_to_dependency_failure"
 DISABLED = "disabled"
 
 
@@ -135,6 +136,7 @@ class Runner:
         self.config_scope = self.request_scope(None)
         self.clients: dict[str, HttpClient] = {}
         self.parents: dict[str, list[dict]] = {t: [] for t in plan.parent_types}
+        self.strict_types = {e.type: True for s in plan.steps for e in s.entities if e.duplicates == "strict"}
 
     # -- setup ---------------------------------------------------------------------------
 
@@ -204,8 +206,10 @@ class Runner:
                     if step.id in disabled:
                         log.info("step %s: disabled by its 'when' (or a step it depends on)", step.id)
                         results[step.id] = StepResult(step, status=DISABLED, start_ms=now_ms(), end_ms=now_ms())
-                        continue
-                    results[step.id] = self.run_step(step, results, writer, checker, tags)
+                    elif step.on_dependency_failure == "skip" and self.failed_dependencies(step, results):
+                        results[step.id] = self.skip_step(step, self.failed_dependencies(step, results))
+                    else:
+                        results[step.id] = self.run_step(step, results, writer, checker, tags)
                 result = self.finish(list(results.values()), checker)
                 writer.write_summary(self.summary(result))
             except BaseException:
@@ -242,11 +246,21 @@ class Runner:
             else:
                 checker.dangling(relationship)
         writer.flush_step(step.id)
-        failed_deps = [d for d in step.depends_on if d in done and done[d].status not in (SUCCESS, DISABLED)]
-        if result.status == SUCCESS and failed_deps:
+        if result.status == SUCCESS and self.failed_dependencies(step, done):
             result.status = PARTIAL_DEPENDENCY
         result.requests = self.requests_made() - requests_before
         result.end_ms = now_ms()
+        return result
+
+    @staticmethod
+    def failed_dependencies(step: Step, done: dict[str, StepResult]) -> list[str]:
+        return [d for d in step.depends_on if d in done and done[d].status not in (SUCCESS, DISABLED)]
+
+    def skip_step(self, step: Step, failed: list[str]) -> StepResult:
+        """on_dependency_failure: skip - do not run on incomplete input; its types are partial."""
+        result = StepResult(step, status=SKIPPED_DEPENDENCY, start_ms=now_ms(), end_ms=now_ms())
+        result.errors.append(f"skipped: it depends on {', '.join(failed)}, which did not succeed")
+        log.warning("step %s: %s", step.id, result.errors[0])
         return result
 
     def requests_made(self) -> int:
@@ -309,10 +323,13 @@ class Runner:
             result.warn(message)
         result.skipped_types.update(built.skipped_types)
         for entity in built.entities:
-            if checker.check_entity(entity) is Verdict.ACCEPT:
+            verdict = checker.check_entity(entity)
+            if verdict is Verdict.ACCEPT:
                 self.write(step, "entities", entity, result, writer)
                 if entity["_type"] in self.parents:
                     self.parents[entity["_type"]].append({k: v for k, v in entity.items() if k != "_rawData"})
+            elif verdict is Verdict.DUPLICATE and self.strict_types.get(entity["_type"]) and not result.errors:
+                result.fail(f"duplicate _key {entity['_key']} ({entity['_type']} has duplicates: strict)")
         for relationship in built.relationships:
             verdict = checker.check_relationship(relationship)
             if verdict is Verdict.ACCEPT:
