@@ -6,7 +6,9 @@ import json
 import logging
 import signal
 import sys
+import tempfile
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -16,11 +18,12 @@ from .cassette import RECORD_MODES, cassette
 from .config import Redactor, parse_assignments, resolve_config
 from .errors import EXIT_RUN_FAILED, EtlError, RunInterrupted
 from .document import data_model, is_up_to_date, render_section, write_document
-from .load import mapping_schema
+from .authoring import Coverage, Explain, Preview
+from .load import load_mapping, mapping_schema
 from .plan import Plan, compile_file
 from .expressions import ValueProblem, to_epoch_ms
 from .progress import Progress
-from .run import DEFAULT_CONCURRENCY, RunOptions, RunResult, run_plan
+from .run import DEFAULT_CONCURRENCY, Observer, RunOptions, RunResult, run_plan
 
 EXIT_CODES_HELP = """\b
 Exit codes:
@@ -117,68 +120,161 @@ def _parse_base_urls(values: tuple[str, ...]) -> tuple[tuple[str | None, str], .
     return tuple(out)
 
 
-@main.command(epilog=EXIT_CODES_HELP)
-@click.argument("mapping", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=Path(".j1-integration"),
-              show_default=True, help="Directory to write the graph and summary.json to (replaced atomically).")
-@click.option("-c", "--config", "config_pairs", multiple=True, metavar="NAME=VALUE",
-              help="Set a config field (repeatable). Otherwise the field's environment variable, "
-                   "then .env in the working directory, then its default.")
-@click.option("--base-url", "base_urls", multiple=True, metavar="[SOURCE=]URL",
-              help="Send requests to URL instead of the mapping's base URL (e.g. a local or staging "
-                   "server). SOURCE=URL replaces one named source.")
-@click.option("--cassette", type=click.Path(dir_okay=False, path_type=Path),
-              help="Replay (or record) HTTP from/to this vcrpy cassette instead of the network.")
-@click.option("--record-mode", type=click.Choice(RECORD_MODES), default=None,
-              help="With --cassette: none = replay only (default); once = record if the file is missing; "
-                   "all = re-record everything from the live API.")
-@click.option("--offline", is_flag=True,
-              help="Replay the mapping's own bundled cassette (its 'offline' section); no network, no secrets.")
-@click.option("--step", "steps", multiple=True, metavar="ID",
-              help="Run only this step and the steps it depends on (repeatable).")
-@click.option("--concurrency", type=click.IntRange(1, 64), default=DEFAULT_CONCURRENCY, show_default=True,
-              help="Parallel child requests of fan-out steps (forced to 1 with --cassette: vcrpy is not "
-                   "thread-safe). The output is the same whatever the value.")
-@click.option("--as-of", "as_of", metavar="TIME",
-              help="Evaluate time windows (now_ms(), days_ago_ms()) as of this ISO-8601 time instead of now; "
-                   "--offline uses the time its cassette was recorded.")
-@click.option("--pretty", is_flag=True, help="Indent the JSON output files.")
-@click.option("-v", "--verbose", count=True, help="Log steps (-v) and every HTTP request (-vv) to stderr.")
-@click.option("-q", "--quiet", is_flag=True, help="Only print errors.")
-def run(mapping: Path, output: Path, config_pairs: tuple[str, ...], base_urls: tuple[str, ...],
-        cassette: Path | None, record_mode: str | None, offline: bool, steps: tuple[str, ...], concurrency: int,
-        as_of: str | None, pretty: bool, verbose: int, quiet: bool) -> None:
-    """Run MAPPING: fetch from the API and write the graph to --output."""
-    setup_logging(verbose, quiet)
+def run_options(command):
+    """The options every command that runs a mapping shares: config, where HTTP goes, which steps."""
+    options = [
+        click.option("-c", "--config", "config_pairs", multiple=True, metavar="NAME=VALUE",
+                     help="Set a config field (repeatable). Otherwise the field's environment variable, "
+                          "then .env in the working directory, then its default."),
+        click.option("--base-url", "base_urls", multiple=True, metavar="[SOURCE=]URL",
+                     help="Send requests to URL instead of the mapping's base URL (e.g. a local or staging "
+                          "server). SOURCE=URL replaces one named source."),
+        click.option("--cassette", type=click.Path(dir_okay=False, path_type=Path),
+                     help="Replay (or record) HTTP from/to this vcrpy cassette instead of the network."),
+        click.option("--record-mode", type=click.Choice(RECORD_MODES), default=None,
+                     help="With --cassette: none = replay only (default); once = record if the file is missing; "
+                          "all = re-record everything from the live API."),
+        click.option("--offline", is_flag=True,
+                     help="Replay the mapping's own bundled cassette (its 'offline' section); no network, "
+                          "no secrets."),
+        click.option("--step", "steps", multiple=True, metavar="ID",
+                     help="Run only this step and the steps it depends on (repeatable)."),
+        click.option("--concurrency", type=click.IntRange(1, 64), default=DEFAULT_CONCURRENCY, show_default=True,
+                     help="Parallel child requests of fan-out steps (forced to 1 with --cassette: vcrpy is not "
+                          "thread-safe). The output is the same whatever the value."),
+        click.option("--as-of", "as_of", metavar="TIME",
+                     help="Evaluate time windows (now_ms(), days_ago_ms()) as of this ISO-8601 time instead of "
+                          "now; --offline uses the time its cassette was recorded."),
+        click.option("-v", "--verbose", count=True,
+                     help="Log steps and every HTTP request (-v), and more detail (-vv), to stderr."),
+        click.option("-q", "--quiet", is_flag=True, help="Only print errors."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What the shared run options asked for."""
+
+    mapping: Path
+    config_pairs: tuple[str, ...]
+    base_urls: tuple[str, ...]
+    cassette: Path | None
+    record_mode: str | None
+    offline: bool
+    steps: tuple[str, ...]
+    concurrency: int
+    as_of: str | None
+    verbose: int
+    quiet: bool
+
+
+def execute(request: RunRequest, *, output: Path, pretty: bool = False, observer: Observer | None = None,
+            record_limit: int | None = None) -> tuple[Plan, RunResult, Redactor]:
+    """Compile, configure and run a mapping as the options say. Exits with a message on EtlError."""
+    setup_logging(request.verbose, request.quiet)
     redactor = None
     try:
-        plan = compile_file(mapping)
-        for step_id in steps:
+        plan = compile_file(request.mapping)
+        for step_id in request.steps:
             if step_id not in {s.id for s in plan.steps}:
-                raise click.BadParameter(f"{mapping} has no step '{step_id}'", param_hint="--step")
-        cassette_path, mode, defaults = _replay_settings(plan, cassette, record_mode, offline)
-        if as_of is None and offline and plan.offline is not None:
+                raise click.BadParameter(f"{request.mapping} has no step '{step_id}'", param_hint="--step")
+        cassette_path, mode, defaults = _replay_settings(plan, request.cassette, request.record_mode,
+                                                         request.offline)
+        as_of = request.as_of
+        if as_of is None and request.offline and plan.offline is not None:
             as_of = plan.offline.as_of
-        config = resolve_config(plan, parse_assignments(list(config_pairs)), defaults=defaults,
+        config = resolve_config(plan, parse_assignments(list(request.config_pairs)), defaults=defaults,
                                 secret_placeholders=cassette_path is not None and mode == "none")
         redactor = config.redactor
         _redacting.redactor = redactor
         options = RunOptions(
-            output=output, base_urls=_parse_base_urls(base_urls), steps=steps, pretty=pretty,
-            concurrency=1 if cassette_path is not None else concurrency,
-            now=_parse_time(as_of),
+            output=output, base_urls=_parse_base_urls(request.base_urls), steps=request.steps, pretty=pretty,
+            concurrency=1 if cassette_path is not None else request.concurrency,
+            now=_parse_time(as_of), record_limit=record_limit,
         )
         recording = _cassette_context(cassette_path, mode, redactor)
         with recording, _terminate_as_interrupt():
-            progress = Progress(sys.stderr, enabled=sys.stderr.isatty() and not quiet and not verbose)
-            result = run_plan(plan, config, options, progress)
+            progress = Progress(sys.stderr, enabled=sys.stderr.isatty() and not request.quiet
+                                and not request.verbose)
+            result = run_plan(plan, config, options, progress, observer)
     except EtlError as exc:
         fail(exc, redactor)
     except KeyboardInterrupt:
         fail(RunInterrupted("interrupted; the previous output was left untouched"), redactor)
-    if not quiet:
-        click.echo(redactor(format_result(result)) if redactor else format_result(result))
+    return plan, result, redactor
+
+
+@main.command(epilog=EXIT_CODES_HELP)
+@click.argument("mapping", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=Path(".j1-integration"),
+              show_default=True, help="Directory to write the graph and summary.json to (replaced atomically).")
+@click.option("--pretty", is_flag=True, help="Indent the JSON output files.")
+@click.option("--coverage", "with_coverage", is_flag=True,
+              help="Also report, per step, the API fields no expression reads and the properties that "
+                   "stayed empty.")
+@run_options
+def run(mapping: Path, output: Path, pretty: bool, with_coverage: bool, **shared) -> None:
+    """Run MAPPING: fetch from the API and write the graph to --output."""
+    observer = Coverage() if with_coverage else None
+    plan, result, redactor = execute(RunRequest(mapping, **shared), output=output, pretty=pretty, observer=observer)
+    if not shared["quiet"]:
+        click.echo(redactor(format_result(result)))
+        if observer is not None:
+            click.echo("\n" + redactor(observer.report(plan)))
     sys.exit(result.exit_code)
+
+
+@main.command(epilog=EXIT_CODES_HELP)
+@click.argument("mapping", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--limit", type=click.IntRange(1), default=3, show_default=True,
+              help="Records to fetch and show per step (at most).")
+@run_options
+def preview(mapping: Path, limit: int, **shared) -> None:
+    """Show what a step does: its requests, a sample of the raw records, and the entities
+    and relationships built from them - for the step and the steps it depends on.
+
+    Nothing is written. Give --step (or it previews every step); point it at the API,
+    at --base-url, at a --cassette or use --offline.
+    """
+    observer = Preview(limit)
+    with tempfile.TemporaryDirectory(prefix="etl-preview-") as scratch:
+        plan, result, redactor = execute(RunRequest(mapping, **shared), output=Path(scratch) / "graph",
+                                         observer=observer, record_limit=limit)
+    click.echo(redactor(observer.report(plan)))
+    sys.exit(result.exit_code)
+
+
+@main.command(epilog=EXIT_CODES_HELP)
+@click.argument("mapping", type=click.Path(dir_okay=False, path_type=Path))
+@run_options
+def coverage(mapping: Path, **shared) -> None:
+    """Report, per step, the API fields that no expression reads and the properties that
+    were empty for every entity (a typo's symptom). Runs the mapping; writes nothing."""
+    observer = Coverage()
+    with tempfile.TemporaryDirectory(prefix="etl-coverage-") as scratch:
+        plan, result, redactor = execute(RunRequest(mapping, **shared), output=Path(scratch) / "graph",
+                                         observer=observer)
+    click.echo(redactor(observer.report(plan)))
+    sys.exit(result.exit_code)
+
+
+@main.command(epilog=EXIT_CODES_HELP)
+@click.argument("mapping", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--key", required=True, help="The _key of the entity or relationship to explain.")
+@run_options
+def explain(mapping: Path, key: str, **shared) -> None:
+    """Explain where one entity or relationship comes from: the step, request, page and
+    record, and the expression (with its place in the mapping) behind each property.
+    Runs the mapping; writes nothing. Exits 1 if no object has that key."""
+    observer = Explain(key)
+    with tempfile.TemporaryDirectory(prefix="etl-explain-") as scratch:
+        plan, result, redactor = execute(RunRequest(mapping, **shared), output=Path(scratch) / "graph",
+                                         observer=observer)
+    click.echo(redactor(observer.report(plan, load_mapping(mapping))))
+    sys.exit(0 if observer.found else 1)
 
 
 def _replay_settings(plan: Plan, cassette_path: Path | None, record_mode: str | None, offline: bool):

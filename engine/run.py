@@ -111,6 +111,16 @@ class RunResult:
         return bool(set(self.partial_types) - declared_partial)
 
 
+class Observer:
+    """Hooks for tools that watch a run (preview, coverage, explain). The default does nothing."""
+
+    def page(self, step: Step, page, records: list, parent: dict | None) -> None:
+        """A page was fetched for ``step`` (``parent``: the fan-out entity it was fetched for)."""
+
+    def record(self, step: Step, position: str, record: Any, built: Built) -> None:
+        """``record`` was turned into ``built`` (entities, relationships, warnings)."""
+
+
 @dataclass(frozen=True)
 class RunOptions:
     output: Path = Path(".j1-integration")
@@ -119,6 +129,7 @@ class RunOptions:
     pretty: bool = False
     concurrency: int = DEFAULT_CONCURRENCY  # parallel child requests of a fan-out step
     now: int | None = None  # the run's clock (epoch ms); None = the real time
+    record_limit: int | None = None  # stop each selected step after this many records (previews)
 
 
 def now_ms() -> int:
@@ -126,11 +137,13 @@ def now_ms() -> int:
 
 
 class Runner:
-    def __init__(self, plan: Plan, config: ResolvedConfig, options: RunOptions, progress: Progress | None = None):
+    def __init__(self, plan: Plan, config: ResolvedConfig, options: RunOptions, progress: Progress | None = None,
+                 observer: Observer | None = None):
         self.plan = plan
         self.config = config
         self.options = options
         self.progress = progress or Progress(sys.stderr, enabled=False)
+        self.observer = observer or Observer()
         self.now = options.now if options.now is not None else now_ms()
         self.jmespath = jmespath_options(dict(config.values), self.now)
         self.config_scope = self.request_scope(None)
@@ -236,7 +249,11 @@ class Runner:
                 if not keep_record(step.filter, builder.scope(record, parent)):
                     continue
                 built = builder.build(record, position, parent)
+                self.observer.record(step, position, record, built)
                 self.accept(step, built, result, writer, checker, pending)
+                if self.options.record_limit is not None and result.records >= self.options.record_limit:
+                    log.info("step %s: stopped after %d records (limit)", step.id, result.records)
+                    break
                 self.progress.update(step.id, result.pages, result.records, sum(result.counts.values()))
         except FetchError as exc:
             self.request_failed(step, result, exc)
@@ -313,6 +330,7 @@ class Runner:
                      parent: dict | None) -> Iterator[tuple[str, Any, dict | None]]:
         for number, (page, records) in enumerate(pages, start=1):
             result.pages += 1
+            self.observer.page(step, page, records, parent)
             self.progress.update(step.id, result.pages, result.records, sum(result.counts.values()), force=True)
             for index, record in enumerate(records):
                 yield f"{step.id}: page {number} ({page.url}) record {index}", record, parent
@@ -362,5 +380,6 @@ class Runner:
         }
 
 
-def run_plan(plan: Plan, config: ResolvedConfig, options: RunOptions, progress: Progress | None = None) -> RunResult:
-    return Runner(plan, config, options, progress).run()
+def run_plan(plan: Plan, config: ResolvedConfig, options: RunOptions, progress: Progress | None = None,
+             observer: Observer | None = None) -> RunResult:
+    return Runner(plan, config, options, progress, observer).run()
