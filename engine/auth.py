@@ -102,7 +102,11 @@ class OAuth2ClientCredentials:
         except ValueError:
             body = {}
         if response.status_code >= 400 or not isinstance(body, dict) or not body.get("access_token"):
-            detail = body.get("error_description") or body.get("error") if isinstance(body, dict) else None
+            detail = None
+            if isinstance(body, dict) and (body.get("error") or body.get("error_description")):
+                detail = ": ".join(str(body[k]) for k in ("error", "error_description") if body.get(k))
+            if not detail and response.status_code < 400:
+                detail = f"the response has no access_token: {response.text[:200]}"
             detail = detail or response.text[:200]
             raise AuthenticationError(self.redactor(
                 f"authentication failed: {where} -> HTTP {response.status_code}: {detail} - check the "

@@ -7,6 +7,7 @@ engine prints, logs, writes or records.
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -16,7 +17,9 @@ from typing import Any, Mapping
 from urllib.parse import quote, quote_plus
 
 from .errors import ConfigError
-from .plan import ConfigField, Plan
+from .plan import ConfigField, Plan, fits_type
+
+log = logging.getLogger("etl.config")
 
 REDACTED = "[REDACTED]"
 # A secret shorter than this is not redacted (it would mangle unrelated text); the
@@ -149,6 +152,10 @@ def resolve_config(
                               f"{origin} gives {shown}")
 
     secrets = [str(values[f.name]) for f in plan.config_fields if f.secret and values.get(f.name) is not None]
+    for field in plan.config_fields:
+        if field.secret and values.get(field.name) is not None and len(str(values[field.name])) < MIN_SECRET_LENGTH:
+            log.warning("config field '%s' is shorter than %d characters: too short to redact safely, it may "
+                        "appear in logs and output", field.name, MIN_SECRET_LENGTH)
     return ResolvedConfig(MappingProxyType(values), Redactor(secrets), tuple(placeholders))
 
 
@@ -178,8 +185,10 @@ _FALSE = {"false", "0", "no", "off"}
 
 
 def _convert(field: ConfigField, raw: Any, origin: str) -> Any:
-    if not isinstance(raw, str):
-        return raw  # already typed (a mapping's offline config)
+    if not isinstance(raw, str):  # already typed (a mapping's offline config)
+        if not fits_type(field.type, raw):
+            raise ConfigError(f"config field '{field.name}' expects {field.type}, but {origin} gives {raw!r}")
+        return raw
     text = raw if field.secret else raw.strip()
     shown = "the value" if field.secret else repr(text)
     try:

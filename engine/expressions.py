@@ -270,7 +270,7 @@ def make_environment() -> MappingSandbox:
         finalize=_finalize,
         keep_trailing_newline=False,
     )
-    env.filters.update(epoch_ms=_epoch_ms_filter, split=split_text, unique=unique)
+    env.filters.update(epoch_ms=_epoch_ms_filter, split=split_text)
     # Templates get data helpers only: no lipsum, cycler, joiner or namespace objects.
     env.globals = {"range": env.globals["range"], "dict": dict}
     return env
@@ -281,6 +281,12 @@ ENVIRONMENT = make_environment()
 # What templates see: the record, config values, the for_each item, the fan-out parent
 # entity, and the run's clock in epoch milliseconds.
 TEMPLATE_VARIABLES = frozenset({"record", "config", "item", "parent", "now"})
+_WHERE_AVAILABLE = {
+    "record": "templates of sources and instance tags see only config",
+    "parent": "only steps with for_each (fan-out) have a parent entity",
+    "item": "only rules with for_each have an item",
+    "paging": "only request templates see paging",
+}
 # Request templates also see ``paging`` (offset, limit, page, size, cursor of the next page).
 REQUEST_VARIABLES = frozenset({"config", "parent", "now", "paging"})
 
@@ -294,6 +300,9 @@ def compile_template(text: str, *, variables: frozenset[str], config_fields: fro
     tokens = _tokens(text)
     for name in sorted(jinja2.meta.find_undeclared_variables(tree)):
         if name not in variables and name not in ENVIRONMENT.globals:
+            if name in _WHERE_AVAILABLE:
+                raise ExpressionError(f"'{name}' is not available here: {_WHERE_AVAILABLE[name]}",
+                                      _variable_offset(tokens, name))
             raise ExpressionError(f"unknown variable '{name}'{_close(name, variables)}",
                                   _variable_offset(tokens, name))
     for node in tree.find_all((jinja2.nodes.Getattr, jinja2.nodes.Getitem)):
@@ -352,7 +361,9 @@ def _close(name: str, options: frozenset[str]) -> str:
     import difflib
 
     match = difflib.get_close_matches(name, sorted(options), n=1, cutoff=0.6)
-    return f" (did you mean '{match[0]}'?)" if match else f"; known: {', '.join(sorted(options))}"
+    if match:
+        return f" (did you mean '{match[0]}'?)"
+    return f"; known: {', '.join(sorted(options))}" if options else "; none are declared"
 
 
 # ----------------------------------------------------------------------------------------

@@ -5,29 +5,32 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .errors import FetchError
 from .expressions import Scope, Value
 
 
-def select_records(selector: Value, body: Any, options, where: str) -> list:
+class RecordsError(ValueError):
+    """A page body the records selector cannot make records of."""
+
+
+def select_records(selector: Value, body: Any, options) -> list:
     """Apply a step's ``records`` selector to a page body.
 
     A missing list (JMESPath null) is an empty page - some APIs omit the list
-    key when there is nothing to list. An object is a single record. Anything else is
-    an error naming the request.
+    key when there is nothing to list. An object is a single record. Anything else
+    raises RecordsError.
     """
-    found = selector.evaluate(Scope(body, {}, options))
+    try:
+        found = selector.evaluate(Scope(body, {}, options))
+    except Exception as exc:  # a JMESPath function given the wrong type by an odd body
+        raise RecordsError(f"the records selector '{selector.source}' failed: {exc}") from None
     if found is None:
         return []
     if isinstance(found, list):
         return found
     if isinstance(found, dict):
         return [found]
-    raise FetchError(
-        f"{where}: the records selector '{selector.source}' gives {_kind(found)} "
-        f"{json.dumps(found)[:80]}, not a list of records",
-        url=where,
-    )
+    raise RecordsError(f"the records selector '{selector.source}' gives {_kind(found)} "
+                       f"{json.dumps(found)[:80]}, not a list of records")
 
 
 def keep_record(record_filter: Value | None, scope: Scope) -> bool:

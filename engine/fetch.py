@@ -71,10 +71,11 @@ class RateLimiter:
                 now = monotonic()
                 wait = 0.0
                 for allowed, seconds, stamps in self.windows:
-                    while stamps and stamps[0] <= now - seconds:
+                    while stamps and now - stamps[0] >= seconds:
                         stamps.popleft()
                     if len(stamps) >= allowed:
-                        wait = max(wait, stamps[0] + seconds - now)
+                        # The request that must leave the window before one more fits.
+                        wait = max(wait, seconds - (now - stamps[-allowed]), 1e-6)
                 if wait <= 0:
                     for _, _, stamps in self.windows:
                         stamps.append(now)

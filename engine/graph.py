@@ -77,9 +77,11 @@ class GraphChecker:
         if self.is_known(key):
             self.report(rel_type).duplicates += 1
             return Verdict.DUPLICATE
-        if "_mapping" not in relationship:
-            if relationship["_fromEntityKey"] not in self.index or relationship["_toEntityKey"] not in self.index:
+        if "_mapping" in relationship:
+            if relationship["_mapping"]["sourceEntityKey"] not in self.index:
                 return Verdict.DANGLING
+        elif relationship["_fromEntityKey"] not in self.index or relationship["_toEntityKey"] not in self.index:
+            return Verdict.DANGLING
         self.relationship_keys.add(key)
         return Verdict.ACCEPT
 

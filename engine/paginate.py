@@ -20,7 +20,7 @@ import requests
 
 from .errors import AuthenticationError, FetchError, PaginationLoopError
 from .expressions import Scope, ValueProblem
-from .extract import is_truthy
+from .extract import RecordsError, is_truthy
 from .fetch import HttpClient, Page
 from .plan import Pagination, RequestSpec
 
@@ -29,6 +29,17 @@ log = logging.getLogger("etl.http")
 
 def render_pairs(pairs, scope: Scope) -> dict[str, Any]:
     return {name: value.evaluate(scope) for name, value in pairs}
+
+
+def render_text_pairs(pairs, scope: Scope) -> dict[str, str]:
+    """Query parameters or headers: null leaves one out, booleans are true/false, the rest text."""
+    out = {}
+    for name, value in pairs:
+        result = value.evaluate(scope)
+        if result is None:
+            continue
+        out[name] = ("true" if result else "false") if isinstance(result, bool) else str(result)
+    return out
 
 
 # ----------------------------------------------------------------------------------------
@@ -47,8 +58,8 @@ def fetch(client: HttpClient, spec: RequestSpec, scope: Scope, *, paging: Mappin
     paging = {k: v for k, v in (paging or {}).items() if v is not None}
     try:
         path = url or spec.path.evaluate(scope)
-        params = {} if url else render_pairs(spec.params, scope)
-        headers = render_pairs(spec.headers, scope)
+        params = {} if url else render_text_pairs(spec.params, scope)
+        headers = render_text_pairs(spec.headers, scope)
         if spec.graphql is not None:
             body: Any = {"query": spec.graphql, "variables": {**render_pairs(spec.variables, scope), **paging}}
         else:
@@ -87,6 +98,8 @@ def validate_credentials(client: HttpClient, spec: RequestSpec, scope: Scope) ->
     """JupiterOne's validateInvocation: one cheap authenticated call before any step."""
     try:
         fetch(client, spec, scope)
+    except AuthenticationError:
+        raise
     except FetchError as exc:
         if exc.status in (401, 403):
             raise AuthenticationError(
@@ -126,11 +139,13 @@ class LoopGuard:
 
 
 def paginate(client: HttpClient, spec: RequestSpec, pagination: Pagination, scope: Scope,
-             select: Callable[[Any], list]) -> Iterator[tuple[Page, list]]:
+             select: Callable[[Any], list], truncated: Callable[[str], None] = lambda message: None
+             ) -> Iterator[tuple[Page, list]]:
     """Yield ``(page, records)`` for every page of a step's request (or of one fan-out child).
 
     ``select`` turns a page body into its records (the extract stage); offset pagination
-    advances by the number of records each page really held.
+    advances by the number of records each page really held. ``truncated`` hears about
+    a stop at ``max_pages`` while the API had more.
     """
     walker = _Walker(client, spec, pagination, scope)
     guard = LoopGuard()
@@ -140,18 +155,22 @@ def paginate(client: HttpClient, spec: RequestSpec, pagination: Pagination, scop
         page = walker.request()
         if number == 1:
             walker.first(page, guard)
-        records = select(page.body)
+        try:
+            records = select(page.body)
+        except RecordsError as exc:
+            raise FetchError(f"{spec.method} {page.url}: {exc}", status=page.status, url=page.url) from None
         log_request(spec.method, page, len(records))
         guard.records(records, number, page.url)
         yield page, records
-        if pagination.max_pages is not None and number >= pagination.max_pages:
-            log.info("%s: stopping after max_pages=%d", page.url, pagination.max_pages)
-            return
         if not records and pagination.stop_on_empty:
             return
         if pagination.has_more is not None and not is_truthy(walker.read(pagination.has_more, page)):
             return
         if not walker.advance(page, records, guard):
+            return
+        if pagination.max_pages is not None and number >= pagination.max_pages:
+            truncated(f"{spec.method} {page.url}: stopped after max_pages={pagination.max_pages}, "
+                      f"before the last page")
             return
 
 
@@ -168,7 +187,13 @@ class _Walker:
     def __init__(self, client: HttpClient, spec: RequestSpec, pagination: Pagination, scope: Scope):
         self.client, self.spec, self.pagination = client, spec, pagination
         self.kind = pagination.kind
-        self.size = int(pagination.size.evaluate(scope)) if pagination.size is not None else None
+        self.size = None
+        if pagination.size is not None:
+            size = pagination.size.evaluate(scope)
+            try:
+                self.size = int(size)
+            except (TypeError, ValueError):
+                raise FetchError(f"the page size ({pagination.size.source}) is {size!r}, not a whole number") from None
         self.values: dict[str, Any] = {"offset": pagination.start if self.kind == "offset" else None,
                                        "limit": self.size if self.kind == "offset" else None,
                                        "page": pagination.start if self.kind == "page" else None,
@@ -264,5 +289,5 @@ def _next_link(header: str | None) -> str | None:
 
 def _check_number(value: Any, expression, page: Page, method: str, what: str) -> None:
     if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
-        raise FetchError(f"{method} {page.url}: {what} ({expression.source}) is {json.dumps(value)}, not a number",
-                         url=page.url)
+        raise FetchError(f"{method} {page.url}: {what} ({expression.source}) is {json.dumps(value)[:80]}, "
+                         f"not a number", url=page.url)

@@ -30,6 +30,14 @@ from .expressions import (
 from .load import LoadedMapping, PathT, SourceMap, load_mapping
 
 DEFAULT_RETRY_STATUSES = (429, 500, 502, 503, 504)
+VALUE_FORMS = ("jmespath", "template", "value")
+AUTH_FIELDS = {
+    "bearer": {"required": {"token"}, "optional": set()},
+    "basic": {"required": {"username", "password"}, "optional": set()},
+    "api_key": {"required": {"name", "value"}, "optional": {"in"}},
+    "oauth2_client_credentials": {"required": {"token_url", "client_id", "client_secret"},
+                                  "optional": {"scope", "params", "client_auth"}},
+}
 
 
 # ----------------------------------------------------------------------------------------
@@ -304,6 +312,18 @@ class _Compiler:
     base_dir: Path
     problems: list[Problem] = field(default_factory=list)
     for_each_types: set[str] = field(default_factory=set)  # of the step being compiled
+    variables: frozenset[str] = TEMPLATE_VARIABLES  # what templates of the rule being compiled can see
+    current_step: dict = field(default_factory=dict)
+
+    def scope_for(self, step_spec: dict, rule_spec: dict | None = None) -> frozenset[str]:
+        """Template variables of a rule: ``parent`` only in fan-out steps, ``item`` only
+        under for_each."""
+        variables = set(TEMPLATE_VARIABLES)
+        if "for_each" not in step_spec:
+            variables.discard("parent")
+        if rule_spec is None or "for_each" not in rule_spec:
+            variables.discard("item")
+        return frozenset(variables)
 
     # -- reporting -----------------------------------------------------------------------
 
@@ -321,9 +341,11 @@ class _Compiler:
     def config_names(self) -> frozenset[str]:
         return frozenset((self.data.get("config") or {}).keys())
 
-    def value(self, raw: Any, path: PathT, *, variables: frozenset[str] = TEMPLATE_VARIABLES,
+    def value(self, raw: Any, path: PathT, *, variables: frozenset[str] | None = None,
               allow_jmespath: bool = True) -> Value | None:
-        """Compile one value written in any of the documented forms."""
+        """Compile one value written in any of the documented forms. Templates may use
+        ``variables`` (by default, what the rule being compiled can see)."""
+        variables = self.variables if variables is None else variables
         try:
             if isinstance(raw, dict):
                 (form, text), = raw.items()
@@ -343,7 +365,26 @@ class _Compiler:
             self.problem_at(path, exc.offset, str(exc))
             return None
 
-    def template(self, raw: str, path: PathT, variables: frozenset[str] = TEMPLATE_VARIABLES) -> Value | None:
+    def structure(self, raw: Any, path: PathT, variables: frozenset[str]) -> Value | None:
+        """A JSON value (a request body) whose strings may be templates; {jmespath|template|value: ...}
+        anywhere in it is that explicit form."""
+        if isinstance(raw, dict) and len(raw) == 1 and next(iter(raw)) in VALUE_FORMS:
+            return self.value(raw, path, variables=variables)
+        if isinstance(raw, dict):
+            parts = {k: self.structure(v, path + (k,), variables) for k, v in raw.items()}
+            if any(v is None for v in parts.values()):
+                return None
+            return Value("template", raw, lambda scope: {k: v.evaluate(scope) for k, v in parts.items()})
+        if isinstance(raw, list):
+            items = [self.structure(v, path + (i,), variables) for i, v in enumerate(raw)]
+            if any(v is None for v in items):
+                return None
+            return Value("template", raw, lambda scope: [v.evaluate(scope) for v in items])
+        if isinstance(raw, str) and ("{{" in raw or "{%" in raw):
+            return self.template(raw, path, variables)
+        return literal(raw)
+
+    def template(self, raw: str, path: PathT, variables: frozenset[str] | None = None) -> Value | None:
         return self.value(raw, path, variables=variables, allow_jmespath=False)
 
     def expression(self, raw: str, path: PathT) -> Value | None:
@@ -395,7 +436,7 @@ class _Compiler:
             if required and has_default:
                 self.problem(path + ("required",), "a field with a default cannot be required")
             kind = spec.get("type", "string")
-            if has_default and spec["default"] is not None and not _fits(kind, spec["default"]):
+            if has_default and spec["default"] is not None and not fits_type(kind, spec["default"]):
                 self.problem(path + ("default",), f"default {spec['default']!r} is not of type {kind}")
             choices = tuple(spec.get("choices") or ())
             if choices and has_default and spec["default"] not in choices:
@@ -462,8 +503,7 @@ class _Compiler:
                                   allow_jmespath=False),
             headers=self.value_map(spec.get("headers"), path + ("headers",), variables=variables,
                                    allow_jmespath=False),
-            body=self.value(spec["body"], path + ("body",), variables=variables, allow_jmespath=False)
-            if "body" in spec else None,
+            body=self.structure(spec["body"], path + ("body",), variables) if "body" in spec else None,
         )
 
     def offline(self) -> Offline | None:
@@ -551,7 +591,9 @@ class _Compiler:
                 self.problem(path + ("depends_on", d_index), "a step cannot depend on itself")
         request = None
         if "request" in spec:
-            request = self.request(spec["request"], path + ("request",), source_names)
+            request_variables = REQUEST_VARIABLES if "for_each" in spec else REQUEST_VARIABLES - {"parent"}
+            request = self.request(spec["request"], path + ("request",), source_names, request_variables)
+        self.current_step = spec
         when = self.expression(spec["when"], path + ("when",)) if "when" in spec else None
         parent_type = spec.get("for_each")
         if parent_type is not None:
@@ -660,6 +702,12 @@ class _Compiler:
             return None
         variables = frozenset({"config"})
         kind = spec["kind"]
+        for name in AUTH_FIELDS[kind]["required"]:
+            if name not in spec:
+                self.problem(path, f"auth kind '{kind}' needs '{name}'")
+        for name in spec:
+            if name != "kind" and name not in AUTH_FIELDS[kind]["required"] | AUTH_FIELDS[kind]["optional"]:
+                self.problem(path + (name,), f"'{name}' is not used by auth kind '{kind}'", key=True)
         fields = []
         for name, raw in spec.items():
             if name in ("kind", "in", "name", "client_auth"):
@@ -674,6 +722,7 @@ class _Compiler:
                         name=spec.get("name", ""), client_auth=spec.get("client_auth", "body"))
 
     def entity(self, spec: dict, path: PathT) -> EntitySpec | None:
+        self.variables = self.scope_for(self.current_step, spec)
         classes = (spec["class"],) if isinstance(spec["class"], str) else tuple(spec["class"])
         for c_index, name in enumerate(classes):
             if name not in datamodel.ENTITY_CLASSES:
@@ -738,6 +787,7 @@ class _Compiler:
 
     def relationship(self, spec: dict, path: PathT, record_types: set[str], declared_types: dict
                      ) -> RelationshipSpec | None:
+        self.variables = self.scope_for(self.current_step, spec)
         source = self.endpoint(spec["from"], path + ("from",), record_types, declared_types)
         target = self.endpoint(spec["to"], path + ("to",), record_types, declared_types)
         properties = self.value_map(spec.get("properties"), path + ("properties",))
@@ -756,6 +806,7 @@ class _Compiler:
         )
 
     def mapped_relationship(self, spec: dict, path: PathT, record_types: set[str]) -> MappedRelationshipSpec | None:
+        self.variables = self.scope_for(self.current_step, spec)
         source_type = spec["source"]
         if source_type not in record_types:
             self.problem(path + ("source",), f"'{source_type}' is not an entity type built in this step"
@@ -773,8 +824,15 @@ class _Compiler:
                 return None
             rel_type = datamodel.relationship_type(spec["class"], "mapping_source", target_type)
         target_properties = self.value_map(target.get("properties"), path + ("target", "properties"))
-        known_target_keys = {"_type", "_class", "_key", *(name for name, _ in target_properties)}
+        known_target_keys = {name for name, _ in target_properties}
+        known_target_keys |= {"_type"} if target_type else set()
+        known_target_keys |= {"_class"} if target_class else set()
         filter_keys = tuple(tuple(group) for group in spec.get("filter_keys") or [["_type", "_key"]])
+        missing_default = [k for k in ("_type", "_key") if k not in known_target_keys]
+        if "filter_keys" not in spec and missing_default:
+            self.problem(path, f"filter_keys defaults to [[_type, _key]], but the target has no "
+                               f"{' and no '.join(missing_default)}; declare filter_keys (e.g. [[_class, email]])")
+            filter_keys = ()
         for g_index, group in enumerate(filter_keys):
             for k_index, name in enumerate(group):
                 if name not in known_target_keys:
@@ -819,7 +877,7 @@ def _hint(name: str, options) -> str:
     return f" (did you mean '{match[0]}'?)" if match else ""
 
 
-def _fits(kind: str, value: Any) -> bool:
+def fits_type(kind: str, value: Any) -> bool:
     return {
         "string": lambda v: isinstance(v, str),
         "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),

@@ -17,11 +17,11 @@ from typing import Any, Iterator
 
 from .build import Built, GraphBuilder
 from .config import ResolvedConfig
-from .errors import EXIT_OK, EXIT_PARTIAL, FetchError
+from .errors import EXIT_OK, EXIT_PARTIAL, AuthenticationError, FetchError
 from .expressions import Scope, jmespath_options
 from .extract import is_truthy, keep_record, select_records
 from .fetch import HttpClient, ordered_map
-from .paginate import paginate, render_pairs, validate_credentials
+from .paginate import paginate, render_text_pairs, validate_credentials
 from .graph import GraphChecker, Verdict
 from .plan import Plan, Source, Step
 from .progress import Progress
@@ -168,8 +168,8 @@ class Runner:
             self.clients[name] = HttpClient(
                 source,
                 base_url=self.base_url(source),
-                headers={k: str(v) for k, v in render_pairs(source.headers, self.config_scope).items()},
-                params=render_pairs(source.params, self.config_scope),
+                headers=render_text_pairs(source.headers, self.config_scope),
+                params=render_text_pairs(source.params, self.config_scope),
                 redactor=self.config.redactor,
                 options=self.jmespath,
                 auth_scope=self.config_scope,
@@ -246,7 +246,12 @@ class Runner:
         try:
             for position, record, parent in self.records(step, result):
                 result.records += 1
-                if not keep_record(step.filter, builder.scope(record, parent)):
+                try:
+                    if not keep_record(step.filter, builder.scope(record, parent)):
+                        continue
+                except Exception as exc:  # the filter could not be evaluated on this record
+                    result.warn(f"{position}: filter: {type(exc).__name__}: {exc}; record skipped")
+                    result.skipped_types.update(e.type for e in step.entities)
                     continue
                 built = builder.build(record, position, parent)
                 self.observer.record(step, position, record, built)
@@ -297,13 +302,15 @@ class Runner:
         client = self.client(step.request.source)
 
         def select(body: Any) -> list:
-            return select_records(step.records, body, self.jmespath, f"{step.request.method} {client.base_url}")
+            return select_records(step.records, body, self.jmespath)
 
         def pages_of(parent: dict | None) -> list:
-            return list(paginate(client, step.request, step.pagination, self.request_scope(parent), select))
+            return list(paginate(client, step.request, step.pagination, self.request_scope(parent), select,
+                                 lambda message: self.truncated(step, result, message)))
 
         if step.for_each is None:
-            pages = paginate(client, step.request, step.pagination, self.config_scope, select)
+            pages = paginate(client, step.request, step.pagination, self.config_scope, select,
+                             lambda message: self.truncated(step, result, message))
             yield from self.page_records(step, result, pages, None)
             return
         parents = self.parents[step.for_each]
@@ -313,9 +320,17 @@ class Runner:
                 continue
             yield from self.page_records(step, result, outcome, parent)
 
+    @staticmethod
+    def truncated(step: Step, result: StepResult, message: str) -> None:
+        """Pagination stopped before the API's last page (max_pages): the data is incomplete."""
+        result.incomplete = True
+        result.warn(f"{message}; the step's types are marked partial")
+
     def request_failed(self, step: Step, result: StepResult, error: FetchError, context: str = "") -> None:
         """Apply the step's status rules: skip quietly, warn and mark the step's types partial,
-        or fail the step (its other requests still run)."""
+        or fail the step (its other requests still run). Refused credentials end the run."""
+        if isinstance(error, AuthenticationError):
+            raise error
         action = dict(step.on_status).get(error.status, "fail") if error.status else "fail"
         if action == "skip":
             log.info("step %s: %s%s (skipped: on_status %s)", step.id, context, error, error.status)

@@ -49,7 +49,8 @@ steps:
     relationships:
       - {class: HAS, from: {type: example_account}, to: example_user}
     mapped_relationships:
-      - {class: IS, source: example_user, target: {type: employee, class: User}}
+      - {class: IS, source: example_user, target: {type: employee, class: User, properties: {email: email}},
+         filter_keys: [[_class, email]]}
   - id: fetch-account
     request: {path: /account}
     entities:
@@ -65,10 +66,10 @@ steps:
       - {class: HAS, from: {type: example_account}, to: example_host}
       - {class: HAS, from: example_host, to: {type: example_account}}
     mapped_relationships:
-      - {class: HAS, source: example_host, direction: REVERSE, target: {type: domain, class: Domain}}
-      - {class: HAS, source: example_host, direction: FORWARD, target: {type: domain, class: Domain}}
-      - {class: HAS, source: example_host, target: {type: domain, class: Domain}}
-      - {class: PROTECTS, source: example_host, type: example_host_protects_network, target: {class: Network}}
+      - {class: HAS, source: example_host, direction: REVERSE, target: {type: domain, class: Domain, properties: {domainName: name}}, filter_keys: [[_class, domainName]]}
+      - {class: HAS, source: example_host, direction: FORWARD, target: {type: domain, class: Domain, properties: {domainName: name}}, filter_keys: [[_class, domainName]]}
+      - {class: HAS, source: example_host, target: {type: domain, class: Domain, properties: {domainName: name}}, filter_keys: [[_class, domainName]]}
+      - {class: PROTECTS, source: example_host, type: example_host_protects_network, target: {class: Network, properties: {name: name}}, filter_keys: [[_class, name]]}
 """
 
 

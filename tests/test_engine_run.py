@@ -242,3 +242,66 @@ def test_progress_line_counts_pages_records_and_objects(api, mapping, tmp_path):
     assert "\r\x1b[Kfetch-teams: 3 pages, 4 records, 4 graph objects" in shown  # before the last page's records
     assert "\r\x1b[Kfetch-users: 1 page, 0 records, 0 graph objects" in shown
     assert shown.endswith("\r\x1b[K")  # erased at the end
+
+
+def test_body_params_and_headers_are_rendered_as_an_api_expects(etl, api, mapping, tmp_path):
+    seen = []
+    api.routes.insert(0, ("POST", re.compile("^/search$"), lambda request: (
+        seen.append(request), Response(200, [{"id": 7, "name": "Found"}]))[1]))
+    text = BASE_MAPPING.replace("    request: {path: /users}\n", """\
+    request:
+      method: POST
+      path: /search
+      params: {active: true, org: "{{ config.org }}"}
+      headers: {X-Missing: "{{ config.missing }}"}
+      body: {query: "name:{{ config.org }}", size: 50, filters: [{field: kind, value: user}]}
+""").replace("  org: {required: false, default: example}\n",
+             "  org: {required: false, default: example}\n  missing: {required: false}\n")
+    result = run(etl, mapping(text), api, tmp_path / "out")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    request = seen[0]
+    assert request.query["active"] == "true" and request.query["org"] == "example"
+    assert "x-missing" not in request.headers  # a null header is left out, not sent as "None"
+    assert json.loads(request.body) == {"query": "name:example", "size": 50,
+                                        "filters": [{"field": "kind", "value": "user"}]}
+
+
+def test_auth_kind_without_its_fields_is_a_mapping_error(etl, mapping):
+    text = BASE_MAPPING.replace('    params: {api_key: "{{ config.token }}"}\n', "    auth: {kind: bearer}\n")
+    result = etl("validate", mapping(text))
+    assert result.exit_code == 3
+    assert "sources.api.auth: auth kind 'bearer' needs 'token'" in result.stderr
+
+
+def test_max_pages_marks_the_step_partial(etl, api, mapping, tmp_path):
+    text = BASE_MAPPING.replace("pagination: {kind: offset, limit: 2, total: meta.total}",
+                                "pagination: {kind: offset, limit: 2, total: meta.total, max_pages: 2}")
+    result = run(etl, mapping(text), api, tmp_path / "out", "--step", "fetch-teams")
+    assert result.exit_code == 1
+    assert "stopped after max_pages=2, before the last page; the step's types are marked partial" in result.stdout
+    output = read_output(tmp_path / "out")
+    assert len(output["entities"]) == 4
+    assert output["summary"]["metadata"]["partialDatasets"]["types"] == ["acme_team"]
+
+
+def test_a_filter_that_fails_on_a_record_skips_it_with_a_warning(etl, api, mapping, tmp_path):
+    text = BASE_MAPPING.replace('filter: "deleted != `true`"', 'filter: "!starts_with(name, \'Gone\')"')
+    result = run(etl, mapping(text), api, tmp_path / "out", "--step", "fetch-users", "-vv")
+    assert "record 3: filter: JMESPathTypeError" in result.stderr  # user 4 has no name
+    keys = {e["_key"] for e in read_output(tmp_path / "out")["entities"]}
+    assert "acme_user:1" in keys and "acme_user:3" not in keys
+
+
+def test_mapped_relationship_of_an_entity_that_was_not_written_is_not_written(etl, api, mapping, tmp_path):
+    text = BASE_MAPPING + """\
+    mapped_relationships:
+      - class: IS
+        source: acme_user
+        type: acme_user_is_person
+        target: {type: person, class: Person, properties: {email: email}}
+        filter_keys: [[_class, email]]
+"""
+    run(etl, mapping(text), api, tmp_path / "out", "--step", "fetch-users")
+    mapped = [r for r in read_output(tmp_path / "out")["relationships"] if "_mapping" in r]
+    # user 4 (no name) was refused by the graph checks: its mapped relationship went with it
+    assert sorted(r["_mapping"]["sourceEntityKey"] for r in mapped) == ["acme_user:1", "acme_user:2"]
