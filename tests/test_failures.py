@@ -8,7 +8,7 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
+import tempfile
 import time
 from pathlib import Path
 
@@ -327,14 +327,14 @@ def test_random_mappings_get_a_message_not_a_traceback(document):
 
     from engine.cli import main
 
-    runner = CliRunner()
-    with runner.isolated_filesystem():
-        Path("m.yaml").write_text(yaml.safe_dump({"version": 1, **document}))
-        result = runner.invoke(main, ["validate", "m.yaml"])
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "m.yaml"
+        path.write_text(yaml.safe_dump({"version": 1, **document}))
+        result = CliRunner().invoke(main, ["validate", str(path)])
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     assert result.exit_code in (0, 3)
     if result.exit_code == 3:
-        assert result.stderr.startswith("m.yaml:") or "m.yaml" in result.stderr
+        assert "m.yaml" in result.stderr
 
 
 @settings(max_examples=100, deadline=None)
@@ -344,10 +344,10 @@ def test_random_text_is_never_a_traceback(text):
 
     from engine.cli import main
 
-    runner = CliRunner()
-    with runner.isolated_filesystem():
-        Path("m.yaml").write_text(text)
-        result = runner.invoke(main, ["validate", "m.yaml"])
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "m.yaml"
+        path.write_text(text)
+        result = CliRunner().invoke(main, ["validate", str(path)])
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     assert result.exit_code == 3 and result.stderr.strip()
 
