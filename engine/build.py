@@ -29,18 +29,44 @@ class Built:
 
 
 class KeyIndex:
-    """Every entity key accepted so far, with its type: what relationships resolve against."""
+    """The entity keys accepted so far: what relationships resolve against.
 
-    def __init__(self) -> None:
-        self.type_of: dict[str, str] = {}
+    Keys are kept as their 64-bit hashes (a third of the memory of the strings; a
+    collision among a million keys has a chance of about 1 in 30 million), except for the
+    ``listed_types`` whose keys relationships enumerate (``{type: X}`` endpoints).
+    """
+
+    def __init__(self, listed_types: frozenset[str] = frozenset()) -> None:
+        self.hashes: set[int] = set()
+        self.types: set[str] = set()
+        self.listed_types = listed_types
         self.keys_by_type: dict[str, list[str]] = {}
 
     def add(self, key: str, entity_type: str) -> None:
-        self.type_of[key] = entity_type
-        self.keys_by_type.setdefault(entity_type, []).append(key)
+        self.hashes.add(hash(key))
+        self.types.add(entity_type)
+        if entity_type in self.listed_types:
+            self.keys_by_type.setdefault(entity_type, []).append(key)
 
     def __contains__(self, key: str) -> bool:
-        return key in self.type_of
+        return hash(key) in self.hashes
+
+
+class Notes:
+    """The warnings of one record. Messages are composed only when something goes wrong,
+    so the hot path never formats a string."""
+
+    __slots__ = ("position", "warnings")
+
+    def __init__(self, position: str, warnings: list[str]):
+        self.position = position
+        self.warnings = warnings
+
+    def add(self, path: str, message: str) -> None:
+        self.warnings.append(f"{self.position}: {path}: {message}")
+
+
+_PRIMITIVES = (str, int, float, bool)
 
 
 class GraphBuilder:
@@ -50,8 +76,17 @@ class GraphBuilder:
         self.config = config
         self.options = options
         self.index = index
-        self.instance_tags = instance_tags
         self.now = now
+        self.instance_tags = [(f"tag.{name}", value) for name, value in instance_tags.items()]
+        # Every rule with the paths its messages use, computed once.
+        self.entity_rules = [
+            (spec, f"entities[{i}]", [(name, value, f"entities[{i}].properties.{name}") for name, value in spec.properties],
+             [(f"tag.{name}", value, f"entities[{i}].tags.{name}") for name, value in spec.tags],
+             any(name == "displayName" for name, _ in spec.properties))
+            for i, spec in enumerate(step.entities)
+        ]
+        self.relationship_rules = [(spec, f"relationships[{i}]") for i, spec in enumerate(step.relationships)]
+        self.mapped_rules = [(spec, f"mapped_relationships[{i}]") for i, spec in enumerate(step.mapped_relationships)]
 
     def scope(self, record: Any, parent: Any = None) -> Scope:
         variables = {"record": record, "config": self.config, "parent": parent, "now": self.now}
@@ -59,64 +94,71 @@ class GraphBuilder:
 
     def build(self, record: Any, position: str, parent: Any = None) -> Built:
         built = Built()
+        notes = Notes(position, built.warnings)
         scope = self.scope(record, parent)
         keys_by_type: dict[str, str] = {}  # the entity of each (non-for_each) type this record built
-        for index, spec in enumerate(self.step.entities):
-            where = f"{position}: entities[{index}]"
+        for rule in self.entity_rules:
+            spec, where = rule[0], rule[1]
             if spec.for_each is None:
-                entity = self.entity(spec, record, scope, where, built.warnings)
+                entity = self.entity(rule, record, scope, notes, where)
                 if entity is None:
                     built.skipped_types.add(spec.type)
                 else:
                     built.entities.append(entity)
                     keys_by_type[spec.type] = entity["_key"]
                 continue
-            for number, item_scope in enumerate(self.item_scopes(spec.for_each, scope, where, built.warnings)):
-                entity = self.entity(spec, item_scope.root, item_scope, f"{where} item {number}", built.warnings)
+            for number, item_scope in enumerate(self.item_scopes(spec.for_each, scope, notes, where)):
+                entity = self.entity(rule, item_scope.root, item_scope, notes, f"{where} item {number}")
                 if entity is None:
                     built.skipped_types.add(spec.type)
                 else:
                     built.entities.append(entity)
-        for index, spec in enumerate(self.step.relationships):
-            where = f"{position}: relationships[{index}]"
-            built.relationships.extend(self.relationships(spec, scope, keys_by_type, where, built.warnings))
-        for index, spec in enumerate(self.step.mapped_relationships):
-            where = f"{position}: mapped_relationships[{index}]"
-            built.relationships.extend(self.mapped(spec, scope, keys_by_type, where, built.warnings))
+        for spec, where in self.relationship_rules:
+            built.relationships.extend(self.relationships(spec, scope, keys_by_type, notes, where))
+        for spec, where in self.mapped_rules:
+            built.relationships.extend(self.mapped(spec, scope, keys_by_type, notes, where))
         return built
 
     # -- entities ------------------------------------------------------------------------
 
-    def entity(self, spec: EntitySpec, record: Any, scope: Scope, where: str, warnings: list[str]) -> dict | None:
-        key = as_key(evaluate(spec.key, scope, f"{where}.key", warnings))
+    def entity(self, rule, record: Any, scope: Scope, notes: Notes, where: str) -> dict | None:
+        spec, _, properties, tags, display_name_set = rule
+        key = as_key(evaluate(spec.key, scope, notes, f"{where}.key"))
         if key is None:
             return None
         if not key:
-            warnings.append(f"{where}.key: the key is {key!r}, not a non-empty string; entity skipped")
+            notes.add(f"{where}.key", f"the key is {key!r}, not a non-empty string; entity skipped")
             return None
         entity: dict[str, Any] = {"_key": key, "_type": spec.type, "_class": list(spec.classes)}
-        for name, value in spec.properties:
-            result = property_value(evaluate(value, scope, f"{where}.properties.{name}", warnings),
-                                    f"{where}.properties.{name}", warnings)
-            if result is not None:
+        for name, value, path in properties:
+            try:
+                result = value.evaluate(scope)
+            except Exception as exc:
+                notes.add(path if spec.for_each is None else path.replace(rule[1], where, 1), describe(exc))
+                continue
+            if result is None:
+                continue
+            if type(result) in _PRIMITIVES:
                 entity[name] = result
+            else:
+                result = property_value(result, notes, path)
+                if result is not None:
+                    entity[name] = result
         if "displayName" not in entity and isinstance(entity.get("name"), str):
             entity["displayName"] = entity["name"]
-        for name, value in self.instance_tags.items():
-            entity[f"tag.{name}"] = value
-        for name, value in spec.tags:
-            result = property_value(evaluate(value, scope, f"{where}.tags.{name}", warnings),
-                                    f"{where}.tags.{name}", warnings)
+        for name, value in self.instance_tags:
+            entity[name] = value
+        for name, value, path in tags:
+            result = property_value(evaluate(value, scope, notes, path), notes, path)
             if result is not None:
-                entity[f"tag.{name}"] = result
+                entity[name] = result
         if spec.tags_from is not None:
-            tags = evaluate(spec.tags_from, scope, f"{where}.tags_from", warnings)
-            if tags is not None:
-                if isinstance(tags, dict):
-                    assign_tags(entity, tags, display_name_set=any(n == "displayName" for n, _ in spec.properties))
-                else:
-                    warnings.append(f"{where}.tags_from: expected an object of tag names to values, "
-                                    f"got {type(tags).__name__}")
+            found = evaluate(spec.tags_from, scope, notes, f"{where}.tags_from")
+            if isinstance(found, dict):
+                assign_tags(entity, found, display_name_set=display_name_set)
+            elif found is not None:
+                notes.add(f"{where}.tags_from", f"expected an object of tag names to values, "
+                                                f"got {type(found).__name__}")
         if spec.raw_data:
             entity["_rawData"] = [{"name": "default", "rawData": record}]
         return entity
@@ -124,98 +166,105 @@ class GraphBuilder:
     # -- direct relationships --------------------------------------------------------------
 
     def relationships(self, spec: RelationshipSpec, scope: Scope, keys_by_type: dict[str, str],
-                      where: str, warnings: list[str]) -> Iterable[dict]:
-        for item_scope in self.item_scopes(spec.for_each, scope, where, warnings):
-            sources = self.endpoint_keys(spec.source, item_scope, keys_by_type, f"{where}.from", warnings)
-            targets = self.endpoint_keys(spec.target, item_scope, keys_by_type, f"{where}.to", warnings)
+                      notes: Notes, where: str) -> Iterable[dict]:
+        relationship_class = spec.relationship_class
+        verb = relationship_class.lower()
+        for item_scope in self.item_scopes(spec.for_each, scope, notes, where):
+            sources = self.endpoint_keys(spec.source, item_scope, keys_by_type, notes, f"{where}.from")
+            targets = self.endpoint_keys(spec.target, item_scope, keys_by_type, notes, f"{where}.to")
             for source_key in sources:
                 for target_key in targets:
                     relationship = {
-                        "_key": f"{source_key}|{spec.relationship_class.lower()}|{target_key}",
+                        "_key": f"{source_key}|{verb}|{target_key}",
                         "_type": spec.type,
-                        "_class": spec.relationship_class,
+                        "_class": relationship_class,
                         "_fromEntityKey": source_key,
                         "_toEntityKey": target_key,
-                        "displayName": spec.relationship_class,
+                        "displayName": relationship_class,
                     }
-                    relationship.update(self.relationship_properties(spec.properties, item_scope, where, warnings))
+                    if spec.properties:
+                        relationship.update(self.relationship_properties(spec.properties, item_scope, notes, where))
                     yield relationship
 
-    def endpoint_keys(self, endpoint: Endpoint, scope: Scope, keys_by_type: dict[str, str], where: str,
-                      warnings: list[str]) -> list[str]:
+    def endpoint_keys(self, endpoint: Endpoint, scope: Scope, keys_by_type: dict[str, str], notes: Notes,
+                      where: str) -> list[str]:
         if endpoint.mode == "record":
             key = keys_by_type.get(endpoint.type)
             return [key] if key is not None else []
         if endpoint.mode == "type":
             return list(self.index.keys_by_type.get(endpoint.type, ()))
-        key = as_key(evaluate(endpoint.key, scope, f"{where}.key", warnings))
+        key = as_key(evaluate(endpoint.key, scope, notes, f"{where}.key"))
         return [key] if key else []
 
-    def relationship_properties(self, pairs, scope: Scope, where: str, warnings: list[str]) -> dict:
+    def relationship_properties(self, pairs, scope: Scope, notes: Notes, where: str) -> dict:
         out = {}
         for name, value in pairs:
-            result = evaluate(value, scope, f"{where}.properties.{name}", warnings)
+            result = evaluate(value, scope, notes, f"{where}.properties.{name}")
             if result is None:
                 continue
             if isinstance(result, (dict, list)):
-                warnings.append(f"{where}.properties.{name}: relationship properties must be primitive, "
-                                f"got {type(result).__name__}; dropped")
+                notes.add(f"{where}.properties.{name}", f"relationship properties must be primitive, "
+                                                        f"got {type(result).__name__}; dropped")
                 continue
             out[name] = result
         return out
 
-    def item_scopes(self, for_each: Value | None, scope: Scope, where: str, warnings: list[str]) -> Iterable[Scope]:
+    def item_scopes(self, for_each: Value | None, scope: Scope, notes: Notes, where: str) -> Iterable[Scope]:
         """The scope itself, or one scope per item of ``for_each`` (JMESPath root = the item)."""
         if for_each is None:
             yield scope
             return
-        items = evaluate(for_each, scope, f"{where}.for_each", warnings)
+        items = evaluate(for_each, scope, notes, f"{where}.for_each")
         if items is None:
             return
         if not isinstance(items, list):
             items = [items]
+        variables, options = scope.variables, scope.options
         for item in items:
-            yield Scope(item, {**scope.variables, "item": item}, scope.options)
+            yield Scope(item, {**variables, "item": item}, options)
 
     # -- mapped relationships --------------------------------------------------------------
 
-    def mapped(self, spec: MappedRelationshipSpec, scope: Scope, keys_by_type: dict[str, str], where: str,
-               warnings: list[str]) -> Iterable[dict]:
+    def mapped(self, spec: MappedRelationshipSpec, scope: Scope, keys_by_type: dict[str, str], notes: Notes,
+               where: str) -> Iterable[dict]:
         source_key = keys_by_type.get(spec.source_type)
         if source_key is None:
             return
-        for item_scope in self.item_scopes(spec.for_each, scope, where, warnings):
+        verb = spec.relationship_class.lower()
+        filter_keys = [list(group) for group in spec.filter_keys]
+        for item_scope in self.item_scopes(spec.for_each, scope, notes, where):
             target: dict[str, Any] = {}
             if spec.target_type:
                 target["_type"] = spec.target_type
             if spec.target_class:
                 target["_class"] = spec.target_class
             for name, value in spec.target_properties:
-                result = property_value(evaluate(value, item_scope, f"{where}.target.properties.{name}", warnings),
-                                        f"{where}.target.properties.{name}", warnings)
+                path = f"{where}.target.properties.{name}"
+                result = property_value(evaluate(value, item_scope, notes, path), notes, path)
                 if result is not None:
                     target[name] = result
             missing = [k for group in spec.filter_keys for k in group if k not in target]
             if missing:
-                warnings.append(f"{where}: target has no value for filter key '{missing[0]}'; relationship skipped")
+                notes.add(where, f"target has no value for filter key '{missing[0]}'; relationship skipped")
                 continue
             mapping: dict[str, Any] = {
                 "relationshipDirection": spec.direction,
                 "sourceEntityKey": source_key,
-                "targetFilterKeys": [list(group) for group in spec.filter_keys],
+                "targetFilterKeys": [list(group) for group in filter_keys],
                 "targetEntity": target,
             }
             if spec.skip_target_creation is not None:
                 mapping["skipTargetCreation"] = spec.skip_target_creation
             target_key = target.get("_key") or target_entity_key(spec.direction, spec.filter_keys, target)
             relationship = {
-                "_key": f"{source_key}|{spec.relationship_class.lower()}|{target_key}",
+                "_key": f"{source_key}|{verb}|{target_key}",
                 "_type": spec.type,
                 "_class": spec.relationship_class,
                 "_mapping": mapping,
                 "displayName": spec.relationship_class,
             }
-            relationship.update(self.relationship_properties(spec.properties, item_scope, where, warnings))
+            if spec.properties:
+                relationship.update(self.relationship_properties(spec.properties, item_scope, notes, where))
             yield relationship
 
 
@@ -237,17 +286,21 @@ def _key_text(value: Any) -> str:
 # Values
 
 
-def evaluate(value: Value, scope: Scope, where: str, warnings: list[str]) -> Any:
+def evaluate(value: Value, scope: Scope, notes: Notes, path: str) -> Any:
     """Evaluate one compiled value; a failure becomes a warning and None."""
     try:
         return value.evaluate(scope)
-    except jinja2.UndefinedError as exc:
-        warnings.append(f"{where}: {exc.message}")
-    except ValueProblem as exc:
-        warnings.append(f"{where}: {exc}")
     except Exception as exc:  # a JMESPath type error on an unexpected record shape, say
-        warnings.append(f"{where}: {type(exc).__name__}: {exc}")
+        notes.add(path, describe(exc))
     return None
+
+
+def describe(exc: Exception) -> str:
+    if isinstance(exc, jinja2.UndefinedError):
+        return exc.message or str(exc)
+    if isinstance(exc, ValueProblem):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
 
 
 def as_key(value: Any) -> str | None:
@@ -259,18 +312,17 @@ def as_key(value: Any) -> str | None:
     return None
 
 
-def property_value(value: Any, where: str, warnings: list[str]) -> Any:
+def property_value(value: Any, notes: Notes, path: str) -> Any:
     """Entity properties are primitives or arrays of primitives; anything else is dropped with a warning."""
-    if value is None or isinstance(value, (str, bool, int, float)):
+    if value is None or isinstance(value, _PRIMITIVES):
         return value
     if isinstance(value, list):
         kept = [v for v in value if v is not None]
         if any(isinstance(v, (dict, list)) for v in kept):
-            warnings.append(f"{where}: an array of objects cannot be an entity property; dropped")
+            notes.add(path, "an array of objects cannot be an entity property; dropped")
             return None
         return kept
-    warnings.append(f"{where}: an object cannot be an entity property (map its fields, or keep it in "
-                    f"_rawData); dropped")
+    notes.add(path, "an object cannot be an entity property (map its fields, or keep it in _rawData); dropped")
     return None
 
 

@@ -14,8 +14,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-import vcr
-
 from .config import REDACTED, Redactor
 from .errors import FetchError
 
@@ -65,7 +63,9 @@ def scrub_response(redactor: Redactor):
     return before_record_response
 
 
-def make_vcr(redactor: Redactor, record_mode: str) -> vcr.VCR:
+def make_vcr(redactor: Redactor, record_mode: str):
+    import vcr  # loaded only when a cassette is used: it costs memory and import time
+
     return vcr.VCR(
         record_mode=record_mode,
         match_on=("method", "scheme", "host", "port", "path", "query", "body"),

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jinja2
 import jinja2.meta
@@ -26,6 +26,8 @@ import jmespath.exceptions
 import jmespath.lexer
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jmespath import functions
+
+from .jmespath_compiler import compile_ast
 
 # ----------------------------------------------------------------------------------------
 # Helpers shared by JMESPath functions and Jinja filters
@@ -206,6 +208,10 @@ def compile_jmespath(text: str, config_fields: frozenset[str] | None = None) -> 
     return compiled
 
 
+def _call_offset(text: str, name: str) -> int:
+    return next((start for called, start, _ in _function_calls(text) if called == name), 0)
+
+
 def _function_calls(text: str) -> list[tuple[str, int, dict | None]]:
     """``(name, offset, first argument token if it is a literal)`` of every function call."""
     tokens = list(jmespath.lexer.Lexer().tokenize(text))
@@ -370,8 +376,7 @@ def _close(name: str, options: frozenset[str]) -> str:
 # Values
 
 
-@dataclass(frozen=True)
-class Scope:
+class Scope(NamedTuple):
     """What a value is evaluated against: ``root`` for JMESPath, ``variables`` for Jinja."""
 
     root: Any
@@ -422,11 +427,64 @@ def jmespath_value(text: str, config_fields: frozenset[str] | None = None) -> Va
             return value
 
         return Value("jmespath", text, get_path)
-    compiled = compile_jmespath(text, config_fields)
-    return Value("jmespath", text, lambda scope: compiled.search(scope.root, options=scope.options))
+    parsed = compile_jmespath(text, config_fields).parsed
+    try:
+        compiled = compile_ast(parsed, EngineFunctions.FUNCTION_TABLE)
+    except (jmespath.exceptions.ArityError, jmespath.exceptions.VariadictArityError) as exc:
+        raise ExpressionError(f"JMESPath: {exc}", _call_offset(text, exc.function_name)) from None
+    return Value("jmespath", text, lambda scope: compiled(scope.root, scope.options.custom_functions))
 
 
 _SINGLE_EXPRESSION = re.compile(r"^\s*\{\{-?(?P<expr>(?:(?!\{\{|\}\}).)*?)-?\}\}\s*$", re.DOTALL)
+
+
+def _plain_substitution(text: str) -> list | None:
+    """For templates that only put fields into text ("acme:{{ record.a.b }}"): the pieces,
+    text or (variable, attribute...) paths. None for anything else (filters, tests...)."""
+    body = ENVIRONMENT.parse(text).body
+    if len(body) != 1 or not isinstance(body[0], jinja2.nodes.Output):
+        return None
+    pieces: list = []
+    for node in body[0].nodes:
+        if isinstance(node, jinja2.nodes.TemplateData):
+            pieces.append(node.data)
+            continue
+        path = []
+        while isinstance(node, jinja2.nodes.Getattr):
+            path.append(node.attr)
+            node = node.node
+        if not isinstance(node, jinja2.nodes.Name):
+            return None
+        pieces.append((node.name, *reversed(path)))
+    return pieces
+
+
+_TEXT_TYPES = (str, int, float)
+
+
+def _substitute(pieces: list, template: jinja2.Template) -> Callable[[Scope], str]:
+    """Render a plain substitution without Jinja's machinery; anything unusual (a missing
+    field, a non-dict on the way, a value that is not text or a number) goes to Jinja, so
+    the result and the errors are Jinja's own."""
+
+    def render(scope: Scope) -> str:
+        variables = scope.variables
+        out = []
+        for piece in pieces:
+            if piece.__class__ is str:
+                out.append(piece)
+                continue
+            value = variables.get(piece[0])
+            for attribute in piece[1:]:
+                if value.__class__ is not dict or attribute not in value:
+                    return template.render(variables)
+                value = value[attribute]
+            if value.__class__ not in _TEXT_TYPES:
+                return template.render(variables)
+            out.append(value if value.__class__ is str else str(value))
+        return "".join(out)
+
+    return render
 
 
 def template_value(text: str, *, variables: frozenset[str], config_fields: frozenset[str]) -> Value:
@@ -435,6 +493,9 @@ def template_value(text: str, *, variables: frozenset[str], config_fields: froze
     template = compile_template(text, variables=variables, config_fields=config_fields)
     single = _SINGLE_EXPRESSION.match(text)
     if single is None:
+        fast = _plain_substitution(text)
+        if fast is not None:
+            return Value("template", text, _substitute(fast, template))
         return Value("template", text, lambda scope: template.render(scope.variables))
     expression = ENVIRONMENT.compile_expression(single.group("expr"), undefined_to_none=False)
 

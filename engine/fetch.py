@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import sys
 import threading
 import time
 from collections import deque
@@ -23,8 +24,8 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Iterable, Iterator, Mapping, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
+import orjson
 import requests
-from vcr.errors import CannotOverwriteExistingCassetteException
 
 from .auth import OAuth2ClientCredentials, static_auth
 from .config import Redactor
@@ -147,10 +148,6 @@ class HttpClient:
                 with self._count_lock:
                     self.requests_made += 1
                 response = self.session.send(prepared, timeout=self.source.timeout, **settings)
-            except CannotOverwriteExistingCassetteException:
-                raise FetchError(f"{method} {url}: the cassette holds no response for this request "
-                                 f"(replay only); re-record it with --record-mode all, or check --config "
-                                 f"and --base-url", url=url) from None
             except RETRYABLE_ERRORS as exc:
                 reason = _connection_reason(exc)
                 if attempt >= policy.max_attempts:
@@ -160,6 +157,12 @@ class HttpClient:
                          policy.max_attempts - 1, delay)
                 sleep(delay)
                 continue
+            except Exception as exc:
+                if not _cassette_miss(exc):
+                    raise
+                raise FetchError(f"{method} {url}: the cassette holds no response for this request "
+                                 f"(replay only); re-record it with --record-mode all, or check --config "
+                                 f"and --base-url", url=url) from None
             status = response.status_code
             log.debug("%s %s -> %d (attempt %d)", method, url, status, attempt)
             if status == 401 and token is not None and not refreshed:
@@ -196,7 +199,7 @@ class HttpClient:
     def decode(self, method: str, url: str, response: requests.Response) -> Any:
         content_type = response.headers.get("Content-Type", "")
         try:
-            return json.loads(response.content)
+            return decode_json(response.content)
         except RecursionError:
             raise FetchError(f"{method} {url} returned JSON nested too deeply to read "
                              f"({len(response.content)} bytes)", status=response.status_code, url=url) from None
@@ -231,6 +234,20 @@ class HttpClient:
         if found in (None, "", [], {}):
             return _snippet(response)
         return found if isinstance(found, str) else json.dumps(found)
+
+
+def _cassette_miss(exc: Exception) -> bool:
+    """A replayed cassette had no answer (vcrpy is only imported when a cassette is used)."""
+    errors = sys.modules.get("vcr.errors")
+    return errors is not None and isinstance(exc, errors.CannotOverwriteExistingCassetteException)
+
+
+def decode_json(content: bytes) -> Any:
+    """orjson (fast), or json for what orjson refuses but JSON allows (integers beyond 64 bits)."""
+    try:
+        return orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return json.loads(content)
 
 
 def backoff_delay(initial: float, cap: float, attempt: int) -> float:

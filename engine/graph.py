@@ -40,17 +40,16 @@ class TypeReport:
 
 
 class GraphChecker:
-    def __init__(self, duplicate_policy: str = "keep-first"):
-        self.duplicate_policy = duplicate_policy
-        self.index = KeyIndex()
-        self.relationship_keys: set[str] = set()
+    def __init__(self, listed_types: frozenset[str] = frozenset()):
+        self.index = KeyIndex(listed_types)
+        self.relationship_keys: set[int] = set()  # hashes, as in KeyIndex
         self.reports: dict[str, TypeReport] = {}
 
     def report(self, graph_type: str) -> TypeReport:
         return self.reports.setdefault(graph_type, TypeReport())
 
     def is_known(self, key: str) -> bool:
-        return key in self.index or key in self.relationship_keys
+        return key in self.index or hash(key) in self.relationship_keys
 
     # -- entities ------------------------------------------------------------------------
 
@@ -82,7 +81,7 @@ class GraphChecker:
                 return Verdict.DANGLING
         elif relationship["_fromEntityKey"] not in self.index or relationship["_toEntityKey"] not in self.index:
             return Verdict.DANGLING
-        self.relationship_keys.add(key)
+        self.relationship_keys.add(hash(key))
         return Verdict.ACCEPT
 
     def dangling(self, relationship: dict) -> None:
@@ -100,7 +99,7 @@ class GraphChecker:
             return []
         lines = []
         # Only entity duplicates are told: a repeated record repeats its relationships too.
-        if report.duplicates and graph_type in self.index.keys_by_type:
+        if report.duplicates and graph_type in self.index.types:
             lines.append(f"{graph_type}: {report.duplicates} duplicate key(s); kept the first of each")
         for message, count in report.invalid.items():
             lines.append(f"{graph_type}: {count} object(s) not written: {message} "

@@ -11,11 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping
 from urllib.parse import urljoin
 
 import jinja2
+import orjson
 import requests
 
 from .errors import AuthenticationError, FetchError, PaginationLoopError
@@ -129,9 +132,11 @@ class LoopGuard:
         values.add(value)
 
     def records(self, records: list, number: int, url: str) -> None:
+        """A page whose records start, end and count like an earlier page's is that page again."""
         if not records:
             return
-        digest = hashlib.sha256(json.dumps(records, sort_keys=True, default=str).encode()).hexdigest()
+        sample = (len(records), records[0], records[-1])
+        digest = hashlib.sha256(orjson.dumps(sample, option=orjson.OPT_SORT_KEYS, default=str)).digest()
         if digest in self.pages:
             raise PaginationLoopError(f"pagination loop: page {number} ({url}) repeats the records of page "
                                       f"{self.pages[digest]}; stopping this step", url=url)
@@ -139,39 +144,56 @@ class LoopGuard:
 
 
 def paginate(client: HttpClient, spec: RequestSpec, pagination: Pagination, scope: Scope,
-             select: Callable[[Any], list], truncated: Callable[[str], None] = lambda message: None
-             ) -> Iterator[tuple[Page, list]]:
+             select: Callable[[Any], list], truncated: Callable[[str], None] = lambda message: None,
+             prefetch: bool = False) -> Iterator[tuple[Page, list]]:
     """Yield ``(page, records)`` for every page of a step's request (or of one fan-out child).
 
     ``select`` turns a page body into its records (the extract stage); offset pagination
     advances by the number of records each page really held. ``truncated`` hears about
-    a stop at ``max_pages`` while the API had more.
+    a stop at ``max_pages`` while the API had more. With ``prefetch`` the next page is
+    requested (in one background thread) while the caller works on this one.
     """
     walker = _Walker(client, spec, pagination, scope)
     guard = LoopGuard()
-    number = 0
-    while True:
-        number += 1
-        page = walker.request()
-        if number == 1:
-            walker.first(page, guard)
-        try:
-            records = select(page.body)
-        except RecordsError as exc:
-            raise FetchError(f"{spec.method} {page.url}: {exc}", status=page.status, url=page.url) from None
-        log_request(spec.method, page, len(records))
-        guard.records(records, number, page.url)
-        yield page, records
-        if not records and pagination.stop_on_empty:
-            return
-        if pagination.has_more is not None and not is_truthy(walker.read(pagination.has_more, page)):
-            return
-        if not walker.advance(page, records, guard):
-            return
-        if pagination.max_pages is not None and number >= pagination.max_pages:
-            truncated(f"{spec.method} {page.url}: stopped after max_pages={pagination.max_pages}, "
-                      f"before the last page")
-            return
+    page = walker.request()
+    walker.first(page, guard)
+    number = 1
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="etl-prefetch") if prefetch else nullcontext() as pool:
+        while True:
+            try:
+                records = select(page.body)
+            except RecordsError as exc:
+                raise FetchError(f"{spec.method} {page.url}: {exc}", status=page.status, url=page.url) from None
+            log_request(spec.method, page, len(records))
+            guard.records(records, number, page.url)
+            try:
+                more, stop = _has_next(walker, pagination, page, records, guard, number, truncated), None
+            except FetchError as exc:  # a loop, or a total that is not a number: after this page's records
+                more, stop = False, exc
+            upcoming = pool.submit(walker.request) if more and pool is not None else None
+            yield page, records
+            if stop is not None:
+                raise stop
+            if not more:
+                return
+            page = upcoming.result() if upcoming is not None else walker.request()
+            number += 1
+
+
+def _has_next(walker: "_Walker", pagination: Pagination, page: Page, records: list, guard: LoopGuard, number: int,
+              truncated: Callable[[str], None]) -> bool:
+    """Whether another page follows (and, if so, the walker is set up to request it)."""
+    if not records and pagination.stop_on_empty:
+        return False
+    if pagination.has_more is not None and not is_truthy(walker.read(pagination.has_more, page)):
+        return False
+    if not walker.advance(page, records, guard):
+        return False
+    if pagination.max_pages is not None and number >= pagination.max_pages:
+        truncated(f"{walker.spec.method} {page.url}: stopped after max_pages={pagination.max_pages}, "
+                  f"before the last page")
+        return False
+    return True
 
 
 def log_request(method: str, page: Page, records: int) -> None:

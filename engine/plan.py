@@ -267,6 +267,12 @@ class Plan:
         return next(s for s in self.steps if s.id == step_id)
 
     @property
+    def listed_types(self) -> frozenset[str]:
+        """Entity types whose keys relationships enumerate ({type: X} endpoints)."""
+        ends = (end for s in self.steps for r in s.relationships for end in (r.source, r.target))
+        return frozenset(end.type for end in ends if end.mode == "type")
+
+    @property
     def parent_types(self) -> frozenset[str]:
         """Entity types some step fans out over; the run keeps those entities in memory."""
         return frozenset(s.for_each for s in self.steps if s.for_each)

@@ -130,6 +130,7 @@ class RunOptions:
     concurrency: int = DEFAULT_CONCURRENCY  # parallel child requests of a fan-out step
     now: int | None = None  # the run's clock (epoch ms); None = the real time
     record_limit: int | None = None  # stop each selected step after this many records (previews)
+    prefetch: bool = True  # request a step's next page while building the current one (not with cassettes)
 
 
 def now_ms() -> int:
@@ -212,7 +213,7 @@ class Runner:
             staged = StagedOutput(self.options.output)
             try:
                 writer = GraphWriter(staged.path, self.config.redactor, pretty=self.options.pretty)
-                checker = GraphChecker()
+                checker = GraphChecker(self.plan.listed_types)
                 tags = self.instance_tags()
                 results: dict[str, StepResult] = {}
                 for step in steps:
@@ -310,7 +311,7 @@ class Runner:
 
         if step.for_each is None:
             pages = paginate(client, step.request, step.pagination, self.config_scope, select,
-                             lambda message: self.truncated(step, result, message))
+                             lambda message: self.truncated(step, result, message), prefetch=self.options.prefetch)
             yield from self.page_records(step, result, pages, None)
             return
         parents = self.parents[step.for_each]

@@ -91,7 +91,7 @@ def record(scenario: Scenario) -> Path:
             install(api)
             rewrites.append((api.url + root, real))
             base_urls.append((source, api.url + root))
-        options = RunOptions(output=Path(out) / "graph", base_urls=tuple(base_urls), concurrency=1,
+        options = RunOptions(output=Path(out) / "graph", base_urls=tuple(base_urls), concurrency=1, prefetch=False,
                              now=to_epoch_ms(scenario.as_of) if scenario.as_of else None)
         try:
             with cassette(target, "all", config.redactor):

@@ -1,0 +1,388 @@
+"""JMESPath compiled to Python closures.
+
+jmespath.py parses an expression into an AST and then walks that AST, node by node,
+every time the expression is evaluated. For a mapping that evaluates the same few dozen
+expressions on every record that walk is most of the engine's time, so here the AST is
+turned, once, into nested closures that do only the work the expression needs. The
+semantics are jmespath.py's own (``jmespath.visitor.TreeInterpreter``): the test suite
+compares both on generated expressions and data.
+
+A compiled expression is called as ``fn(value, functions)``, ``functions`` being the
+run's :class:`jmespath.functions.Functions` (which carries config and the clock).
+"""
+
+from __future__ import annotations
+
+import operator
+from numbers import Number
+from typing import Any, Callable
+
+from jmespath import exceptions, functions as jp_functions
+
+Compiled = Callable[[Any, Any], Any]
+
+# jmespath type names -> the Python type names jmespath.py accepts for them.
+_TYPE_NAMES = {
+    "boolean": ("bool",),
+    "array": ("list", "_Projection"),
+    "object": ("dict", "OrderedDict"),
+    "null": ("NoneType",),
+    "string": ("unicode", "str"),
+    "number": ("float", "int", "long"),
+    "expref": ("CompiledExpref",),
+}
+
+
+class CompiledExpref:
+    """What ``&expr`` evaluates to: jmespath's built-in functions call ``.visit(expression, value)``."""
+
+    __slots__ = ("fn", "functions", "expression")
+
+    def __init__(self, fn: Compiled, functions):
+        self.fn = fn
+        self.functions = functions
+        self.expression = None
+
+    def visit(self, node, value):
+        return self.fn(value, self.functions)
+
+
+def _is_false(value: Any) -> bool:
+    return value == "" or value == [] or value == {} or value is None or value is False
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, Number) and not isinstance(value, bool)
+
+
+def _equals(x: Any, y: Any) -> bool:
+    if _is_number(x) and x in (0, 1):
+        if isinstance(y, bool):
+            return False
+    elif _is_number(y) and y in (0, 1):
+        if isinstance(x, bool):
+            return False
+    return x == y
+
+
+def _comparable(x: Any) -> bool:
+    return _is_number(x) or isinstance(x, str)
+
+
+_ORDERING = {"lt": operator.lt, "gt": operator.gt, "lte": operator.le, "gte": operator.ge}
+
+
+def compile_ast(node: dict, table: dict) -> Compiled:
+    """Compile a jmespath AST. ``table`` is the Functions class's FUNCTION_TABLE (for
+    arity checks, done here once instead of on every call)."""
+    kind = node["type"]
+    children = node.get("children", [])
+    build = _BUILDERS.get(kind)
+    if build is None:
+        raise exceptions.JMESPathError(f"unsupported JMESPath node {kind!r}")
+    return build(node, [compile_ast(c, table) if isinstance(c, dict) else c for c in children], table)
+
+
+def _field(node, children, table):
+    name = node["value"]
+
+    def field(value, fns):
+        try:
+            return value.get(name)
+        except AttributeError:
+            return None
+    return field
+
+
+def _chain(node, children, table):
+    first, *rest = children
+    if len(rest) == 1:
+        (second,) = rest
+
+        def chain2(value, fns):
+            return second(first(value, fns), fns)
+        return chain2
+
+    def chain(value, fns):
+        result = first(value, fns)
+        for child in rest:
+            result = child(result, fns)
+        return result
+    return chain
+
+
+def _comparator(node, children, table):
+    left, right = children
+    op = node["value"]
+    if op == "eq":
+        return lambda value, fns: _equals(left(value, fns), right(value, fns))
+    if op == "ne":
+        return lambda value, fns: not _equals(left(value, fns), right(value, fns))
+    compare = _ORDERING[op]
+
+    def ordering(value, fns):
+        a, b = left(value, fns), right(value, fns)
+        if not (_comparable(a) and _comparable(b)):
+            return None
+        return compare(a, b)
+    return ordering
+
+
+def _current(node, children, table):
+    return lambda value, fns: value
+
+
+def _expref(node, children, table):
+    (inner,) = children
+    return lambda value, fns: CompiledExpref(inner, fns)
+
+
+def _function(node, children, table):
+    name = node["value"]
+    spec = table.get(name)
+    if spec is None:
+        raise exceptions.UnknownFunctionError(f"Unknown function: {name}()")
+    signature = spec["signature"]
+    variadic = bool(signature) and signature[-1].get("variadic")
+    if variadic and len(children) < len(signature):
+        raise exceptions.VariadictArityError(len(signature), len(children), name)
+    if not variadic and len(children) != len(signature):
+        raise exceptions.ArityError(len(signature), len(children), name)
+    checks = [_type_check(name, entry["types"]) for entry in signature]
+    if variadic:
+        checks += [checks[-1]] * (len(children) - len(checks))
+    checked = [(argument, check) for argument, check in zip(children, checks)]
+    function = spec["function"]
+    if len(checked) == 1:  # the common shapes, without a loop
+        (a, check_a), = checked
+
+        def call1(value, fns):
+            x = a(value, fns)
+            if check_a is not None:
+                check_a(x)
+            return function(fns, x)
+        return call1
+    if len(checked) == 2:
+        (a, check_a), (b, check_b) = checked
+
+        def call2(value, fns):
+            x, y = a(value, fns), b(value, fns)
+            if check_a is not None:
+                check_a(x)
+            if check_b is not None:
+                check_b(y)
+            return function(fns, x, y)
+        return call2
+
+    def call(value, fns):
+        resolved = []
+        for argument, check in checked:
+            result = argument(value, fns)
+            if check is not None:
+                check(result)
+            resolved.append(result)
+        return function(fns, *resolved)
+    return call
+
+
+def _type_check(name: str, types: list[str]):
+    """A checker raising jmespath's own JMESPathTypeError, or None when anything goes."""
+    if not types:
+        return None
+    allowed: set[str] = set()
+    subtypes: list[tuple[str, ...]] = []
+    for jp_type in types:
+        if jp_type.startswith("array-"):
+            allowed.update(_TYPE_NAMES["array"])
+            subtypes.append(_TYPE_NAMES[jp_type[len("array-"):]])
+        else:
+            allowed.update(_TYPE_NAMES[jp_type])
+    checker = jp_functions.Functions()
+    fast = {_PYTHON_TYPES[n] for n in allowed if n in _PYTHON_TYPES}
+
+    def check(value):
+        if value.__class__ in fast and not subtypes:
+            return
+        actual = type(value).__name__
+        if actual not in allowed:
+            raise exceptions.JMESPathTypeError(name, value, checker._convert_to_jmespath_type(actual), types)
+        if subtypes and actual in _TYPE_NAMES["array"] and value:
+            checker._subtype_check(value, subtypes, types, name)
+    return check
+
+
+_PYTHON_TYPES = {"bool": bool, "list": list, "dict": dict, "NoneType": type(None), "str": str, "float": float,
+                 "int": int, "CompiledExpref": CompiledExpref}
+
+
+def _filter_projection(node, children, table):
+    left, right, condition = children
+
+    def filter_projection(value, fns):
+        base = left(value, fns)
+        if not isinstance(base, list):
+            return None
+        collected = []
+        for element in base:
+            if not _is_false(condition(element, fns)):
+                current = right(element, fns)
+                if current is not None:
+                    collected.append(current)
+        return collected
+    return filter_projection
+
+
+def _flatten(node, children, table):
+    (inner,) = children
+
+    def flatten(value, fns):
+        base = inner(value, fns)
+        if not isinstance(base, list):
+            return None
+        merged = []
+        for element in base:
+            if isinstance(element, list):
+                merged.extend(element)
+            else:
+                merged.append(element)
+        return merged
+    return flatten
+
+
+def _index(node, children, table):
+    position = node["value"]
+
+    def index(value, fns):
+        if not isinstance(value, list):
+            return None
+        try:
+            return value[position]
+        except IndexError:
+            return None
+    return index
+
+
+def _slice(node, children, table):
+    bounds = slice(*children)
+
+    def sliced(value, fns):
+        if not isinstance(value, list):
+            return None
+        return value[bounds]
+    return sliced
+
+
+def _key_val_pair(node, children, table):
+    return children[0]
+
+
+def _literal(node, children, table):
+    constant = node["value"]
+    return lambda value, fns: constant
+
+
+def _multi_select_dict(node, children, table):
+    pairs = [(child["value"], compiled) for child, compiled in zip(node["children"], children)]
+
+    def multi_select_dict(value, fns):
+        if value is None:
+            return None
+        return {key: compiled(value, fns) for key, compiled in pairs}
+    return multi_select_dict
+
+
+def _multi_select_list(node, children, table):
+    def multi_select_list(value, fns):
+        if value is None:
+            return None
+        return [compiled(value, fns) for compiled in children]
+    return multi_select_list
+
+
+def _or(node, children, table):
+    left, right = children
+
+    def either(value, fns):
+        matched = left(value, fns)
+        return right(value, fns) if _is_false(matched) else matched
+    return either
+
+
+def _and(node, children, table):
+    left, right = children
+
+    def both(value, fns):
+        matched = left(value, fns)
+        return matched if _is_false(matched) else right(value, fns)
+    return both
+
+
+def _not(node, children, table):
+    (inner,) = children
+
+    def negation(value, fns):
+        result = inner(value, fns)
+        if _is_number(result) and result == 0:
+            return False
+        return not result
+    return negation
+
+
+def _projection(node, children, table):
+    left, right = children
+
+    def projection(value, fns):
+        base = left(value, fns)
+        if not isinstance(base, list):
+            return None
+        collected = []
+        for element in base:
+            current = right(element, fns)
+            if current is not None:
+                collected.append(current)
+        return collected
+    return projection
+
+
+def _value_projection(node, children, table):
+    left, right = children
+
+    def value_projection(value, fns):
+        base = left(value, fns)
+        try:
+            base = base.values()
+        except AttributeError:
+            return None
+        collected = []
+        for element in base:
+            current = right(element, fns)
+            if current is not None:
+                collected.append(current)
+        return collected
+    return value_projection
+
+
+_BUILDERS = {
+    "field": _field,
+    "subexpression": _chain,
+    "index_expression": _chain,
+    "pipe": _chain,
+    "comparator": _comparator,
+    "current": _current,
+    "identity": _current,
+    "expref": _expref,
+    "function_expression": _function,
+    "filter_projection": _filter_projection,
+    "flatten": _flatten,
+    "index": _index,
+    "slice": _slice,
+    "key_val_pair": _key_val_pair,
+    "literal": _literal,
+    "multi_select_dict": _multi_select_dict,
+    "multi_select_list": _multi_select_list,
+    "or_expression": _or,
+    "and_expression": _and,
+    "not_expression": _not,
+    "projection": _projection,
+    "value_projection": _value_projection,
+}
