@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .cassette import RECORD_MODES, cassette
+from .cassette import RECORD_MODES
 from .config import Redactor, parse_assignments, resolve_config
 from .errors import EXIT_RUN_FAILED, EtlError, RunInterrupted
 from .document import data_model, is_up_to_date, render_section, write_document
@@ -23,6 +23,8 @@ from .load import load_mapping, mapping_schema
 from .plan import Plan, compile_file
 from .expressions import ValueProblem, to_epoch_ms
 from .progress import Progress
+from . import sync as graph_sync, visualize as graph_visualize
+from . import alerts as alert_rules, diff as graph_diff
 from .run import DEFAULT_CONCURRENCY, Observer, RunOptions, RunResult, run_plan
 
 EXIT_CODES_HELP = """\b
@@ -193,7 +195,7 @@ def execute(request: RunRequest, *, output: Path, pretty: bool = False, observer
         options = RunOptions(
             output=output, base_urls=_parse_base_urls(request.base_urls), steps=request.steps, pretty=pretty,
             concurrency=1 if cassette_path is not None else request.concurrency,
-            now=_parse_time(as_of), record_limit=record_limit,
+            now=_parse_time(as_of), record_limit=record_limit, prefetch=cassette_path is None,
         )
         recording = _cassette_context(cassette_path, mode, redactor)
         with recording, _terminate_as_interrupt():
@@ -297,7 +299,11 @@ def _parse_time(text: str | None) -> int | None:
 
 
 def _cassette_context(path: Path | None, mode: str, redactor: Redactor):
-    return nullcontext() if path is None else cassette(path, mode, redactor)
+    if path is None:
+        return nullcontext()
+    from .cassette import cassette  # vcrpy is only loaded when a cassette is used
+
+    return cassette(path, mode, redactor)
 
 
 class _terminate_as_interrupt:
@@ -398,6 +404,261 @@ def document(mapping: Path, output: Path | None, check: bool) -> None:
             click.echo(f"{output}: {'updated' if changed else 'already up to date'}")
     except EtlError as exc:
         fail(exc)
+
+
+DIFF_EXIT_CODES_HELP = """\b
+Exit codes (as diff(1)):
+  0  no differences
+  1  differences found
+  2  usage error (bad command-line options)
+  3  OLD or NEW is not a readable etl output directory (no summary.json, a malformed graph file)
+"""
+
+
+@main.command("diff", epilog=DIFF_EXIT_CODES_HELP)
+@click.argument("old", type=click.Path(path_type=Path))
+@click.argument("new", type=click.Path(path_type=Path))
+@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help='text: a readable report; json: {"entities": {"added": [keys], "removed": [keys], '
+                   '"changed": [{"_key": ..., "changes": {property: {"old": ..., "new": ...}}}]}, '
+                   '"relationships": {...}}, keys sorted.')
+@click.option("--ignore", "ignored", multiple=True, metavar="PROPERTY",
+              help="Also leave PROPERTY out of the comparison (repeatable), e.g. a timestamp that moves on "
+                   "every run.")
+def diff_command(old: Path, new: Path, output_format: str, ignored: tuple[str, ...]) -> None:
+    """Compare two runs' output: what was added, removed and changed.
+
+    OLD and NEW are output directories of `etl run` (e.g. yesterday's and today's). Lists the entities and relationships added, removed and changed, matched by _key;
+    a changed object shows each property that differs with its old and new value (an
+    absent property reads as null).
+
+    \b
+    Left out of the comparison:
+      _rawData      the API's raw records, ignored: every property the graph carries
+                    is compared, and raw data holds counters and timestamps that move
+                    on every run. It is never loaded into the comparison.
+      summary.json  run metadata (timings, statuses); only its partial types are read.
+    A type listed as partial (metadata.partialDatasets.types) in either run's
+    summary.json is never reported as removed: its data may be incomplete. The text
+    report names those types and how many objects were not reported.
+
+    \b
+    Examples:
+      etl diff yesterday/ today/
+      etl diff yesterday/ today/ --format json | jq '.entities.added'
+      etl diff yesterday/ today/ --ignore lastSeenOn
+    """
+    if {"_key", "_type"} & set(ignored):
+        raise click.BadParameter("_key and _type cannot be ignored: objects are matched by them",
+                                 param_hint="--ignore")
+    try:
+        result = graph_diff.diff_outputs(old, new, ignore=ignored)
+    except EtlError as exc:
+        fail(exc)
+    if output_format == "json":
+        click.echo(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
+    else:
+        click.echo(graph_diff.format_diff(result))
+    sys.exit(result.exit_code)
+
+
+ALERTS_EXIT_CODES_HELP = """\b
+Exit codes:
+  0  no alert
+  1  at least one alert
+  2  usage error (bad command-line options)
+  3  OLD or NEW is not a readable etl output directory
+  4  the rules file is missing or invalid (each problem as FILE:LINE:COL: path: message)
+  5  a rule could not be evaluated on some entity (named on stderr); the other alerts are printed
+"""
+
+
+def _alerts_time(text: str | None, option: str) -> int | None:
+    if text is None:
+        return None
+    try:
+        value = to_epoch_ms(text)
+    except ValueProblem:
+        value = None
+    if value is None:
+        raise click.BadParameter(f"{text!r} is not an ISO-8601 time", param_hint=option)
+    return value
+
+
+@main.command("alerts", epilog=ALERTS_EXIT_CODES_HELP)
+@click.argument("rules", type=click.Path(path_type=Path))
+@click.option("--old", "old", required=True, type=click.Path(path_type=Path), metavar="DIR",
+              help="The earlier output directory (e.g. yesterday's run).")
+@click.option("--new", "new", required=True, type=click.Path(path_type=Path), metavar="DIR",
+              help="The later output directory (e.g. today's run).")
+@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="json: a list of {rule, on, _type, _key, displayName, description[, changes]}, in the order "
+                   "of the rules, then by _key.")
+@click.option("--as-of", "as_of", metavar="TIME",
+              help="Evaluate now_ms() and days_ago_ms() as of this ISO-8601 time instead of now (for "
+                   "reproducible date predicates).")
+@click.option("--old-as-of", "old_as_of", metavar="TIME",
+              help="The clock of OLD's side of 'became' rules. Default: --as-of moved back by the time "
+                   "between the two runs (from their summary.json).")
+def alerts_command(rules: Path, old: Path, new: Path, output_format: str, as_of: str | None,
+                   old_as_of: str | None) -> None:
+    """Raise the alerts a rules file describes for the change from OLD to NEW.
+
+    OLD and NEW are output directories of `etl run`; RULES is a YAML file of alert rules:
+
+    \b
+      rules:
+        - name: new-admin-user            # unique in the file
+          description: A new user is an administrator     # optional
+          on: added                       # added | removed | changed | became
+          type: acme_user                 # entity _type
+          where: admin                    # optional JMESPath predicate
+    \b
+    What `where` sees:
+      added    the entity in NEW
+      removed  the entity in OLD (never for a type partial in either run)
+      changed  the entity in NEW plus _old (the entity in OLD) and _changed (names of
+               the changed properties); e.g. "admin && !(_old.admin)"
+      became   true now (NEW, --as-of) and false before (OLD, --old-as-of), changed
+               or not; e.g. "expiresOn <= days_ago_ms(`-30`)"
+    Entities are seen without _rawData. The engine's JMESPath functions are available
+    (to_epoch_ms, now_ms, days_ago_ms, ...). See docs/monitoring.md.
+
+    \b
+    Examples:
+      etl alerts rules/acme.yaml --old yesterday/ --new today/
+      etl alerts rules/acme.yaml --old yesterday/ --new today/ --format json --as-of 2026-11-24T09:00:00Z
+    """
+    now = _alerts_time(as_of, "--as-of")
+    old_now = _alerts_time(old_as_of, "--old-as-of")
+    try:
+        rule_set = alert_rules.load_rules(rules)
+        report = alert_rules.evaluate_rules(rule_set, old, new, now=now, old_now=old_now)
+    except EtlError as exc:
+        fail(exc)
+    for warning in report.warnings:
+        click.echo(f"etl: warning: {warning}", err=True)
+    for error in report.errors:
+        click.echo(f"etl: error: {error}", err=True)
+    if output_format == "json":
+        click.echo(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
+    else:
+        click.echo(alert_rules.format_alerts(report))
+    sys.exit(report.exit_code)
+
+
+SYNC_EXIT_CODES_HELP = """\b
+Exit codes:
+  0  the job was finalized with every entity and relationship
+  1  the job was finalized, but some objects were too large even without their raw data and were
+     skipped (their types were sent as partial, so JupiterOne keeps what it had)
+  2  usage error (bad options; DIRECTORY has no summary.json; a plain-http --api-base-url)
+  4  the JupiterOne account or API key is missing
+  5  the sync failed: the job (if one was created) was aborted and nothing was finalized
+  130  interrupted (Ctrl-C, SIGTERM): the job was aborted
+"""
+
+
+@main.command(epilog=SYNC_EXIT_CODES_HELP)
+@click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--account", envvar=graph_sync.ACCOUNT_ENV, show_envvar=True, metavar="ID",
+              help="JupiterOne account id (sent as JupiterOne-Account). Also read from .env.")
+@click.option("--api-key", envvar=graph_sync.API_KEY_ENV, show_envvar=True, metavar="KEY",
+              help="JupiterOne API key (sent as a bearer token; never printed, logged or written). Prefer the "
+                   "environment variable or .env: a command line is visible to other users of the machine.")
+@click.option("-i", "--integration-instance-id", required=True, metavar="ID",
+              help="The integration instance the data belongs to (an integration-managed job).")
+@click.option("--api-base-url", default=graph_sync.DEFAULT_API_BASE_URL, show_default=True, metavar="URL",
+              help="JupiterOne API root (another region, or a local look-alike: plain http only to loopback).")
+@click.option("--no-step-events", is_flag=True,
+              help="Do not post one job-log event per step of summary.json before finalizing.")
+@click.option("--cassette", "cassette_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Replay (or record) the HTTP exchanges from/to this vcrpy cassette (for tests and demos).")
+@click.option("--record-mode", type=click.Choice(RECORD_MODES), default=None,
+              help="With --cassette: none = replay only (default); once = record if the file is missing; "
+                   "all = re-record.")
+@click.option("-v", "--verbose", count=True, help="Log each batch (-v) and every request (-vv) to stderr.")
+@click.option("-q", "--quiet", is_flag=True, help="Only print errors.")
+def sync(directory: Path, account: str | None, api_key: str | None, integration_instance_id: str,
+         api_base_url: str, no_step_events: bool, cassette_path: Path | None, record_mode: str | None,
+         verbose: int, quiet: bool) -> None:
+    """Upload DIRECTORY (the output of `etl run`) to JupiterOne as one synchronization job.
+
+    Creates an integration-managed job for the instance, uploads every entity, then every
+    relationship, in batches of at most 5,000,000 bytes (read one file at a time), posts one
+    event per step, and finalizes with the partial types of DIRECTORY/summary.json, so
+    JupiterOne keeps what it had of those types. 429, 5xx and dropped connections are
+    retried with backoff; on HTTP 413 the largest _rawData values become 'TRUNCATED', and an
+    object still too large is skipped with a warning (its type is sent as partial). On any
+    error the job is aborted and nothing is finalized.
+
+    \b
+    Examples:
+      export JUPITERONE_ACCOUNT=... JUPITERONE_API_KEY=...
+      etl run mappings/example.yaml --output out
+      etl sync out --integration-instance-id 3c1e2f4a-...
+    """
+    setup_logging(verbose, quiet)
+    if record_mode and cassette_path is None:
+        raise click.BadParameter("--record-mode needs --cassette", param_hint="--record-mode")
+    redactor = Redactor([api_key] if api_key else [])
+    _redacting.redactor = redactor
+    try:
+        account, api_key = graph_sync.resolve_credentials(account, api_key)
+        redactor.add(api_key)
+        settings = graph_sync.SyncSettings(account=account, api_key=api_key,
+                                           integration_instance_id=integration_instance_id,
+                                           api_base_url=api_base_url, step_events=not no_step_events)
+        replay = _cassette_context(cassette_path, record_mode or "none", redactor)
+        with replay, _terminate_as_interrupt():
+            report = graph_sync.synchronize(directory, settings, redactor)
+    except EtlError as exc:
+        fail(exc, redactor)
+    except KeyboardInterrupt:
+        fail(RunInterrupted("interrupted"), redactor)
+    if not quiet:
+        click.echo(redactor(report.format()))
+    sys.exit(report.exit_code)
+
+
+VISUALIZE_EXIT_CODES_HELP = """\b
+Exit codes:
+  0  FILE was written (also when there is no data: the page says so)
+  2  usage error (bad options; DIRECTORY does not exist)
+  5  a graph file cannot be read, or FILE cannot be written
+"""
+
+
+@main.command(epilog=VISUALIZE_EXIT_CODES_HELP)
+@click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.html",
+              help="Where to write the page.  [default: DIRECTORY/index.html]")
+def visualize(directory: Path, output: Path | None) -> None:
+    """Draw the graph in DIRECTORY (an `etl run` output, or its graph/ folder) as one
+    self-contained HTML page: nothing is loaded from the internet.
+
+    Nodes are entities, coloured by _type (with a legend) and labelled with displayName,
+    _type and _key; edges are relationships, labelled with their _class. A mapped
+    relationship points at the entity its target filter keys select, or else at a dashed
+    placeholder built from the target's filter-key values. Drag to pan, wheel to zoom,
+    click for properties.
+
+    \b
+    Examples:
+      etl run mappings/example.yaml --output out && etl visualize out
+      etl visualize out --output /tmp/graph.html
+    """
+    output = output if output is not None else directory / "index.html"
+    try:
+        view = graph_visualize.write_page(directory, output)
+    except EtlError as exc:
+        fail(exc)
+    if not view["nodes"]:
+        click.echo(f"etl: {directory}: there was no data found to visualize; {output} says so", err=True)
+        return
+    kinds = [n["kind"] for n in view["nodes"]]
+    click.echo(f"{output}: {kinds.count('entity')} entities, {len(view['edges'])} relationships, "
+               f"{kinds.count('placeholder')} mapped-target placeholders, {kinds.count('missing')} missing entities")
 
 
 if __name__ == "__main__":  # pragma: no cover

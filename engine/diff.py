@@ -1,0 +1,306 @@
+"""Compare two output directories: the entities and relationships added, removed and changed.
+
+Objects are matched by ``_key``. A changed object lists, per property, its old and new
+value. What is left out of the comparison:
+
+* ``_rawData``: the API's own view of a record. Every property the graph carries is
+  compared; raw data also holds counters and timestamps that move on every run (a
+  "days remaining", an "updated at"), which would bury real changes. It is dropped as
+  each file is read, so it is never held in memory.
+* ``summary.json``: run metadata (step timings, statuses). It is only read for its
+  partial types.
+* Removals of a *partial* type: a type listed in ``metadata.partialDatasets.types`` of
+  either run's ``summary.json`` is incomplete, so an object of that type missing from NEW
+  may only be missing from the fetch. Such objects are counted, never reported as removed.
+
+Memory: OLD is held (without raw data); NEW is streamed file by file against it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from .errors import EtlError
+
+# Exit codes of `etl diff` (and the ones `etl alerts` shares).
+EXIT_SAME = 0
+EXIT_DIFFERENT = 1
+EXIT_BAD_OUTPUT = 3
+
+COLLECTIONS = ("entities", "relationships")
+RAW_DATA = "_rawData"
+
+ADDED, REMOVED, CHANGED, UNCHANGED = "added", "removed", "changed", "unchanged"
+
+
+class OutputDirError(EtlError):
+    """A directory given to compare is not a readable output directory."""
+
+    exit_code = EXIT_BAD_OUTPUT
+
+
+# ----------------------------------------------------------------------------------------
+# Reading an output directory
+
+
+@dataclass(frozen=True)
+class OutputDir:
+    """An output directory whose ``summary.json`` was read and checked."""
+
+    path: Path
+    summary: dict
+    partial_types: frozenset[str]
+
+    @property
+    def started_ms(self) -> int | None:
+        """When the run started (its earliest step start), in epoch ms, if the summary says."""
+        times = [s.get("startTime") for s in self.summary.get("integrationStepResults", [])
+                 if isinstance(s, dict)]
+        times = [t for t in times if isinstance(t, int) and not isinstance(t, bool)]
+        return min(times) if times else None
+
+    def objects(self, ignore: frozenset[str] = frozenset()) -> Iterator[tuple[str, dict]]:
+        """``(collection, object)`` for every graph object, file by file in a stable order,
+        without ``_rawData`` and the ``ignore``d properties."""
+        graph = self.path / "graph"
+        if not graph.is_dir():
+            return
+        drop = ignore | {RAW_DATA}
+        for file in sorted(graph.rglob("*.json")):
+            collection, objects = _read_graph_file(file)
+            for index, obj in enumerate(objects):
+                if not isinstance(obj, dict) or not isinstance(obj.get("_key"), str) \
+                        or not isinstance(obj.get("_type"), str):
+                    raise OutputDirError(f"{file}: {collection}[{index}] is not a graph object "
+                                         f"(an object with a string _key and _type)")
+                yield collection, {k: v for k, v in obj.items() if k not in drop}
+
+
+def open_output(path: Path, role: str = "") -> OutputDir:
+    """Check that ``path`` is an output directory (``etl run --output``) and read its summary."""
+    label = f"{role} " if role else ""
+    hint = "; give a directory written by `etl run MAPPING --output DIR`"
+    if not path.exists():
+        raise OutputDirError(f"{label}{path} does not exist{hint}")
+    if not path.is_dir():
+        raise OutputDirError(f"{label}{path} is not a directory{hint}")
+    summary_path = path / "summary.json"
+    if not summary_path.is_file():
+        raise OutputDirError(f"{label}{path} is not an etl output directory: it has no summary.json{hint}")
+    try:
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise OutputDirError(f"cannot read {summary_path}: {exc.strerror}") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise OutputDirError(f"{summary_path} is not JSON: {exc}") from None
+    if not isinstance(summary, dict) or not isinstance(summary.get("integrationStepResults"), list):
+        raise OutputDirError(f"{summary_path} is not a run summary (no integrationStepResults list)")
+    partial: Any = summary.get("metadata", {})
+    for name in ("partialDatasets", "types"):
+        partial = partial.get(name, {} if name == "partialDatasets" else []) if isinstance(partial, dict) else None
+    if not isinstance(partial, list) or not all(isinstance(t, str) for t in partial):
+        raise OutputDirError(f"{summary_path}: metadata.partialDatasets.types is not a list of type names")
+    return OutputDir(path, summary, frozenset(partial))
+
+
+def _read_graph_file(file: Path) -> tuple[str, list]:
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise OutputDirError(f"cannot read {file}: {exc.strerror}") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise OutputDirError(f"{file} is not JSON: {exc}") from None
+    if not isinstance(data, dict) or len(data) != 1 or next(iter(data)) not in COLLECTIONS \
+            or not isinstance(next(iter(data.values())), list):
+        raise OutputDirError(f'{file} is not a graph file ({{"entities": [...]}} or {{"relationships": [...]}})')
+    ((collection, objects),) = data.items()
+    return collection, objects
+
+
+# ----------------------------------------------------------------------------------------
+# Comparing
+
+
+def same(a: Any, b: Any) -> bool:
+    """JSON equality: ``true`` is not ``1`` (as it is in Python); ``1`` is ``1.0``."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return a == b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    return type(a) is type(b) and a == b
+
+
+def changes_between(old: dict, new: dict) -> dict[str, dict[str, Any]]:
+    """``{property: {"old": ..., "new": ...}}`` for every property that differs, sorted by
+    name. An absent property reads as null."""
+    out = {}
+    for name in sorted(old.keys() | new.keys()):
+        if name == "_key":
+            continue
+        before, after = old.get(name), new.get(name)
+        if not same(before, after):
+            out[name] = {"old": before, "new": after}
+    return out
+
+
+@dataclass(frozen=True)
+class Event:
+    """One object that differs between the runs (or, on request, one that does not)."""
+
+    collection: str  # 'entities' | 'relationships'
+    kind: str  # ADDED | REMOVED | CHANGED | UNCHANGED
+    key: str
+    old: dict | None
+    new: dict | None
+    changes: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def type(self) -> str:
+        return (self.new if self.new is not None else self.old)["_type"]
+
+
+class Comparison:
+    """Iterate to get the :class:`Event`\\ s of OLD -> NEW. After iterating,
+    :attr:`suppressed` counts, per partial type, the objects of OLD missing from NEW that
+    were not reported as removed, and :attr:`types` holds every type seen in either run."""
+
+    def __init__(self, old: OutputDir, new: OutputDir, *, ignore: Iterable[str] = (),
+                 unchanged: bool = False):
+        self.old, self.new = old, new
+        self.ignore = frozenset(ignore)
+        self.unchanged = unchanged
+        self.partial_types = old.partial_types | new.partial_types
+        self.suppressed: Counter[str] = Counter()
+        self.types: dict[str, set[str]] = {c: set() for c in COLLECTIONS}
+
+    def __iter__(self) -> Iterator[Event]:
+        held: dict[str, dict[str, dict]] = {c: {} for c in COLLECTIONS}
+        for collection, obj in self.old.objects(self.ignore):
+            key = obj["_key"]
+            if key in held[collection]:
+                raise OutputDirError(f"{self.old.path}: two {collection} have the _key {key!r}")
+            held[collection][key] = obj
+            self.types[collection].add(obj["_type"])
+        seen: dict[str, set[str]] = {c: set() for c in COLLECTIONS}
+        for collection, obj in self.new.objects(self.ignore):
+            key = obj["_key"]
+            if key in seen[collection]:
+                raise OutputDirError(f"{self.new.path}: two {collection} have the _key {key!r}")
+            seen[collection].add(key)
+            self.types[collection].add(obj["_type"])
+            before = held[collection].pop(key, None)
+            if before is None:
+                yield Event(collection, ADDED, key, None, obj)
+                continue
+            changes = changes_between(before, obj)
+            if changes:
+                yield Event(collection, CHANGED, key, before, obj, changes)
+            elif self.unchanged:
+                yield Event(collection, UNCHANGED, key, before, obj)
+        del seen
+        for collection in COLLECTIONS:
+            for key in sorted(held[collection]):
+                obj = held[collection][key]
+                if obj["_type"] in self.partial_types:
+                    self.suppressed[obj["_type"]] += 1
+                    continue
+                yield Event(collection, REMOVED, key, obj, None)
+
+
+# ----------------------------------------------------------------------------------------
+# The diff of two runs
+
+
+@dataclass
+class CollectionDiff:
+    added: dict[str, str] = field(default_factory=dict)  # _key -> _type
+    removed: dict[str, str] = field(default_factory=dict)
+    changed: dict[str, tuple[str, dict]] = field(default_factory=dict)  # _key -> (_type, changes)
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed or self.changed)
+
+    def to_json(self) -> dict:
+        return {
+            "added": sorted(self.added),
+            "removed": sorted(self.removed),
+            "changed": [{"_key": key, "changes": self.changed[key][1]} for key in sorted(self.changed)],
+        }
+
+
+@dataclass
+class Diff:
+    old: OutputDir
+    new: OutputDir
+    entities: CollectionDiff
+    relationships: CollectionDiff
+    partial_types: frozenset[str]
+    suppressed: dict[str, int]  # partial type -> objects of OLD missing from NEW, not reported
+    ignored: frozenset[str] = frozenset()
+
+    @property
+    def has_differences(self) -> bool:
+        return bool(self.entities or self.relationships)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_DIFFERENT if self.has_differences else EXIT_SAME
+
+    def to_json(self) -> dict:
+        return {"entities": self.entities.to_json(), "relationships": self.relationships.to_json()}
+
+
+def diff_outputs(old_path: Path, new_path: Path, *, ignore: Iterable[str] = ()) -> Diff:
+    """Compare the output directories ``old_path`` and ``new_path``."""
+    old, new = open_output(old_path, "OLD"), open_output(new_path, "NEW")
+    comparison = Comparison(old, new, ignore=ignore)
+    parts = {c: CollectionDiff() for c in COLLECTIONS}
+    for event in comparison:
+        part = parts[event.collection]
+        if event.kind == ADDED:
+            part.added[event.key] = event.type
+        elif event.kind == REMOVED:
+            part.removed[event.key] = event.type
+        else:
+            part.changed[event.key] = (event.type, event.changes)
+    return Diff(old, new, parts["entities"], parts["relationships"], comparison.partial_types,
+                dict(sorted(comparison.suppressed.items())), frozenset(ignore))
+
+
+def value_text(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def format_diff(diff: Diff) -> str:
+    """The text report of ``etl diff``."""
+    lines = [f"--- {diff.old.path}", f"+++ {diff.new.path}"]
+    for title, part in (("Entities", diff.entities), ("Relationships", diff.relationships)):
+        lines.append(f"{title}: {len(part.added)} added, {len(part.removed)} removed, "
+                     f"{len(part.changed)} changed")
+        rows = [(key, "+", graph_type, None) for key, graph_type in part.added.items()]
+        rows += [(key, "-", graph_type, None) for key, graph_type in part.removed.items()]
+        rows += [(key, "~", graph_type, changes) for key, (graph_type, changes) in part.changed.items()]
+        for key, mark, graph_type, changes in sorted(rows, key=lambda r: (r[0], r[1])):
+            lines.append(f"  {mark} {key}  ({graph_type})")
+            for name, change in (changes or {}).items():
+                lines.append(f"      {name}: {value_text(change['old'])} -> {value_text(change['new'])}")
+    if diff.partial_types:
+        described = []
+        for graph_type in sorted(diff.partial_types):
+            missing = diff.suppressed.get(graph_type, 0)
+            described.append(f"{graph_type} ({missing} in OLD only, not reported)" if missing else graph_type)
+        lines.append(f"Partial types (never reported as removed): {', '.join(described)}")
+    else:
+        lines.append("Partial types (never reported as removed): none")
+    if diff.ignored:
+        lines.append(f"Ignored properties: {', '.join(sorted(diff.ignored))} (and _rawData)")
+    lines.append("Differences found." if diff.has_differences else "No differences.")
+    return "\n".join(lines)
