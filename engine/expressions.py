@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import time
+from functools import lru_cache
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
@@ -43,14 +44,19 @@ def to_epoch_ms(value: Any) -> int | None:
     A date or time without an offset is taken as UTC. Numbers are assumed to be epoch
     milliseconds already and are returned unchanged; null stays null.
     """
+    if value.__class__ is str and value:
+        return _text_to_epoch_ms(value)
     if value is None or value == "":
         return None
     if isinstance(value, bool):
         raise ValueProblem(f"cannot read a date from the boolean {value!r}")
     if isinstance(value, (int, float)):
         return int(value)
-    if not isinstance(value, str):
-        raise ValueProblem(f"cannot read a date from {type(value).__name__} {value!r}")
+    raise ValueProblem(f"cannot read a date from {type(value).__name__} {value!r}")
+
+
+@lru_cache(maxsize=4096)  # the same dates come back often (day-granular validity dates, say)
+def _text_to_epoch_ms(value: str) -> int:
     text = value.strip()
     try:
         parsed = datetime.fromisoformat(text)
@@ -97,6 +103,16 @@ class EngineFunctions(functions.Functions):
     @functions.signature({"types": ["string", "number", "null"]})
     def _func_to_epoch_ms(self, value):
         return to_epoch_ms(value)
+
+    @functions.signature({"types": []})
+    def _func_to_string(self, value):
+        """jmespath's to_string, without a JSON encoder for the usual text and integers."""
+        cls = value.__class__
+        if cls is str:
+            return value
+        if cls is int:
+            return str(value)
+        return super()._func_to_string(value)
 
     @functions.signature()
     def _func_now_ms(self):

@@ -52,10 +52,15 @@ def _is_false(value: Any) -> bool:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, Number) and not isinstance(value, bool)
+    cls = value.__class__
+    if cls is int or cls is float:
+        return True
+    return cls is not bool and isinstance(value, Number)
 
 
 def _equals(x: Any, y: Any) -> bool:
+    if x.__class__ is str or y.__class__ is str:
+        return x == y
     if _is_number(x) and x in (0, 1):
         if isinstance(y, bool):
             return False
