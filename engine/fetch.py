@@ -158,7 +158,7 @@ class HttpClient:
                 sleep(delay)
                 continue
             except Exception as exc:
-                if not _cassette_miss(exc):
+                if not cassette_miss(exc):
                     raise
                 raise FetchError(f"{method} {url}: the cassette holds no response for this request "
                                  f"(replay only); re-record it with --record-mode all, or check --config "
@@ -236,7 +236,7 @@ class HttpClient:
         return found if isinstance(found, str) else json.dumps(found)
 
 
-def _cassette_miss(exc: Exception) -> bool:
+def cassette_miss(exc: Exception) -> bool:
     """A replayed cassette had no answer (vcrpy is only imported when a cassette is used)."""
     errors = sys.modules.get("vcr.errors")
     return errors is not None and isinstance(exc, errors.CannotOverwriteExistingCassetteException)

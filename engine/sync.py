@@ -28,7 +28,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
-import sys
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
@@ -174,12 +173,6 @@ def read_graph_file(path: Path, collection: str) -> list[dict]:
     return objects
 
 
-def _cassette_miss(exc: Exception) -> bool:
-    """A replayed cassette had no answer (vcrpy is imported only when a cassette is used)."""
-    errors = sys.modules.get("vcr.errors")
-    return errors is not None and isinstance(exc, errors.CannotOverwriteExistingCassetteException)
-
-
 def _get(data: Any, *path: str) -> Any:
     for name in path:
         if not isinstance(data, dict):
@@ -292,7 +285,7 @@ class PersisterClient:
                 self._wait(attempt, None, f"{shown}{what}: {reason}", max_attempts)
                 continue
             except Exception as exc:
-                if not _cassette_miss(exc):
+                if not fetch.cassette_miss(exc):
                     raise
                 raise SyncError(f"{shown}: the cassette holds no response for this request (replay only); "
                                 f"re-record it, or check the directory and options") from None
