@@ -22,6 +22,7 @@ from .plan import AuthSpec
 
 log = logging.getLogger("etl.http")
 
+TOKEN_ATTEMPTS = 3  # a token request is retried on connection errors, 429 and 5xx
 EXPIRY_MARGIN = 60.0  # seconds (at most a tenth of its lifetime): a token this close to expiry is replaced
 DEFAULT_TOKEN_LIFETIME = 3600.0  # when the token endpoint does not say
 
@@ -55,8 +56,9 @@ class OAuth2ClientCredentials:
     """RFC 6749 §4.4: a token from ``token_url``, cached until it nearly expires. Thread-safe."""
 
     def __init__(self, spec: AuthSpec, scope: Scope, redactor: Redactor, *, token_url: str, timeout: float,
-                 clock: Callable[[], float]):
+                 clock: Callable[[], float], pause: Callable[[int], None]):
         self.clock = clock
+        self.pause = pause  # waits before retry number n
         self.values: dict[str, Any] = {name: value.evaluate(scope) for name, value in spec.fields}
         self.client_auth = spec.client_auth
         self.token_url = token_url
@@ -92,11 +94,20 @@ class OAuth2ClientCredentials:
         else:
             form.update(client_id=self.values["client_id"], client_secret=self.values["client_secret"])
         where = f"POST {self.redactor(self.token_url)}"
-        try:
-            response = self.session.post(self.token_url, data=form, auth=auth, timeout=self.timeout,
-                                         headers={"Accept": "application/json"})
-        except requests.RequestException as exc:
-            raise AuthenticationError(f"authentication failed: {where}: {type(exc).__name__}") from None
+        for attempt in range(1, TOKEN_ATTEMPTS + 1):
+            try:
+                response = self.session.post(self.token_url, data=form, auth=auth, timeout=self.timeout,
+                                             headers={"Accept": "application/json"})
+            except requests.RequestException as exc:
+                if attempt == TOKEN_ATTEMPTS:
+                    raise AuthenticationError(f"authentication failed: {where}: {type(exc).__name__} "
+                                              f"(after {attempt} attempts)") from None
+                self.pause(attempt)
+                continue
+            if response.status_code in (429, 500, 502, 503, 504) and attempt < TOKEN_ATTEMPTS:
+                self.pause(attempt)  # the token endpoint is having a moment; the credentials may be fine
+                continue
+            break
         try:
             body = response.json()
         except ValueError:

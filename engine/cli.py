@@ -195,7 +195,8 @@ def execute(request: RunRequest, *, output: Path, pretty: bool = False, observer
         options = RunOptions(
             output=output, base_urls=_parse_base_urls(request.base_urls), steps=request.steps, pretty=pretty,
             concurrency=1 if cassette_path is not None else request.concurrency,
-            now=_parse_time(as_of), record_limit=record_limit, prefetch=cassette_path is None,
+            now=_parse_time(as_of), record_limit=record_limit,
+            prefetch=cassette_path is None and record_limit is None,
         )
         recording = _cassette_context(cassette_path, mode, redactor)
         with recording, _terminate_as_interrupt():

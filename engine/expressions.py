@@ -307,7 +307,7 @@ _WHERE_AVAILABLE = {
     "record": "templates of sources and instance tags see only config",
     "parent": "only steps with for_each (fan-out) have a parent entity",
     "item": "only rules with for_each have an item",
-    "paging": "only request templates see paging",
+    "paging": "only requests of paginated steps see paging",
 }
 # Request templates also see ``paging`` (offset, limit, page, size, cursor of the next page).
 REQUEST_VARIABLES = frozenset({"config", "parent", "now", "paging"})

@@ -105,8 +105,11 @@ class HttpClient:
         self.oauth = None
         if source.auth is not None and source.auth.kind == "oauth2_client_credentials":
             token_url = next(v for n, v in source.auth.fields if n == "token_url").evaluate(auth_scope)
-            self.oauth = OAuth2ClientCredentials(source.auth, auth_scope, redactor, token_url=self.url_for(token_url),
-                                                 timeout=source.timeout, clock=lambda: monotonic())
+            retry = source.retry
+            self.oauth = OAuth2ClientCredentials(
+                source.auth, auth_scope, redactor, token_url=self.url_for(token_url), timeout=source.timeout,
+                clock=lambda: monotonic(),
+                pause=lambda n: sleep(backoff_delay(retry.initial_delay, retry.max_delay, n)))
         self.limiter = RateLimiter(source.rate_limits) if source.rate_limits else None
         self.requests_made = 0
         self._count_lock = threading.Lock()

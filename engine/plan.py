@@ -597,7 +597,9 @@ class _Compiler:
                 self.problem(path + ("depends_on", d_index), "a step cannot depend on itself")
         request = None
         if "request" in spec:
-            request_variables = REQUEST_VARIABLES if "for_each" in spec else REQUEST_VARIABLES - {"parent"}
+            request_variables = REQUEST_VARIABLES - ({"parent"} if "for_each" not in spec else set())
+            if (spec.get("pagination") or {}).get("kind", "none") == "none":
+                request_variables -= {"paging"}
             request = self.request(spec["request"], path + ("request",), source_names, request_variables)
         self.current_step = spec
         when = self.expression(spec["when"], path + ("when",)) if "when" in spec else None
@@ -708,7 +710,7 @@ class _Compiler:
             return None
         variables = frozenset({"config"})
         kind = spec["kind"]
-        for name in AUTH_FIELDS[kind]["required"]:
+        for name in sorted(AUTH_FIELDS[kind]["required"]):
             if name not in spec:
                 self.problem(path, f"auth kind '{kind}' needs '{name}'")
         for name in spec:
@@ -769,6 +771,9 @@ class _Compiler:
                 if raw in self.for_each_types:
                     self.problem(path, f"'{raw}' is built with for_each (many per record); name one of them "
                                        f"with {{type: {raw}, key: ...}}")
+                elif raw in declared_types:
+                    self.problem(path, f"'{raw}' is built by another step; name one of its entities with "
+                                       f"{{type: {raw}, key: ...}} (or every one with {{type: {raw}}})")
                 else:
                     self.problem(path, f"'{raw}' is not an entity type built in {where}{_hint(raw, record_types)}")
                 return None

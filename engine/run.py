@@ -56,6 +56,11 @@ class StepResult:
     incomplete: bool = False  # a request's data is missing (an on_status 'partial' rule applied)
 
     @property
+    def incomplete_data(self) -> bool:
+        """Some of what this step should have produced is missing."""
+        return self.incomplete or bool(self.skipped_types) or self.status not in (SUCCESS, DISABLED)
+
+    @property
     def error(self) -> str | None:
         if not self.errors:
             return None
@@ -271,6 +276,12 @@ class Runner:
         writer.flush_step(step.id)
         if result.status == SUCCESS and self.failed_dependencies(step, done):
             result.status = PARTIAL_DEPENDENCY
+        lacking = [d for d in step.depends_on if d in done and done[d].incomplete_data]
+        if result.status == SUCCESS and lacking and not result.incomplete:
+            # A fan-out over incomplete parents, or relationships to missing entities: incomplete too.
+            result.incomplete = True
+            result.warn(f"{', '.join(lacking)}, which this step depends on, has incomplete data; this step's "
+                        f"types are marked partial too")
         result.requests = self.requests_made() - requests_before
         result.end_ms = now_ms()
         return result

@@ -305,3 +305,21 @@ def test_mapped_relationship_of_an_entity_that_was_not_written_is_not_written(et
     mapped = [r for r in read_output(tmp_path / "out")["relationships"] if "_mapping" in r]
     # user 4 (no name) was refused by the graph checks: its mapped relationship went with it
     assert sorted(r["_mapping"]["sourceEntityKey"] for r in mapped) == ["acme_user:1", "acme_user:2"]
+
+
+def test_incomplete_data_of_a_dependency_makes_dependents_partial(etl, api, mapping, tmp_path):
+    text = BASE_MAPPING.replace("pagination: {kind: offset, limit: 2, total: meta.total}",
+                                "pagination: {kind: offset, limit: 2, total: meta.total, max_pages: 1}")
+    result = run(etl, mapping(text), api, tmp_path / "out")
+    assert "fetch-teams, which this step depends on, has incomplete data; this step's types are marked partial too" \
+        in result.stdout + result.stderr or result.exit_code == 1
+    summary = read_output(tmp_path / "out")["summary"]
+    assert {"acme_team", "acme_user", "acme_team_has_user"} <= set(summary["metadata"]["partialDatasets"]["types"])
+    assert [s["status"] for s in summary["integrationStepResults"]] == ["success", "success"]
+
+
+def test_paging_is_only_for_paginated_requests(etl, mapping):
+    text = BASE_MAPPING.replace("    request: {path: /users}", "    request: {path: \"/users/{{ paging.page }}\"}")
+    result = etl("validate", mapping(text))
+    assert result.exit_code == 3
+    assert "'paging' is not available here: only requests of paginated steps see paging" in result.stderr
