@@ -266,7 +266,7 @@ def _template_paths(text: str, bases: frozenset[str], used: set[str]) -> None:
 @dataclass
 class Found:
     step: Step
-    position: str
+    position: object  # run.Position: str() gives step, page, URL and record number
     record: Any
     obj: dict
     spec_path: tuple

@@ -9,7 +9,6 @@ and the rest of the record is kept.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 import jinja2
@@ -18,14 +17,16 @@ from .expressions import Scope, Value, ValueProblem
 from .plan import EntitySpec, Endpoint, MappedRelationshipSpec, RelationshipSpec, Step
 
 
-@dataclass
 class Built:
     """What one record produced."""
 
-    entities: list[dict] = field(default_factory=list)
-    relationships: list[dict] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    skipped_types: set[str] = field(default_factory=set)  # entity types this record failed to build
+    __slots__ = ("entities", "relationships", "warnings", "skipped_types")
+
+    def __init__(self) -> None:
+        self.entities: list[dict] = []
+        self.relationships: list[dict] = []
+        self.warnings: list[str] = []
+        self.skipped_types: set[str] = set()  # entity types this record failed to build
 
 
 class KeyIndex:
@@ -58,7 +59,7 @@ class Notes:
 
     __slots__ = ("position", "warnings")
 
-    def __init__(self, position: str, warnings: list[str]):
+    def __init__(self, position: object, warnings: list[str]):
         self.position = position
         self.warnings = warnings
 
@@ -92,7 +93,7 @@ class GraphBuilder:
         variables = {"record": record, "config": self.config, "parent": parent, "now": self.now}
         return Scope(record, variables, self.options)
 
-    def build(self, record: Any, position: str, parent: Any = None) -> Built:
+    def build(self, record: Any, position: object, parent: Any = None) -> Built:
         built = Built()
         notes = Notes(position, built.warnings)
         scope = self.scope(record, parent)

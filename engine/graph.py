@@ -11,6 +11,7 @@ never deletes what it did not see.
 from __future__ import annotations
 
 from collections import Counter
+from functools import lru_cache
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -110,17 +111,23 @@ class GraphChecker:
         return lines
 
 
+@lru_cache(maxsize=256)
+def _required(classes: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    required = dict(datamodel.ENTITY_REQUIRED)
+    for class_name in classes:
+        required.update(datamodel.CLASS_REQUIRED.get(class_name, {}))
+    return required
+
+
 def entity_problems(entity: dict) -> list[str]:
     """What makes an entity unacceptable to JupiterOne's data model, if anything."""
     problems = []
     if len(entity["_key"]) < MIN_KEY_LENGTH:
         problems.append(f"_key shorter than {MIN_KEY_LENGTH} characters")
-    required = dict(datamodel.ENTITY_REQUIRED)
-    for class_name in entity["_class"]:
-        required.update(datamodel.CLASS_REQUIRED.get(class_name, {}))
-    if "name" not in entity:
-        required.pop("displayName")  # it defaults to name: one problem, one message
-    for name, allowed in required.items():
+    named = "name" in entity
+    for name, allowed in _required(tuple(entity["_class"])).items():
+        if name == "displayName" and not named:
+            continue  # it defaults to name: one problem, one message
         if name not in entity:
             if "null" not in allowed:
                 problems.append(f"missing required property '{name}'")

@@ -7,6 +7,7 @@ validate credentials -> for each step in dependency order: fetch pages -> extrac
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 import time
@@ -116,13 +117,25 @@ class RunResult:
         return bool(set(self.partial_types) - declared_partial)
 
 
+class Position:
+    """Where a record came from, made into text only when a message needs it."""
+
+    __slots__ = ("step_id", "page", "url", "index")
+
+    def __init__(self, step_id: str, page: int, url: str, index: int):
+        self.step_id, self.page, self.url, self.index = step_id, page, url, index
+
+    def __str__(self) -> str:
+        return f"{self.step_id}: page {self.page} ({self.url}) record {self.index}"
+
+
 class Observer:
     """Hooks for tools that watch a run (preview, coverage, explain). The default does nothing."""
 
     def page(self, step: Step, page, records: list, parent: dict | None) -> None:
         """A page was fetched for ``step`` (``parent``: the fan-out entity it was fetched for)."""
 
-    def record(self, step: Step, position: str, record: Any, built: Built) -> None:
+    def record(self, step: Step, position: "Position", record: Any, built: Built) -> None:
         """``record`` was turned into ``built`` (entities, relationships, warnings)."""
 
 
@@ -213,6 +226,10 @@ class Runner:
 
     def run(self) -> RunResult:
         steps, disabled = self.enabled_steps()
+        # Records and graph objects are trees of dicts and lists, freed by reference counting;
+        # the cycle collector would only rescan them again and again (a fifth of a bulk run).
+        collecting = gc.isenabled()
+        gc.disable()
         try:
             self.validate(tuple(s for s in steps if s.id not in disabled))
             staged = StagedOutput(self.options.output)
@@ -240,6 +257,8 @@ class Runner:
             self.progress.close()
             for client in self.clients.values():
                 client.close()
+            if collecting:
+                gc.enable()
 
     def run_step(self, step: Step, done: dict[str, StepResult], writer: GraphWriter, checker: GraphChecker,
                  tags: dict[str, Any]) -> StepResult:
@@ -250,6 +269,8 @@ class Runner:
         pending: list[dict] = []  # relationships whose endpoints may appear later in the step
         requests_before = self.requests_made()
         try:
+            observe = self.observer.record if type(self.observer) is not Observer else None
+            show = self.progress.update if self.progress.enabled else None
             for position, record, parent in self.records(step, result):
                 result.records += 1
                 try:
@@ -260,12 +281,14 @@ class Runner:
                     result.skipped_types.update(e.type for e in step.entities)
                     continue
                 built = builder.build(record, position, parent)
-                self.observer.record(step, position, record, built)
+                if observe is not None:
+                    observe(step, position, record, built)
                 self.accept(step, built, result, writer, checker, pending)
                 if self.options.record_limit is not None and result.records >= self.options.record_limit:
                     log.info("step %s: stopped after %d records (limit)", step.id, result.records)
                     break
-                self.progress.update(step.id, result.pages, result.records, sum(result.counts.values()))
+                if show is not None:
+                    show(step.id, result.pages, result.records, sum(result.counts.values()))
         except FetchError as exc:
             self.request_failed(step, result, exc)
         for relationship in pending:
@@ -360,7 +383,7 @@ class Runner:
             self.observer.page(step, page, records, parent)
             self.progress.update(step.id, result.pages, result.records, sum(result.counts.values()), force=True)
             for index, record in enumerate(records):
-                yield f"{step.id}: page {number} ({page.url}) record {index}", record, parent
+                yield Position(step.id, number, page.url, index), record, parent
 
     def accept(self, step: Step, built: Built, result: StepResult, writer: GraphWriter, checker: GraphChecker,
                pending: list[dict]) -> None:
@@ -382,7 +405,8 @@ class Runner:
             elif verdict is Verdict.DANGLING:
                 pending.append(relationship)
 
-    def write(self, step: Step, collection: str, obj: dict, result: StepResult, writer: GraphWriter) -> None:
+    @staticmethod
+    def write(step: Step, collection: str, obj: dict, result: StepResult, writer: GraphWriter) -> None:
         result.counts[obj["_type"]] += 1
         writer.add(step.id, collection, obj)
 

@@ -1,0 +1,253 @@
+"""Run every benchmark and write bench/RESULTS.md.
+
+    python -m bench.run [--repeat 5] [--quick] [--million]
+
+Each scenario starts the synthetic API (bench/server.py) in its own process and runs the
+measured programs as subprocesses, alternating them so that a noisy machine hurts each
+the same way; wall time and peak RSS come from the operating system (``os.wait4``).
+Figures are medians with min and max; ratios are taken between runs of the same round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "RESULTS.md"
+PYTHON = sys.executable
+DIGICERT_KEY = "bench-digicert-key"
+NOWSECURE_TOKEN = "bench-nowsecure-token"
+
+
+@dataclass
+class Sample:
+    seconds: float
+    peak_mb: float
+    extra: dict = field(default_factory=dict)
+
+
+@contextmanager
+def api(**options):
+    """The synthetic API in a subprocess; yields its base URL."""
+    args = [PYTHON, "-m", "bench.server"] + [f"--{k.replace('_', '-')}={v}" for k, v in options.items()]
+    process = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()
+        if not line.startswith("READY"):
+            raise RuntimeError(f"bench server did not start: {line!r}")
+        yield f"http://127.0.0.1:{line.split()[1]}"
+    finally:
+        process.terminate()
+        process.wait()
+
+
+def measure(command: list[str], env: dict | None = None) -> Sample:
+    """Run ``command``; its wall time and peak resident memory."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **(env or {})},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - started
+    errors = process.stderr.read().decode(errors="replace")
+    process.stderr.close()
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise RuntimeError(f"{' '.join(command)} exited {code}:\n{errors[-2000:]}")
+    return Sample(seconds, usage.ru_maxrss / 1024)
+
+
+def etl_digicert(base: str, out: Path) -> list[str]:
+    return [PYTHON, "-m", "engine", "run", "mappings/digicert.yaml", "--base-url", f"{base}/services/v2",
+            "--output", str(out), "--config", f"apiKey={DIGICERT_KEY}", "-q"]
+
+
+def handwritten(base: str, out: Path) -> list[str]:
+    return [PYTHON, "-m", "bench.handwritten", "--base-url", f"{base}/services/v2", "--output", str(out)]
+
+
+def dlt_command(base: str, out: Path, mode: str) -> list[str]:
+    return [PYTHON, "-m", "bench.dlt_rest", "--base-url", f"{base}/services/v2", "--workdir", str(out),
+            "--mode", mode]
+
+
+def dlt_available() -> bool:
+    return subprocess.run([PYTHON, "-c", "import dlt, duckdb"], capture_output=True).returncode == 0
+
+
+def stats(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f} (min {min(values):.2f}, max {max(values):.2f})"
+
+
+# ----------------------------------------------------------------------------------------
+# Scenarios
+
+
+def bulk(repeat: int, certificates: int, scratch: Path) -> dict:
+    """60,000 certificates in pages of 1,000: etl against the hand-written client (and dlt)."""
+    rounds = []
+    with_dlt = dlt_available()
+    with api(certificates=certificates) as base:
+        for number in range(repeat):
+            runs = {"etl": measure(etl_digicert(base, scratch / "etl")),
+                    "handwritten": measure(handwritten(base, scratch / "hw"))}
+            if with_dlt:
+                runs["dlt (fetch and parse)"] = measure(dlt_command(base, scratch / "dlt", "extract"))
+                runs["dlt (default pipeline to duckdb)"] = measure(dlt_command(base, scratch / "dlt", "pipeline"))
+            rounds.append(runs)
+            print(f"  bulk round {number + 1}: " + ", ".join(f"{k} {v.seconds:.2f}s/{v.peak_mb:.0f}MB"
+                                                            for k, v in runs.items()), flush=True)
+    return {"rounds": rounds, "dlt": with_dlt}
+
+
+def memory(sizes: list[int], repeat: int, scratch: Path) -> dict:
+    peaks = {}
+    for size in sizes:
+        with api(certificates=size) as base:
+            peaks[size] = [measure(etl_digicert(base, scratch / f"mem{size}")).peak_mb for _ in range(repeat)]
+        print(f"  memory {size}: {stats(peaks[size])} MB", flush=True)
+    return peaks
+
+
+def fanout(repeat: int, apps: int, latency_ms: float, concurrency: int, scratch: Path) -> dict:
+    """240 NowSecure apps whose vulnerability requests each take 50 ms."""
+    results = []
+    with api(certificates=0, apps=apps, vuln_latency_ms=latency_ms) as base:
+        for _ in range(repeat):
+            out = scratch / "fanout"
+            sample = measure([PYTHON, "-m", "engine", "run", "mappings/nowsecure.yaml", "--base-url", f"lab={base}",
+                              "--output", str(out), "--concurrency", str(concurrency), "--as-of",
+                              "2026-11-23T00:00:00Z", "-q"], env={"NOWSECURE_API_TOKEN": NOWSECURE_TOKEN})
+            summary = json.loads((out / "summary.json").read_text())
+            step = next(s for s in summary["integrationStepResults"] if s["id"] == "fetch-findings")
+            sample.extra["fanout_seconds"] = step["duration"] / 1000
+            results.append(sample)
+    ideal = apps * latency_ms / 1000 / concurrency
+    return {"samples": results, "ideal": ideal, "requests": apps, "latency": latency_ms / 1000,
+            "concurrency": concurrency}
+
+
+# ----------------------------------------------------------------------------------------
+# Report
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (f"{cpu}, {os.cpu_count()} cores, {memory_gb:.0f} GiB; {platform.system()} {platform.release()}; "
+            f"Python {platform.python_version()}")
+
+
+def report(command: str, bulk_result: dict, peaks: dict, fan: dict, certificates: int) -> str:
+    rounds = bulk_result["rounds"]
+    names = list(rounds[0])
+    lines = [
+        "# Benchmark results",
+        "",
+        f"- Command: `{command}`",
+        f"- Machine: {machine()}",
+        f"- Date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- Rounds: {len(rounds)} (medians, with min and max; ratios are per round, then the median)",
+        "",
+        f"## Bulk: {certificates:,} DigiCert certificates in pages of 1,000",
+        "",
+        "Every program fetches the same pages from the same local API (its own process, 127.0.0.1).",
+        "`etl` and the hand-written client build the full graph (entities, relationships, mapped",
+        "relationships, raw data) and write it in the `.j1-integration` layout; dlt's rows are the",
+        "orders as the API gives them.",
+        "",
+        "| Program | Wall time (s) | Peak RSS (MB) |",
+        "| --- | --- | --- |",
+    ]
+    for name in names:
+        lines.append(f"| {name} | {stats([r[name].seconds for r in rounds])} | "
+                     f"{stats([r[name].peak_mb for r in rounds])} |")
+    ratio_hw = [r["etl"].seconds / r["handwritten"].seconds for r in rounds]
+    lines += ["", f"- etl / hand-written, wall time: **{stats(ratio_hw)}** (target ≤ 1.00)"]
+    checks = [("bulk time ≤ 1.0 × hand-written", statistics.median(ratio_hw) <= 1.0)]
+    if bulk_result["dlt"]:
+        key = "dlt (default pipeline to duckdb)"
+        speedup = [r[key].seconds / r["etl"].seconds for r in rounds]
+        lines.append(f"- dlt default pipeline / etl, wall time: **{stats(speedup)}×** (target ≥ 5)")
+        checks.append(("≥ 5× faster than dlt's default pipeline", statistics.median(speedup) >= 5))
+    else:
+        lines.append("- dlt was not installed (`pip install -e \".[bench]\"`): no dlt figures this time.")
+    small, large = min(peaks), max(peaks)
+    lines += ["", "## Memory: peak RSS of `etl run` (streaming)", "", "| Certificates | Peak RSS (MB) |",
+              "| --- | --- |"]
+    for size, values in sorted(peaks.items()):
+        lines.append(f"| {size:,} | {stats(values)} |")
+    large_peak, small_peak = statistics.median(peaks[large]), statistics.median(peaks[small])
+    lines += ["", f"- {large:,} / {small:,} certificates: {large_peak / small_peak:.2f}× "
+                  f"(target ≤ 1.5×; the graph is streamed, not held)"]
+    checks.append((f"peak RSS ≤ 100 MB at {large:,} certificates", large_peak <= 100))
+    checks.append((f"peak RSS at {large:,} ≤ 1.5 × at {small:,}", large_peak <= 1.5 * small_peak))
+    samples = fan["samples"]
+    fan_times = [s.extra["fanout_seconds"] for s in samples]
+    effective = [fan["requests"] * fan["latency"] / t for t in fan_times]
+    lines += [
+        "", f"## Fan-out: {fan['requests']} NowSecure apps, each vulnerability request taking "
+            f"{fan['latency'] * 1000:.0f} ms, concurrency {fan['concurrency']}", "",
+        "| | Seconds |", "| --- | --- |",
+        f"| the fan-out step (summary.json) | {stats(fan_times)} |",
+        f"| ideal: requests × latency / concurrency | {fan['ideal']:.2f} |",
+        f"| whole run | {stats([s.seconds for s in samples])} |",
+        "",
+        f"- Effective concurrency (requests × latency / step time): **{stats(effective)}** "
+        f"(target ≥ {0.8 * fan['concurrency']:.1f} = 0.8 × {fan['concurrency']})",
+    ]
+    checks.append(("fan-out effective concurrency ≥ 0.8 × configured",
+                   statistics.median(effective) >= 0.8 * fan["concurrency"]))
+    lines += ["", "## Targets", "", "| Target | Met |", "| --- | --- |"]
+    lines += [f"| {name} | {'yes' if ok else '**no**'} |" for name, ok in checks]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Run the benchmarks and write bench/RESULTS.md.")
+    parser.add_argument("--repeat", type=int, default=5, help="rounds per scenario")
+    parser.add_argument("--quick", action="store_true", help="6,000 certificates, 2 rounds: a smoke test")
+    parser.add_argument("--million", action="store_true", help="also measure memory at 1,000,000 certificates")
+    args = parser.parse_args()
+    repeat = 2 if args.quick else args.repeat
+    certificates = 6000 if args.quick else 60000
+    scratch = Path(tempfile.mkdtemp(prefix="etl-bench-"))
+    try:
+        print(f"bulk ({certificates:,} certificates)", flush=True)
+        bulk_result = bulk(repeat, certificates, scratch)
+        print("memory", flush=True)
+        sizes = [6000, certificates] + ([1_000_000] if args.million else [])
+        peaks = memory(sorted(set(sizes)), max(1, repeat // 2), scratch)
+        print("fan-out", flush=True)
+        fan = fanout(repeat, apps=240, latency_ms=50, concurrency=8, scratch=scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    command = "python -m bench.run" + (" --quick" if args.quick else f" --repeat {args.repeat}") + \
+        (" --million" if args.million else "")
+    text = report(command, bulk_result, peaks, fan, certificates)
+    if not args.quick:
+        RESULTS.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
