@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 import tempfile
+import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,18 +15,18 @@ from pathlib import Path
 import click
 
 from . import __version__
+from . import alerts as alert_rules, diff as graph_diff, sync as graph_sync, visualize as graph_visualize
+from .authoring import Coverage, Explain, Preview
 from .cassette import RECORD_MODES
 from .config import Redactor, parse_assignments, resolve_config
-from .errors import EXIT_RUN_FAILED, EtlError, RunInterrupted
 from .document import data_model, is_up_to_date, render_section, write_document
-from .authoring import Coverage, Explain, Preview
+from .errors import EXIT_RUN_FAILED, ConfigError, EtlError, MappingError, RunInterrupted
+from .expressions import ValueProblem, to_epoch_ms
 from .load import load_mapping, mapping_schema
 from .plan import Plan, compile_file
-from .expressions import ValueProblem, to_epoch_ms
 from .progress import Progress
-from . import sync as graph_sync, visualize as graph_visualize
-from . import alerts as alert_rules, diff as graph_diff
 from .run import DEFAULT_CONCURRENCY, Observer, RunOptions, RunResult, run_plan
+from .schedule import parse_interval, record as record_history, report_changes
 
 EXIT_CODES_HELP = """\b
 Exit codes:
@@ -176,8 +177,16 @@ class RunRequest:
 def execute(request: RunRequest, *, output: Path, pretty: bool = False, observer: Observer | None = None,
             record_limit: int | None = None) -> tuple[Plan, RunResult, Redactor]:
     """Compile, configure and run a mapping as the options say. Exits with a message on EtlError."""
+    try:
+        return run_mapping(request, output=output, pretty=pretty, observer=observer, record_limit=record_limit)
+    except EtlError as exc:
+        fail(exc, _redacting.redactor)
+
+
+def run_mapping(request: RunRequest, *, output: Path, pretty: bool = False, observer: Observer | None = None,
+                record_limit: int | None = None) -> tuple[Plan, RunResult, Redactor]:
+    """Compile, configure and run a mapping as the options say; raises EtlError."""
     setup_logging(request.verbose, request.quiet)
-    redactor = None
     try:
         plan = compile_file(request.mapping)
         for step_id in request.steps:
@@ -203,10 +212,8 @@ def execute(request: RunRequest, *, output: Path, pretty: bool = False, observer
             progress = Progress(sys.stderr, enabled=sys.stderr.isatty() and not request.quiet
                                 and not request.verbose)
             result = run_plan(plan, config, options, progress, observer)
-    except EtlError as exc:
-        fail(exc, redactor)
     except KeyboardInterrupt:
-        fail(RunInterrupted("interrupted; the previous output was left untouched"), redactor)
+        raise RunInterrupted("interrupted; the previous output was left untouched") from None
     return plan, result, redactor
 
 
@@ -218,16 +225,79 @@ def execute(request: RunRequest, *, output: Path, pretty: bool = False, observer
 @click.option("--coverage", "with_coverage", is_flag=True,
               help="Also report, per step, the API fields no expression reads and the properties that "
                    "stayed empty.")
+@click.option("--keep", type=click.IntRange(2), metavar="N",
+              help="Keep the N newest outputs in DIR.history/ (hard links) and, after each run, print what "
+                   "changed since the previous one (saved as diff.json there).")
+@click.option("--alerts", "rules_file", type=click.Path(dir_okay=False, path_type=Path), metavar="RULES",
+              help="With --keep: evaluate these alert rules on each change (saved as alerts.json).")
+@click.option("--every", metavar="INTERVAL",
+              help="Run again every INTERVAL (30m, 6h, 1d...) until stopped (Ctrl-C, SIGTERM); a failed run "
+                   "is reported and the schedule goes on.")
+@click.option("--runs", type=click.IntRange(1), metavar="N", help="With --every: stop after N runs.")
 @run_options
-def run(mapping: Path, output: Path, pretty: bool, with_coverage: bool, **shared) -> None:
-    """Run MAPPING: fetch from the API and write the graph to --output."""
+def run(mapping: Path, output: Path, pretty: bool, with_coverage: bool, keep: int | None,
+        rules_file: Path | None, every: str | None, runs: int | None, **shared) -> None:
+    """Run MAPPING: fetch from the API and write the graph to --output.
+
+    \b
+    Examples:
+      etl run mappings/example.yaml --output out
+      etl run mappings/example.yaml --output out --keep 10 --alerts rules/example.yaml --every 6h
+    """
+    if rules_file is not None and keep is None:
+        raise click.UsageError("--alerts needs --keep N: alerts compare a run with the one before it")
+    if runs is not None and every is None:
+        raise click.UsageError("--runs goes with --every")
+    try:
+        interval = parse_interval(every) if every else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--every") from None
+    rules = _load_rules_or_fail(rules_file) if rules_file else None
+    request = RunRequest(mapping, **shared)
     observer = Coverage() if with_coverage else None
-    plan, result, redactor = execute(RunRequest(mapping, **shared), output=output, pretty=pretty, observer=observer)
-    if not shared["quiet"]:
+    done = 0
+    while True:
+        started = time.monotonic()
+        code = _run_once(request, output, pretty, observer, keep, rules, scheduled=interval is not None)
+        done += 1
+        if interval is None or (runs is not None and done >= runs):
+            sys.exit(code)
+        try:
+            time.sleep(max(0.0, interval - (time.monotonic() - started)))
+        except KeyboardInterrupt:
+            fail(RunInterrupted("stopped between runs"))
+
+
+def _run_once(request: RunRequest, output: Path, pretty: bool, observer, keep: int | None, rules,
+              scheduled: bool) -> int:
+    """One run, its summary, and (with --keep) its history and changes. Returns its exit code;
+    a failed run of a schedule is reported, not fatal (the next one may succeed)."""
+    try:
+        plan, result, redactor = run_mapping(request, output=output, pretty=pretty, observer=observer)
+    except EtlError as exc:
+        if not scheduled or isinstance(exc, (MappingError, ConfigError, RunInterrupted)):
+            fail(exc, _redacting.redactor)  # these do not get better by waiting
+        click.echo(f"etl: error: {_redacting.redactor(str(exc))}", err=True)
+        return exc.exit_code
+    if not request.quiet:
         click.echo(redactor(format_result(result)))
         if observer is not None:
             click.echo("\n" + redactor(observer.report(plan)))
-    sys.exit(result.exit_code)
+    if keep is not None:
+        previous, entry = record_history(output, keep)
+        if previous is not None:
+            try:
+                click.echo(redactor(report_changes(previous, entry, rules, _parse_time(request.as_of))))
+            except EtlError as exc:
+                click.echo(f"etl: error: comparing with {previous}: {exc}", err=True)
+    return result.exit_code
+
+
+def _load_rules_or_fail(path: Path):
+    try:
+        return alert_rules.load_rules(path)
+    except EtlError as exc:
+        fail(exc)
 
 
 @main.command(epilog=EXIT_CODES_HELP)
