@@ -53,6 +53,17 @@ class KeyIndex:
         return hash(key) in self.hashes
 
 
+def _with_repeats(pairs, prefix: str) -> list[tuple[str, Value, str, str | None]]:
+    """(name, value, message path, name of an earlier property with the same expression)."""
+    first: dict[tuple, str] = {}
+    out = []
+    for name, value in pairs:
+        identity = (value.kind, repr(value.source))
+        out.append((name, value, f"{prefix}.{name}", first.get(identity)))
+        first.setdefault(identity, name)
+    return out
+
+
 class Notes:
     """The warnings of one record. Messages are composed only when something goes wrong,
     so the hot path never formats a string."""
@@ -81,13 +92,19 @@ class GraphBuilder:
         self.instance_tags = [(f"tag.{name}", value) for name, value in instance_tags.items()]
         # Every rule with the paths its messages use, computed once.
         self.entity_rules = [
-            (spec, f"entities[{i}]", [(name, value, f"entities[{i}].properties.{name}") for name, value in spec.properties],
+            (spec, f"entities[{i}]", _with_repeats(spec.properties, f"entities[{i}].properties"),
              [(f"tag.{name}", value, f"entities[{i}].tags.{name}") for name, value in spec.tags],
              any(name == "displayName" for name, _ in spec.properties))
             for i, spec in enumerate(step.entities)
         ]
         self.relationship_rules = [(spec, f"relationships[{i}]") for i, spec in enumerate(step.relationships)]
         self.mapped_rules = [(spec, f"mapped_relationships[{i}]") for i, spec in enumerate(step.mapped_relationships)]
+        self.target_properties = {
+            id(spec): _with_repeats(spec.target_properties, f"mapped_relationships[{i}].target.properties")
+            for i, spec in enumerate(step.mapped_relationships)}
+        self.filter_keys = {id(spec): ([list(group) for group in spec.filter_keys],
+                                       tuple(dict.fromkeys(k for group in spec.filter_keys for k in group)))
+                            for spec in step.mapped_relationships}
 
     def scope(self, record: Any, parent: Any = None) -> Scope:
         variables = {"record": record, "config": self.config, "parent": parent, "now": self.now}
@@ -131,7 +148,11 @@ class GraphBuilder:
             notes.add(f"{where}.key", f"the key is {key!r}, not a non-empty string; entity skipped")
             return None
         entity: dict[str, Any] = {"_key": key, "_type": spec.type, "_class": list(spec.classes)}
-        for name, value, path in properties:
+        for name, value, path, same_as in properties:
+            if same_as is not None:  # the same expression as an earlier property: its value
+                if same_as in entity:
+                    entity[name] = entity[same_as]
+                continue
             try:
                 result = value.evaluate(scope)
             except Exception as exc:
@@ -232,26 +253,29 @@ class GraphBuilder:
         if source_key is None:
             return
         verb = spec.relationship_class.lower()
-        filter_keys = [list(group) for group in spec.filter_keys]
+        filter_keys, needed = self.filter_keys[id(spec)]
         for item_scope in self.item_scopes(spec.for_each, scope, notes, where):
             target: dict[str, Any] = {}
             if spec.target_type:
                 target["_type"] = spec.target_type
             if spec.target_class:
                 target["_class"] = spec.target_class
-            for name, value in spec.target_properties:
-                path = f"{where}.target.properties.{name}"
+            for name, value, path, same_as in self.target_properties[id(spec)]:
+                if same_as is not None:
+                    if same_as in target:
+                        target[name] = target[same_as]
+                    continue
                 result = property_value(evaluate(value, item_scope, notes, path), notes, path)
                 if result is not None:
                     target[name] = result
-            missing = [k for group in spec.filter_keys for k in group if k not in target]
-            if missing:
-                notes.add(where, f"target has no value for filter key '{missing[0]}'; relationship skipped")
+            missing = next((k for k in needed if k not in target), None)
+            if missing is not None:
+                notes.add(where, f"target has no value for filter key '{missing}'; relationship skipped")
                 continue
             mapping: dict[str, Any] = {
                 "relationshipDirection": spec.direction,
                 "sourceEntityKey": source_key,
-                "targetFilterKeys": [list(group) for group in filter_keys],
+                "targetFilterKeys": filter_keys,  # shared by every relationship of the rule; never changed
                 "targetEntity": target,
             }
             if spec.skip_target_creation is not None:
