@@ -297,11 +297,14 @@ def target_entity_key(direction: str, filter_keys, target: dict) -> str:
     """JupiterOne's key for a mapped target without ``_key``: ``FORWARD:_class=User:email=a@b.c``."""
     parts = [direction]
     for group in filter_keys:
-        parts.extend(f"{name}={_key_text(target[name])}" for name in group)
+        for name in group:
+            parts.append(name + "=" + _key_text(target[name]))
     return ":".join(parts)
 
 
 def _key_text(value: Any) -> str:
+    if value.__class__ is str:
+        return value
     if isinstance(value, list):
         return ",".join(map(str, value))
     return str(value)

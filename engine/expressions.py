@@ -313,8 +313,9 @@ _WHERE_AVAILABLE = {
 REQUEST_VARIABLES = frozenset({"config", "parent", "now", "paging"})
 
 
-def compile_template(text: str, *, variables: frozenset[str], config_fields: frozenset[str]) -> jinja2.Template:
-    """Compile a template, rejecting unknown variables and undeclared config fields."""
+def compile_template(text: str, *, variables: frozenset[str], config_fields: frozenset[str]) -> "LazyTemplate":
+    """Check a template (syntax, unknown variables, undeclared config fields); the Jinja
+    template itself is compiled on first use (plain substitutions rarely need it)."""
     try:
         tree = ENVIRONMENT.parse(text)
     except jinja2.TemplateSyntaxError as exc:
@@ -334,7 +335,22 @@ def compile_template(text: str, *, variables: frozenset[str], config_fields: fro
             if isinstance(field, str) and field not in config_fields:
                 raise ExpressionError(f"unknown config field '{field}'{_close(field, config_fields)}",
                                       _config_field_offset(tokens, field))
-    return ENVIRONMENT.from_string(text)
+    return LazyTemplate(text)
+
+
+class LazyTemplate:
+    """A checked template, compiled to Python by Jinja the first time it is rendered."""
+
+    __slots__ = ("text", "_template")
+
+    def __init__(self, text: str):
+        self.text = text
+        self._template: jinja2.Template | None = None
+
+    def render(self, variables: dict) -> str:
+        if self._template is None:
+            self._template = ENVIRONMENT.from_string(self.text)
+        return self._template.render(variables)
 
 
 def _tokens(text: str) -> list[tuple[int, str, str]]:
@@ -478,7 +494,7 @@ def _plain_substitution(text: str) -> list | None:
 _TEXT_TYPES = (str, int, float)
 
 
-def _substitute(pieces: list, template: jinja2.Template) -> Callable[[Scope], str]:
+def _substitute(pieces: list, template: "LazyTemplate") -> Callable[[Scope], str]:
     """Render a plain substitution without Jinja's machinery; anything unusual (a missing
     field, a non-dict on the way, a value that is not text or a number) goes to Jinja, so
     the result and the errors are Jinja's own."""
@@ -513,10 +529,13 @@ def template_value(text: str, *, variables: frozenset[str], config_fields: froze
         if fast is not None:
             return Value("template", text, _substitute(fast, template))
         return Value("template", text, lambda scope: template.render(scope.variables))
-    expression = ENVIRONMENT.compile_expression(single.group("expr"), undefined_to_none=False)
+    source = single.group("expr")
+    compiled: list = []  # compiled by Jinja on first use
 
     def evaluate(scope: Scope) -> Any:
-        result = expression(**scope.variables)
+        if not compiled:
+            compiled.append(ENVIRONMENT.compile_expression(source, undefined_to_none=False))
+        result = compiled[0](**scope.variables)
         if isinstance(result, jinja2.Undefined):
             result._fail_with_undefined_error()
         return result

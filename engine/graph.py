@@ -61,7 +61,8 @@ class GraphChecker:
             for message in problems:
                 self.report(entity_type).add_invalid(message, key)
             return Verdict.INVALID
-        if self.is_known(key):
+        digest = hash(key)
+        if digest in self.index.hashes or digest in self.relationship_keys:
             self.report(entity_type).duplicates += 1
             return Verdict.DUPLICATE
         self.index.add(key, entity_type)
@@ -70,19 +71,21 @@ class GraphChecker:
     # -- relationships -------------------------------------------------------------------
 
     def check_relationship(self, relationship: dict) -> Verdict:
-        key, rel_type = relationship["_key"], relationship["_type"]
+        key = relationship["_key"]
         if len(key) < MIN_KEY_LENGTH:
-            self.report(rel_type).add_invalid(f"_key shorter than {MIN_KEY_LENGTH} characters", key)
+            self.report(relationship["_type"]).add_invalid(f"_key shorter than {MIN_KEY_LENGTH} characters", key)
             return Verdict.INVALID
-        if self.is_known(key):
-            self.report(rel_type).duplicates += 1
+        digest, entities = hash(key), self.index.hashes
+        if digest in entities or digest in self.relationship_keys:
+            self.report(relationship["_type"]).duplicates += 1
             return Verdict.DUPLICATE
-        if "_mapping" in relationship:
-            if relationship["_mapping"]["sourceEntityKey"] not in self.index:
+        mapping = relationship.get("_mapping")
+        if mapping is not None:
+            if hash(mapping["sourceEntityKey"]) not in entities:
                 return Verdict.DANGLING
-        elif relationship["_fromEntityKey"] not in self.index or relationship["_toEntityKey"] not in self.index:
+        elif hash(relationship["_fromEntityKey"]) not in entities or hash(relationship["_toEntityKey"]) not in entities:
             return Verdict.DANGLING
-        self.relationship_keys.add(hash(key))
+        self.relationship_keys.add(digest)
         return Verdict.ACCEPT
 
     def dangling(self, relationship: dict) -> None:

@@ -234,7 +234,7 @@ class Runner:
             self.validate(tuple(s for s in steps if s.id not in disabled))
             staged = StagedOutput(self.options.output)
             try:
-                writer = GraphWriter(staged.path, self.config.redactor, pretty=self.options.pretty)
+                writer = self.writer = GraphWriter(staged.path, self.config.redactor, pretty=self.options.pretty)
                 checker = GraphChecker(self.plan.listed_types)
                 tags = self.instance_tags()
                 results: dict[str, StepResult] = {}
@@ -274,7 +274,7 @@ class Runner:
             for position, record, parent in self.records(step, result):
                 result.records += 1
                 try:
-                    if not keep_record(step.filter, builder.scope(record, parent)):
+                    if step.filter is not None and not keep_record(step.filter, builder.scope(record, parent)):
                         continue
                 except Exception as exc:  # the filter could not be evaluated on this record
                     result.warn(f"{position}: filter: {type(exc).__name__}: {exc}; record skipped")
@@ -288,7 +288,7 @@ class Runner:
                     log.info("step %s: stopped after %d records (limit)", step.id, result.records)
                     break
                 if show is not None:
-                    show(step.id, result.pages, result.records, sum(result.counts.values()))
+                    show(step.id, result.pages, result.records, writer.objects(step.id))
         except FetchError as exc:
             self.request_failed(step, result, exc)
         for relationship in pending:
@@ -297,6 +297,7 @@ class Runner:
             else:
                 checker.dangling(relationship)
         writer.flush_step(step.id)
+        result.counts = writer.counts(step.id)
         if result.status == SUCCESS and self.failed_dependencies(step, done):
             result.status = PARTIAL_DEPENDENCY
         lacking = [d for d in step.depends_on if d in done and done[d].incomplete_data]
@@ -381,7 +382,8 @@ class Runner:
         for number, (page, records) in enumerate(pages, start=1):
             result.pages += 1
             self.observer.page(step, page, records, parent)
-            self.progress.update(step.id, result.pages, result.records, sum(result.counts.values()), force=True)
+            if self.progress.enabled:
+                self.progress.update(step.id, result.pages, result.records, self.writer.objects(step.id), force=True)
             for index, record in enumerate(records):
                 yield Position(step.id, number, page.url, index), record, parent
 
@@ -407,7 +409,6 @@ class Runner:
 
     @staticmethod
     def write(step: Step, collection: str, obj: dict, result: StepResult, writer: GraphWriter) -> None:
-        result.counts[obj["_type"]] += 1
         writer.add(step.id, collection, obj)
 
     def finish(self, results: list[StepResult], checker: GraphChecker) -> RunResult:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 import shutil
 import tempfile
 import uuid
@@ -80,13 +81,25 @@ class GraphWriter:
         self.batch_size = batch_size
         self.buffers: dict[tuple[str, str, str], list[dict]] = {}
         self.batches: dict[tuple[str, str, str], int] = {}
+        self.written: Counter = Counter()  # (step, _type) -> objects written
 
     def add(self, step_id: str, collection: str, obj: dict) -> None:
         slot = (step_id, collection, obj["_type"])
-        buffer = self.buffers.setdefault(slot, [])
+        buffer = self.buffers.get(slot)
+        if buffer is None:
+            buffer = self.buffers[slot] = []
         buffer.append(obj)
         if len(buffer) >= self.batch_size:
             self._write(slot)
+
+    def objects(self, step_id: str) -> int:
+        """Objects the step added so far, written or still buffered (for progress)."""
+        written = sum(n for (step, _), n in self.written.items() if step == step_id)
+        return written + sum(len(b) for (step, _, _), b in self.buffers.items() if step == step_id)
+
+    def counts(self, step_id: str) -> Counter:
+        """Objects of each _type the step wrote (after flush_step: all of them)."""
+        return Counter({graph_type: n for (step, graph_type), n in self.written.items() if step == step_id})
 
     def flush_step(self, step_id: str) -> None:
         for slot in [s for s in self.buffers if s[0] == step_id]:
@@ -97,6 +110,7 @@ class GraphWriter:
         if not objects:
             return
         step_id, collection, graph_type = slot
+        self.written[(step_id, graph_type)] += len(objects)
         number = self.batches.get(slot, 0)
         self.batches[slot] = number + 1
         name = uuid.uuid5(_NAMESPACE, f"{step_id}/{collection}/{graph_type}/{number}")
