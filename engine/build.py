@@ -53,13 +53,14 @@ class KeyIndex:
         return hash(key) in self.hashes
 
 
-def _with_repeats(pairs, prefix: str) -> list[tuple[str, Value, str, str | None]]:
-    """(name, value, message path, name of an earlier property with the same expression)."""
+def _with_repeats(pairs, prefix: str) -> list[tuple[str, Value, Any, str, str | None]]:
+    """(name, value, its direct JMESPath search or None, message path, name of an earlier
+    property with the same expression)."""
     first: dict[tuple, str] = {}
     out = []
     for name, value in pairs:
         identity = (value.kind, repr(value.source))
-        out.append((name, value, f"{prefix}.{name}", first.get(identity)))
+        out.append((name, value, value.search, f"{prefix}.{name}", first.get(identity)))
         first.setdefault(identity, name)
     return out
 
@@ -79,6 +80,7 @@ class Notes:
 
 
 _PRIMITIVES = (str, int, float, bool)
+_PRIMITIVE_TYPES = frozenset(_PRIMITIVES)
 
 
 class GraphBuilder:
@@ -94,7 +96,7 @@ class GraphBuilder:
         self.entity_rules = [
             (spec, f"entities[{i}]", _with_repeats(spec.properties, f"entities[{i}].properties"),
              [(f"tag.{name}", value, f"entities[{i}].tags.{name}") for name, value in spec.tags],
-             any(name == "displayName" for name, _ in spec.properties))
+             any(name == "displayName" for name, _ in spec.properties), f"entities[{i}].key")
             for i, spec in enumerate(step.entities)
         ]
         self.relationship_rules = [(spec, f"relationships[{i}]") for i, spec in enumerate(step.relationships)]
@@ -140,27 +142,28 @@ class GraphBuilder:
     # -- entities ------------------------------------------------------------------------
 
     def entity(self, rule, record: Any, scope: Scope, notes: Notes, where: str) -> dict | None:
-        spec, _, properties, tags, display_name_set = rule
-        key = as_key(evaluate(spec.key, scope, notes, f"{where}.key"))
+        spec, base, properties, tags, display_name_set, key_path = rule
+        key = as_key(evaluate(spec.key, scope, notes, key_path if where is base else where + ".key"))
         if key is None:
             return None
         if not key:
             notes.add(f"{where}.key", f"the key is {key!r}, not a non-empty string; entity skipped")
             return None
         entity: dict[str, Any] = {"_key": key, "_type": spec.type, "_class": list(spec.classes)}
-        for name, value, path, same_as in properties:
+        functions = scope.options.custom_functions
+        for name, value, search, path, same_as in properties:
             if same_as is not None:  # the same expression as an earlier property: its value
                 if same_as in entity:
                     entity[name] = entity[same_as]
                 continue
             try:
-                result = value.evaluate(scope)
+                result = search(record, functions) if search is not None else value.evaluate(scope)
             except Exception as exc:
-                notes.add(path if spec.for_each is None else path.replace(rule[1], where, 1), describe(exc))
+                notes.add(path if where is base else path.replace(base, where, 1), describe(exc))
                 continue
             if result is None:
                 continue
-            if type(result) in _PRIMITIVES:
+            if result.__class__ in _PRIMITIVE_TYPES:
                 entity[name] = result
             else:
                 result = property_value(result, notes, path)
@@ -254,18 +257,31 @@ class GraphBuilder:
             return
         verb = spec.relationship_class.lower()
         filter_keys, needed = self.filter_keys[id(spec)]
-        for item_scope in self.item_scopes(spec.for_each, scope, notes, where):
+        target_properties = self.target_properties[id(spec)]
+        functions = scope.options.custom_functions
+        for item in self.items(spec.for_each, scope, notes, where):
+            item_scope = None  # made only for what needs templates
             target: dict[str, Any] = {}
             if spec.target_type:
                 target["_type"] = spec.target_type
             if spec.target_class:
                 target["_class"] = spec.target_class
-            for name, value, path, same_as in self.target_properties[id(spec)]:
+            for name, value, search, path, same_as in target_properties:
                 if same_as is not None:
                     if same_as in target:
                         target[name] = target[same_as]
                     continue
-                result = property_value(evaluate(value, item_scope, notes, path), notes, path)
+                try:
+                    if search is not None:
+                        result = search(item, functions)
+                    else:
+                        item_scope = item_scope or self.item_scope(spec.for_each, scope, item)
+                        result = value.evaluate(item_scope)
+                except Exception as exc:
+                    notes.add(path, describe(exc))
+                    continue
+                if result is not None and result.__class__ not in _PRIMITIVE_TYPES:
+                    result = property_value(result, notes, path)
                 if result is not None:
                     target[name] = result
             missing = next((k for k in needed if k not in target), None)
@@ -289,8 +305,22 @@ class GraphBuilder:
                 "displayName": spec.relationship_class,
             }
             if spec.properties:
+                item_scope = item_scope or self.item_scope(spec.for_each, scope, item)
                 relationship.update(self.relationship_properties(spec.properties, item_scope, notes, where))
             yield relationship
+
+    def items(self, for_each: Value | None, scope: Scope, notes: Notes, where: str) -> list:
+        """The record itself, or the items of ``for_each``."""
+        if for_each is None:
+            return [scope.root]
+        found = evaluate(for_each, scope, notes, f"{where}.for_each")
+        if found is None:
+            return []
+        return found if isinstance(found, list) else [found]
+
+    @staticmethod
+    def item_scope(for_each: Value | None, scope: Scope, item: Any) -> Scope:
+        return scope if for_each is None else Scope(item, {**scope.variables, "item": item}, scope.options)
 
 
 def target_entity_key(direction: str, filter_keys, target: dict) -> str:

@@ -28,7 +28,7 @@ import jmespath.lexer
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jmespath import functions
 
-from .jmespath_compiler import compile_ast
+from .jmespath_compiler import CompiledExpref, compile_ast
 
 # ----------------------------------------------------------------------------------------
 # Helpers shared by JMESPath functions and Jinja filters
@@ -80,6 +80,13 @@ def split_text(value: str | None, separator: str) -> list[str] | None:
     return [part.strip() for part in value.split(separator) if part.strip()]
 
 
+def _strings(function: str, values: list) -> list:
+    for value in values:
+        if value.__class__ is not str:
+            raise ValueProblem(f"{function}(): an array must hold only strings, not {value!r}")
+    return values
+
+
 def unique(values: list) -> list:
     seen: list = []
     for v in values:
@@ -103,6 +110,14 @@ class EngineFunctions(functions.Functions):
     @functions.signature({"types": ["string", "number", "null"]})
     def _func_to_epoch_ms(self, value):
         return to_epoch_ms(value)
+
+    @functions.signature({"types": ["expref"]}, {"types": ["array"]})
+    def _func_map(self, expref, values):
+        """jmespath's map, calling a compiled expression directly."""
+        if not isinstance(expref, CompiledExpref):  # jmespath.py's own interpreter
+            return super()._func_map(expref, values)
+        search, functions = expref.fn, expref.functions
+        return [search(value, functions) for value in values]
 
     @functions.signature({"types": []})
     def _func_to_string(self, value):
@@ -143,13 +158,23 @@ class EngineFunctions(functions.Functions):
     def _func_replace(self, value, old, new):
         return None if value is None else value.replace(old, new)
 
-    @functions.signature({"types": ["string", "null"]}, {"types": ["string"]})
+    @functions.signature({"types": ["string", "array", "null"]}, {"types": ["string"]})
     def _func_trim_prefix(self, value, prefix):
-        return None if value is None else value.removeprefix(prefix)
+        """The text without ``prefix``; of an array of strings, each item's."""
+        if value is None:
+            return None
+        if isinstance(value, list):
+            return [item.removeprefix(prefix) for item in _strings("trim_prefix", value)]
+        return value.removeprefix(prefix)
 
-    @functions.signature({"types": ["string", "null"]}, {"types": ["string"]})
+    @functions.signature({"types": ["string", "array", "null"]}, {"types": ["string"]})
     def _func_trim_suffix(self, value, suffix):
-        return None if value is None else value.removesuffix(suffix)
+        """The text without ``suffix``; of an array of strings, each item's."""
+        if value is None:
+            return None
+        if isinstance(value, list):
+            return [item.removesuffix(suffix) for item in _strings("trim_suffix", value)]
+        return value.removesuffix(suffix)
 
     @functions.signature({"types": ["array", "null"]})
     def _func_unique(self, values):
@@ -421,15 +446,16 @@ _FIELD_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 @dataclass(frozen=True)
 class Value:
-    """A compiled value of a mapping. ``source`` is what the author wrote."""
+    """A compiled value of a mapping. ``source`` is what the author wrote.
+
+    ``evaluate(scope)`` computes it; a JMESPath value also offers ``search(root, functions)``,
+    the compiled expression itself, which hot loops call directly.
+    """
 
     kind: str  # 'jmespath' | 'template' | 'literal'
     source: Any
     evaluate: Callable[[Scope], Any]
-
-    @property
-    def is_literal(self) -> bool:
-        return self.kind == "literal"
+    search: Callable[[Any, Any], Any] | None = None
 
 
 def literal(value: Any) -> Value:
@@ -438,33 +464,45 @@ def literal(value: Any) -> Value:
 
 def jmespath_value(text: str, config_fields: frozenset[str] | None = None) -> Value:
     if _FIELD_PATH.match(text):
-        # Plain field paths skip the JMESPath interpreter; same semantics, far faster.
+        # Plain field paths skip the JMESPath machinery: same semantics, far faster.
         compile_jmespath(text)
-        parts = tuple(text.split("."))
-        if len(parts) == 1:
-            (name,) = parts
+        search = _field_path(tuple(text.split(".")))
+    else:
+        parsed = compile_jmespath(text, config_fields).parsed
+        try:
+            search = compile_ast(parsed, EngineFunctions.FUNCTION_TABLE)
+        except (jmespath.exceptions.ArityError, jmespath.exceptions.VariadictArityError) as exc:
+            raise ExpressionError(f"JMESPath: {exc}", _call_offset(text, exc.function_name)) from None
+    return Value("jmespath", text, lambda scope: search(scope.root, scope.options.custom_functions), search)
 
-            def get_field(scope: Scope) -> Any:
-                root = scope.root
-                return root.get(name) if isinstance(root, dict) else None
 
-            return Value("jmespath", text, get_field)
+def _field_path(parts: tuple[str, ...]) -> Callable[[Any, Any], Any]:
+    if len(parts) == 1:
+        (name,) = parts
 
-        def get_path(scope: Scope) -> Any:
-            value = scope.root
-            for part in parts:
-                if not isinstance(value, dict):
-                    return None
-                value = value.get(part)
-            return value
+        def get_field(value: Any, functions: Any) -> Any:
+            return value.get(name) if value.__class__ is dict or isinstance(value, dict) else None
 
-        return Value("jmespath", text, get_path)
-    parsed = compile_jmespath(text, config_fields).parsed
-    try:
-        compiled = compile_ast(parsed, EngineFunctions.FUNCTION_TABLE)
-    except (jmespath.exceptions.ArityError, jmespath.exceptions.VariadictArityError) as exc:
-        raise ExpressionError(f"JMESPath: {exc}", _call_offset(text, exc.function_name)) from None
-    return Value("jmespath", text, lambda scope: compiled(scope.root, scope.options.custom_functions))
+        return get_field
+    if len(parts) == 2:
+        first, second = parts
+
+        def get_pair(value: Any, functions: Any) -> Any:
+            if value.__class__ is not dict and not isinstance(value, dict):
+                return None
+            value = value.get(first)
+            return value.get(second) if value.__class__ is dict or isinstance(value, dict) else None
+
+        return get_pair
+
+    def get_path(value: Any, functions: Any) -> Any:
+        for part in parts:
+            if value.__class__ is not dict and not isinstance(value, dict):
+                return None
+            value = value.get(part)
+        return value
+
+    return get_path
 
 
 _SINGLE_EXPRESSION = re.compile(r"^\s*\{\{-?(?P<expr>(?:(?!\{\{|\}\}).)*?)-?\}\}\s*$", re.DOTALL)

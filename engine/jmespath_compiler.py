@@ -204,10 +204,18 @@ def _type_check(name: str, types: list[str]):
             allowed.update(_TYPE_NAMES[jp_type])
     checker = jp_functions.Functions()
     fast = {_PYTHON_TYPES[n] for n in allowed if n in _PYTHON_TYPES}
+    # An array's items must all be of one of the subtypes ("array-string", "array-number").
+    item_kinds = [{_PYTHON_TYPES[n] for n in names if n in _PYTHON_TYPES} for names in subtypes]
 
     def check(value):
-        if value.__class__ in fast and not subtypes:
-            return
+        cls = value.__class__
+        if cls in fast:
+            if not subtypes or cls is not list or not value:
+                return
+            first = value[0].__class__
+            for kinds in item_kinds:
+                if first in kinds and all(item.__class__ in kinds for item in value):
+                    return
         actual = type(value).__name__
         if actual not in allowed:
             raise exceptions.JMESPathTypeError(name, value, checker._convert_to_jmespath_type(actual), types)
