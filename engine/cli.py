@@ -15,18 +15,15 @@ from pathlib import Path
 import click
 
 from . import __version__
-from . import alerts as alert_rules, diff as graph_diff, sync as graph_sync, visualize as graph_visualize
-from .authoring import Coverage, Explain, Preview
+from . import sync as graph_sync  # its option defaults are needed to build the command line
 from .cassette import RECORD_MODES
 from .config import Redactor, parse_assignments, resolve_config
-from .document import data_model, is_up_to_date, render_section, write_document
 from .errors import EXIT_RUN_FAILED, ConfigError, EtlError, MappingError, RunInterrupted
 from .expressions import ValueProblem, to_epoch_ms
 from .load import load_mapping, mapping_schema
 from .plan import Plan, compile_file
 from .progress import Progress
 from .run import DEFAULT_CONCURRENCY, Observer, RunOptions, RunResult, run_plan
-from .schedule import parse_interval, record as record_history, report_changes
 
 EXIT_CODES_HELP = """\b
 Exit codes:
@@ -248,6 +245,9 @@ def run(mapping: Path, output: Path, pretty: bool, with_coverage: bool, keep: in
         raise click.UsageError("--alerts needs --keep N: alerts compare a run with the one before it")
     if runs is not None and every is None:
         raise click.UsageError("--runs goes with --every")
+    from .authoring import Coverage
+    from .schedule import parse_interval
+
     try:
         interval = parse_interval(every) if every else None
     except ValueError as exc:
@@ -284,6 +284,8 @@ def _run_once(request: RunRequest, output: Path, pretty: bool, observer, keep: i
         if observer is not None:
             click.echo("\n" + redactor(observer.report(plan)))
     if keep is not None:
+        from .schedule import record as record_history, report_changes
+
         previous, entry = record_history(output, keep)
         if previous is not None:
             try:
@@ -294,6 +296,8 @@ def _run_once(request: RunRequest, output: Path, pretty: bool, observer, keep: i
 
 
 def _load_rules_or_fail(path: Path):
+    from . import alerts as alert_rules
+
     try:
         return alert_rules.load_rules(path)
     except EtlError as exc:
@@ -312,6 +316,8 @@ def preview(mapping: Path, limit: int, **shared) -> None:
     Nothing is written. Give --step (or it previews every step); point it at the API,
     at --base-url, at a --cassette or use --offline.
     """
+    from .authoring import Preview
+
     observer = Preview(limit)
     with tempfile.TemporaryDirectory(prefix="etl-preview-") as scratch:
         plan, result, redactor = execute(RunRequest(mapping, **shared), output=Path(scratch) / "graph",
@@ -326,6 +332,8 @@ def preview(mapping: Path, limit: int, **shared) -> None:
 def coverage(mapping: Path, **shared) -> None:
     """Report, per step, the API fields that no expression reads and the properties that
     were empty for every entity (a typo's symptom). Runs the mapping; writes nothing."""
+    from .authoring import Coverage
+
     observer = Coverage()
     with tempfile.TemporaryDirectory(prefix="etl-coverage-") as scratch:
         plan, result, redactor = execute(RunRequest(mapping, **shared), output=Path(scratch) / "graph",
@@ -342,6 +350,8 @@ def explain(mapping: Path, key: str, **shared) -> None:
     """Explain where one entity or relationship comes from: the step, request, page and
     record, and the expression (with its place in the mapping) behind each property.
     Runs the mapping; writes nothing. Exits 1 if no object has that key."""
+    from .authoring import Explain
+
     observer = Explain(key)
     with tempfile.TemporaryDirectory(prefix="etl-explain-") as scratch:
         plan, result, redactor = execute(RunRequest(mapping, **shared), output=Path(scratch) / "graph",
@@ -456,6 +466,8 @@ def document(mapping: Path, output: Path | None, check: bool) -> None:
     """
     if check and output is None:
         raise click.UsageError("--check needs --output FILE (the file to check)")
+    from .document import data_model, is_up_to_date, render_section, write_document
+
     try:
         model = data_model(compile_file(mapping))
         if model.is_empty:
@@ -519,6 +531,8 @@ def diff_command(old: Path, new: Path, output_format: str, ignored: tuple[str, .
       etl diff yesterday/ today/ --format json | jq '.entities.added'
       etl diff yesterday/ today/ --ignore lastSeenOn
     """
+    from . import diff as graph_diff
+
     if {"_key", "_type"} & set(ignored):
         raise click.BadParameter("_key and _type cannot be ignored: objects are matched by them",
                                  param_hint="--ignore")
@@ -600,6 +614,8 @@ def alerts_command(rules: Path, old: Path, new: Path, output_format: str, as_of:
       etl alerts rules/acme.yaml --old yesterday/ --new today/
       etl alerts rules/acme.yaml --old yesterday/ --new today/ --format json --as-of 2026-11-24T09:00:00Z
     """
+    from . import alerts as alert_rules
+
     now = _alerts_time(as_of, "--as-of")
     old_now = _alerts_time(old_as_of, "--old-as-of")
     try:
@@ -719,6 +735,8 @@ def visualize(directory: Path, output: Path | None) -> None:
       etl run mappings/example.yaml --output out && etl visualize out
       etl visualize out --output /tmp/graph.html
     """
+    from . import visualize as graph_visualize
+
     output = output if output is not None else directory / "index.html"
     try:
         view = graph_visualize.write_page(directory, output)
