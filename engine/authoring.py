@@ -21,6 +21,7 @@ import jmespath
 
 from .build import Built
 from .expressions import ENVIRONMENT, Value
+from .graph import entity_problems
 from .load import LoadedMapping, format_path
 from .plan import Plan, Step
 from .run import Observer
@@ -305,6 +306,7 @@ class Explain(Observer):
         base = ("steps", step_index, *found.spec_path)
         where = loaded.source.locate(base)
         kind = "a relationship" if isinstance(found.obj["_class"], str) else "an entity"
+        refused = entity_problems(found.obj) if kind == "an entity" else []
         lines = [
             f"{self.key}",
             f"  {kind} of type {found.obj['_type']}, built by step {found.step.id} ({found.step.name})",
@@ -312,6 +314,8 @@ class Explain(Observer):
             f"  by the rule at {where} ({format_path(base)})",
             "  property <- expression (mapping location)",
         ]
+        if refused:
+            lines.insert(2, f"  NOT WRITTEN: the graph checks refused it: {'; '.join(refused)}")
         for name, value in found.obj.items():
             if name == "_rawData":
                 continue

@@ -78,3 +78,12 @@ def test_explain_a_relationship_and_a_missing_key(etl):
     missing = etl("explain", NOWSECURE, "--offline", "--key", "nowsecure-user:999")
     assert missing.exit_code == 1
     assert "nowsecure-user:999: not built in this run" in missing.stdout
+
+
+def test_explain_says_when_an_entity_was_refused(etl, tmp_path):
+    mapping = tmp_path / "digicert.yaml"
+    text = DIGICERT.read_text().replace("name: certificate.common_name\n", "name: certificate.no_such_field\n")
+    text = text.replace("displayName: certificate.common_name\n", "displayName: certificate.no_such_field\n")
+    mapping.write_text(text.replace("cassette: ../cassettes", f"cassette: {MAPPINGS.parent}/cassettes"))
+    result = etl("explain", mapping, "--offline", "--key", "digicert_certificate:100001")
+    assert "NOT WRITTEN: the graph checks refused it: missing required property 'name'" in result.stdout

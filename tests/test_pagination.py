@@ -537,7 +537,9 @@ def test_a_step_depending_on_a_looping_step_still_runs(etl, serve, tmp_path):
         "example_owner:owner-1", "example_owner:owner-2"]
     assert step_status(output, "fetch-items") == "failure"
     assert step_status(output, "fetch-owners") == "partial_success_due_to_dependency_failure"
-    assert [r.path for r in api.log] == ["/items", "/items", "/items/1/owners", "/items/2/owners"]
+    paths = [r.path for r in api.log]
+    assert paths[:2] == ["/items", "/items"]
+    assert sorted(paths[2:]) == ["/items/1/owners", "/items/2/owners"]  # concurrent: either order
 
 
 # -- invalid pagination is reported before any request ---------------------------------------------
