@@ -89,10 +89,6 @@ class PaginationLoopError(FetchError):
     """A paginator asked for a page it had already asked for."""
 
 
-class RecordError(EtlError):
-    """A single record could not be turned into graph objects; the run goes on."""
-
-
 class RunInterrupted(EtlError):
     """The run was stopped by a signal; the previous output is intact."""
 

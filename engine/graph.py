@@ -49,9 +49,6 @@ class GraphChecker:
     def report(self, graph_type: str) -> TypeReport:
         return self.reports.setdefault(graph_type, TypeReport())
 
-    def is_known(self, key: str) -> bool:
-        return key in self.index or hash(key) in self.relationship_keys
-
     # -- entities ------------------------------------------------------------------------
 
     def check_entity(self, entity: dict) -> Verdict:

@@ -235,14 +235,18 @@ def _filter_projection(node, children, table):
         base = left(value, fns)
         if not isinstance(base, list):
             return None
-        collected = []
-        for element in base:
-            if not _is_false(condition(element, fns)):
-                current = right(element, fns)
-                if current is not None:
-                    collected.append(current)
-        return collected
+        return _project((e for e in base if not _is_false(condition(e, fns))), right, fns)
     return filter_projection
+
+
+def _project(elements, right: Compiled, fns) -> list:
+    """``right`` of each element, nulls left out: what every projection yields."""
+    collected = []
+    for element in elements:
+        current = right(element, fns)
+        if current is not None:
+            collected.append(current)
+    return collected
 
 
 def _flatten(node, children, table):
@@ -348,12 +352,7 @@ def _projection(node, children, table):
         base = left(value, fns)
         if not isinstance(base, list):
             return None
-        collected = []
-        for element in base:
-            current = right(element, fns)
-            if current is not None:
-                collected.append(current)
-        return collected
+        return _project(base, right, fns)
     return projection
 
 
@@ -366,12 +365,7 @@ def _value_projection(node, children, table):
             base = base.values()
         except AttributeError:
             return None
-        collected = []
-        for element in base:
-            current = right(element, fns)
-            if current is not None:
-                collected.append(current)
-        return collected
+        return _project(base, right, fns)
     return value_projection
 
 

@@ -277,9 +277,6 @@ class Plan:
         """Entity types some step fans out over; the run keeps those entities in memory."""
         return frozenset(s.for_each for s in self.steps if s.for_each)
 
-    def secret_fields(self) -> tuple[str, ...]:
-        return tuple(f.name for f in self.config_fields if f.secret)
-
     def steps_for(self, wanted: list[str] | None) -> tuple[Step, ...]:
         """The steps to run for ``--step``: those asked for and everything they depend on."""
         if not wanted:

@@ -95,7 +95,6 @@ class SyncReport:
     truncated: int = 0  # _rawData entries replaced with 'TRUNCATED'
     skipped: list[Skipped] = field(default_factory=list)
     partial_types: list[str] = field(default_factory=list)
-    aborted: bool = False
 
     @property
     def exit_code(self) -> int:
@@ -470,7 +469,6 @@ class Synchronizer:
         else:
             reason = str(cause) or type(cause).__name__
         reason = self.redactor(f"etl sync failed: {reason}")[:1000]
-        self.report.aborted = True
         try:
             answer = self.client.post(f"{self.job_path}/abort", encode({"reason": reason}), what=" (abort)",
                                       attempts=3)

@@ -31,7 +31,6 @@ from .errors import EtlError
 
 PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7",
            "#9c755f", "#86bcb6", "#d37295", "#a0cbe8", "#8cd17d", "#f1ce63", "#bab0ac", "#fabfd2")
-MISSING_COLOR = "#cccccc"
 MAX_PROPERTY_CHARS = 2000  # per property shown in the details panel
 
 
