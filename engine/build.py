@@ -14,7 +14,7 @@ from typing import Any, Iterable, Mapping
 import jinja2
 
 from .expressions import Scope, Value, ValueProblem
-from .plan import EntitySpec, Endpoint, MappedRelationshipSpec, RelationshipSpec, Step
+from .plan import Endpoint, MappedRelationshipSpec, RelationshipSpec, Step
 
 
 class Built:

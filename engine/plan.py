@@ -21,7 +21,6 @@ from .expressions import (
     ExpressionError,
     Value,
     ValueProblem,
-    compile_jmespath,
     jmespath_value,
     literal,
     template_value,

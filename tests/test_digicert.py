@@ -3,7 +3,6 @@ JupiterOne conformance, the properties graph-digicert 3.1.1 produced, and the CL
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
