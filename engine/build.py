@@ -14,6 +14,7 @@ from typing import Any, Iterable, Mapping
 import jinja2
 
 from .expressions import Scope, Value, ValueProblem
+from .fastpath import compile_properties
 from .plan import Endpoint, MappedRelationshipSpec, RelationshipSpec, Step
 
 
@@ -79,6 +80,19 @@ class Notes:
         self.warnings.append(f"{self.position}: {path}: {message}")
 
 
+class ItemNotes:
+    """The notes of one ``for_each`` item: rule paths (``entities[1].properties.x``) name
+    the item (``entities[1] item 3.properties.x``)."""
+
+    __slots__ = ("notes", "base", "where")
+
+    def __init__(self, notes: Notes, base: str, where: str):
+        self.notes, self.base, self.where = notes, base, where
+
+    def add(self, path: str, message: str) -> None:
+        self.notes.add(path.replace(self.base, self.where, 1), message)
+
+
 _PRIMITIVES = (str, int, float, bool)
 _PRIMITIVE_TYPES = frozenset(_PRIMITIVES)
 
@@ -94,19 +108,15 @@ class GraphBuilder:
         self.instance_tags = [(f"tag.{name}", value) for name, value in instance_tags.items()]
         # Every rule with the paths its messages use, computed once.
         self.entity_rules = [
-            (spec, f"entities[{i}]", _with_repeats(spec.properties, f"entities[{i}].properties"),
+            (spec, f"entities[{i}]",
+             compile_properties(_with_repeats(spec.properties, f"entities[{i}].properties"),
+                                property_value=property_value, describe=describe),
              [(f"tag.{name}", value, f"entities[{i}].tags.{name}") for name, value in spec.tags],
              any(name == "displayName" for name, _ in spec.properties), f"entities[{i}].key")
             for i, spec in enumerate(step.entities)
         ]
         self.relationship_rules = [(spec, f"relationships[{i}]") for i, spec in enumerate(step.relationships)]
-        self.mapped_rules = [(spec, f"mapped_relationships[{i}]") for i, spec in enumerate(step.mapped_relationships)]
-        self.target_properties = {
-            id(spec): _with_repeats(spec.target_properties, f"mapped_relationships[{i}].target.properties")
-            for i, spec in enumerate(step.mapped_relationships)}
-        self.filter_keys = {id(spec): ([list(group) for group in spec.filter_keys],
-                                       tuple(dict.fromkeys(k for group in spec.filter_keys for k in group)))
-                            for spec in step.mapped_relationships}
+        self.mapped_rules = [MappedRule(spec, f"mapped_relationships[{i}]") for i, spec in enumerate(step.mapped_relationships)]
 
     def scope(self, record: Any, parent: Any = None) -> Scope:
         variables = {"record": record, "config": self.config, "parent": parent, "now": self.now}
@@ -135,14 +145,14 @@ class GraphBuilder:
                     built.entities.append(entity)
         for spec, where in self.relationship_rules:
             built.relationships.extend(self.relationships(spec, scope, keys_by_type, notes, where))
-        for spec, where in self.mapped_rules:
-            built.relationships.extend(self.mapped(spec, scope, keys_by_type, notes, where))
+        for rule in self.mapped_rules:
+            built.relationships.extend(self.mapped(rule, scope, keys_by_type, notes))
         return built
 
     # -- entities ------------------------------------------------------------------------
 
     def entity(self, rule, record: Any, scope: Scope, notes: Notes, where: str) -> dict | None:
-        spec, base, properties, tags, display_name_set, key_path = rule
+        spec, base, fill_properties, tags, display_name_set, key_path = rule
         key = as_key(evaluate(spec.key, scope, notes, key_path if where is base else where + ".key"))
         if key is None:
             return None
@@ -150,25 +160,8 @@ class GraphBuilder:
             notes.add(f"{where}.key", f"the key is {key!r}, not a non-empty string; entity skipped")
             return None
         entity: dict[str, Any] = {"_key": key, "_type": spec.type, "_class": list(spec.classes)}
-        functions = scope.options.custom_functions
-        for name, value, search, path, same_as in properties:
-            if same_as is not None:  # the same expression as an earlier property: its value
-                if same_as in entity:
-                    entity[name] = entity[same_as]
-                continue
-            try:
-                result = search(record, functions) if search is not None else value.evaluate(scope)
-            except Exception as exc:
-                notes.add(path if where is base else path.replace(base, where, 1), describe(exc))
-                continue
-            if result is None:
-                continue
-            if result.__class__ in _PRIMITIVE_TYPES:
-                entity[name] = result
-            else:
-                result = property_value(result, notes, path)
-                if result is not None:
-                    entity[name] = result
+        fill_properties(record, scope, scope.options.custom_functions,
+                        notes if where is base else ItemNotes(notes, base, where), entity)
         if "displayName" not in entity and isinstance(entity.get("name"), str):
             entity["displayName"] = entity["name"]
         for name, value in self.instance_tags:
@@ -250,62 +243,37 @@ class GraphBuilder:
 
     # -- mapped relationships --------------------------------------------------------------
 
-    def mapped(self, spec: MappedRelationshipSpec, scope: Scope, keys_by_type: dict[str, str], notes: Notes,
-               where: str) -> Iterable[dict]:
+    def mapped(self, rule: MappedRule, scope: Scope, keys_by_type: dict[str, str], notes: Notes) -> Iterable[dict]:
+        spec, where = rule.spec, rule.where
         source_key = keys_by_type.get(spec.source_type)
         if source_key is None:
             return
-        verb = spec.relationship_class.lower()
-        filter_keys, needed = self.filter_keys[id(spec)]
-        target_properties = self.target_properties[id(spec)]
         functions = scope.options.custom_functions
         for item in self.items(spec.for_each, scope, notes, where):
-            item_scope = None  # made only for what needs templates
-            target: dict[str, Any] = {}
-            if spec.target_type:
-                target["_type"] = spec.target_type
-            if spec.target_class:
-                target["_class"] = spec.target_class
-            for name, value, search, path, same_as in target_properties:
-                if same_as is not None:
-                    if same_as in target:
-                        target[name] = target[same_as]
-                    continue
-                try:
-                    if search is not None:
-                        result = search(item, functions)
-                    else:
-                        item_scope = item_scope or self.item_scope(spec.for_each, scope, item)
-                        result = value.evaluate(item_scope)
-                except Exception as exc:
-                    notes.add(path, describe(exc))
-                    continue
-                if result is not None and result.__class__ not in _PRIMITIVE_TYPES:
-                    result = property_value(result, notes, path)
-                if result is not None:
-                    target[name] = result
-            missing = next((k for k in needed if k not in target), None)
+            item_scope = self.item_scope(spec.for_each, scope, item) if rule.needs_scope else None
+            target = dict(rule.target_base)
+            rule.fill_target(item, item_scope, functions, notes, target)
+            missing = next((k for k in rule.needed if k not in target), None)
             if missing is not None:
                 notes.add(where, f"target has no value for filter key '{missing}'; relationship skipped")
                 continue
             mapping: dict[str, Any] = {
                 "relationshipDirection": spec.direction,
                 "sourceEntityKey": source_key,
-                "targetFilterKeys": filter_keys,  # shared by every relationship of the rule; never changed
+                "targetFilterKeys": rule.target_filter_keys,  # shared by every relationship of the rule
                 "targetEntity": target,
             }
             if spec.skip_target_creation is not None:
                 mapping["skipTargetCreation"] = spec.skip_target_creation
-            target_key = target.get("_key") or target_entity_key(spec.direction, spec.filter_keys, target)
+            target_key = target.get("_key") or rule.target_key(target)
             relationship = {
-                "_key": f"{source_key}|{verb}|{target_key}",
+                "_key": f"{source_key}|{rule.verb}|{target_key}",
                 "_type": spec.type,
                 "_class": spec.relationship_class,
                 "_mapping": mapping,
                 "displayName": spec.relationship_class,
             }
             if spec.properties:
-                item_scope = item_scope or self.item_scope(spec.for_each, scope, item)
                 relationship.update(self.relationship_properties(spec.properties, item_scope, notes, where))
             yield relationship
 
@@ -323,13 +291,28 @@ class GraphBuilder:
         return scope if for_each is None else Scope(item, {**scope.variables, "item": item}, scope.options)
 
 
-def target_entity_key(direction: str, filter_keys, target: dict) -> str:
-    """JupiterOne's key for a mapped target without ``_key``: ``FORWARD:_class=User:email=a@b.c``."""
-    parts = [direction]
-    for group in filter_keys:
-        for name in group:
-            parts.append(name + "=" + _key_text(target[name]))
-    return ":".join(parts)
+class MappedRule:
+    """A mapped relationship rule with what every record needs computed once."""
+
+    __slots__ = ("spec", "where", "verb", "fill_target", "needs_scope", "target_base", "target_filter_keys",
+                 "needed", "key_names")
+
+    def __init__(self, spec: MappedRelationshipSpec, where: str):
+        self.spec, self.where = spec, where
+        self.verb = spec.relationship_class.lower()
+        self.fill_target = compile_properties(_with_repeats(spec.target_properties, f"{where}.target.properties"),
+                                              property_value=property_value, describe=describe)
+        # Templates (and relationship properties) see the item's scope; plain JMESPath needs none.
+        self.needs_scope = bool(spec.properties) or any(v.search is None for _, v in spec.target_properties)
+        self.target_base = {name: value for name, value in (("_type", spec.target_type),
+                                                            ("_class", spec.target_class)) if value}
+        self.target_filter_keys = [list(group) for group in spec.filter_keys]  # never changed: shared
+        self.key_names = tuple(name for group in spec.filter_keys for name in group)
+        self.needed = tuple(dict.fromkeys(self.key_names))
+
+    def target_key(self, target: dict) -> str:
+        """JupiterOne's key for a mapped target without ``_key``: ``FORWARD:_class=User:email=a@b.c``."""
+        return ":".join([self.spec.direction, *(name + "=" + _key_text(target[name]) for name in self.key_names)])
 
 
 def _key_text(value: Any) -> str:
