@@ -312,7 +312,10 @@ class MappedRule:
 
     def target_key(self, target: dict) -> str:
         """JupiterOne's key for a mapped target without ``_key``: ``FORWARD:_class=User:email=a@b.c``."""
-        return ":".join([self.spec.direction, *(name + "=" + _key_text(target[name]) for name in self.key_names)])
+        parts = [self.spec.direction]
+        for name in self.key_names:
+            parts.append(name + "=" + _key_text(target[name]))
+        return ":".join(parts)
 
 
 def _key_text(value: Any) -> str:

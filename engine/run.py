@@ -293,7 +293,7 @@ class Runner:
             self.request_failed(step, result, exc)
         for relationship in pending:
             if checker.check_relationship(relationship) is Verdict.ACCEPT:
-                self.write(step, "relationships", relationship, result, writer)
+                writer.add(step.id, "relationships", relationship)
             else:
                 checker.dangling(relationship)
         writer.flush_step(step.id)
@@ -395,21 +395,18 @@ class Runner:
         for entity in built.entities:
             verdict = checker.check_entity(entity)
             if verdict is Verdict.ACCEPT:
-                self.write(step, "entities", entity, result, writer)
+                writer.add(step.id, "entities", entity)
                 if entity["_type"] in self.parents:
                     self.parents[entity["_type"]].append({k: v for k, v in entity.items() if k != "_rawData"})
             elif verdict is Verdict.DUPLICATE and self.strict_types.get(entity["_type"]) and not result.errors:
                 result.fail(f"duplicate _key {entity['_key']} ({entity['_type']} has duplicates: strict)")
+        check_relationship, add, step_id = checker.check_relationship, writer.add, step.id
         for relationship in built.relationships:
-            verdict = checker.check_relationship(relationship)
+            verdict = check_relationship(relationship)
             if verdict is Verdict.ACCEPT:
-                self.write(step, "relationships", relationship, result, writer)
+                add(step_id, "relationships", relationship)
             elif verdict is Verdict.DANGLING:
                 pending.append(relationship)
-
-    @staticmethod
-    def write(step: Step, collection: str, obj: dict, result: StepResult, writer: GraphWriter) -> None:
-        writer.add(step.id, collection, obj)
 
     def finish(self, results: list[StepResult], checker: GraphChecker) -> RunResult:
         partial: set[str] = set(checker.incomplete_types())
