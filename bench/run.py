@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "RESULTS.md"
 PYTHON = sys.executable
 DIGICERT_KEY = "bench-digicert-key"
+OPTIMISATIONS = ROOT / "bench" / "optimisations.md"  # the history of changes, copied into RESULTS.md
 NOWSECURE_TOKEN = "bench-nowsecure-token"
 
 
@@ -223,6 +224,7 @@ def report(command: str, bulk_result: dict, peaks: dict, fan: dict, certificates
                    statistics.median(effective) >= 0.8 * fan["concurrency"]))
     lines += ["", "## Targets", "", "| Target | Met |", "| --- | --- |"]
     lines += [f"| {name} | {'yes' if ok else '**no**'} |" for name, ok in checks]
+    lines += ["", OPTIMISATIONS.read_text().replace("# ", "## ", 1).rstrip()]
     return "\n".join(lines) + "\n"
 
 
