@@ -94,7 +94,6 @@ class ItemNotes:
 
 
 _PRIMITIVES = (str, int, float, bool)
-_PRIMITIVE_TYPES = frozenset(_PRIMITIVES)
 
 
 class GraphBuilder:
@@ -116,7 +115,8 @@ class GraphBuilder:
             for i, spec in enumerate(step.entities)
         ]
         self.relationship_rules = [(spec, f"relationships[{i}]") for i, spec in enumerate(step.relationships)]
-        self.mapped_rules = [MappedRule(spec, f"mapped_relationships[{i}]") for i, spec in enumerate(step.mapped_relationships)]
+        self.mapped_rules = [MappedRule(spec, f"mapped_relationships[{i}]")
+                             for i, spec in enumerate(step.mapped_relationships)]
 
     def scope(self, record: Any, parent: Any = None) -> Scope:
         variables = {"record": record, "config": self.config, "parent": parent, "now": self.now}

@@ -449,13 +449,15 @@ class Value:
     """A compiled value of a mapping. ``source`` is what the author wrote.
 
     ``evaluate(scope)`` computes it; a JMESPath value also offers ``search(root, functions)``,
-    the compiled expression itself, which hot loops call directly.
+    the compiled expression itself, which hot loops call directly, and a plain field path
+    (``certificate.common_name``) its names, which generated code turns into dict lookups.
     """
 
     kind: str  # 'jmespath' | 'template' | 'literal'
     source: Any
     evaluate: Callable[[Scope], Any]
     search: Callable[[Any, Any], Any] | None = None
+    field_path: tuple[str, ...] | None = None
 
 
 def literal(value: Any) -> Value:
@@ -463,17 +465,20 @@ def literal(value: Any) -> Value:
 
 
 def jmespath_value(text: str, config_fields: frozenset[str] | None = None) -> Value:
+    field_path = None
     if _FIELD_PATH.match(text):
         # Plain field paths skip the JMESPath machinery: same semantics, far faster.
         compile_jmespath(text)
-        search = _field_path(tuple(text.split(".")))
+        field_path = tuple(text.split("."))
+        search = _field_path(field_path)
     else:
         parsed = compile_jmespath(text, config_fields).parsed
         try:
             search = compile_ast(parsed, EngineFunctions.FUNCTION_TABLE)
         except (jmespath.exceptions.ArityError, jmespath.exceptions.VariadictArityError) as exc:
             raise ExpressionError(f"JMESPath: {exc}", _call_offset(text, exc.function_name)) from None
-    return Value("jmespath", text, lambda scope: search(scope.root, scope.options.custom_functions), search)
+    return Value("jmespath", text, lambda scope: search(scope.root, scope.options.custom_functions), search,
+                 field_path)
 
 
 def _field_path(parts: tuple[str, ...]) -> Callable[[Any, Any], Any]:

@@ -11,19 +11,15 @@ the Python a person would write by hand and compiles it once:
   keep their own evaluation;
 * a property repeating an earlier property's expression takes its value.
 
-The result is the same as :meth:`engine.build.GraphBuilder.entity`'s loop, warnings
-included; the tests build every vendor record both ways and compare.
+The result, warnings included, is that of evaluating each property on its own;
+``tests/test_fastpath.py`` compares the two on generated records.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any, Callable
 
 from .expressions import Value
-
-_FIELD_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
-
 
 def _is_dict(value: Any) -> bool:
     return value.__class__ is dict or isinstance(value, dict)
@@ -55,8 +51,8 @@ def compile_properties(properties: list[tuple[str, Value, Any, str, str | None]]
         if same_as is not None:
             lines += [f"    if {same_as!r} in entity:", f"        entity[{name!r}] = entity[{same_as!r}]"]
             continue
-        if value.kind == "jmespath" and _FIELD_PATH.match(value.source):
-            parts = tuple(value.source.split("."))
+        if value.field_path is not None:
+            parts = value.field_path
             holder = lookup(parts[:-1])
             lines.append(f"    v = {holder}.get({parts[-1]!r}) if {holder} is not None else None")
         else:
