@@ -7,10 +7,6 @@ reports - through ``engine.plan.compile_file`` and, for a few cases, ``etl valid
 Lines and columns are 1-based and were counted by hand against the numbered listing of
 ``BASE`` below (``test_base_listing`` guards the lines the cases rely on). In expected
 lines, ``FILE`` stands for the path the mapping was written to.
-
-Cases marked ``xfail(strict=True)`` describe the correct behaviour the engine does not
-have yet (a wrong column, an unhelpful message); they start failing - and must be
-unmarked - as soon as the engine is fixed.
 """
 
 from __future__ import annotations
@@ -168,10 +164,6 @@ def problem_lines(path: Path) -> list[str]:
 
 def expand(lines: list[str], path: Path) -> list[str]:
     return [line.replace("FILE", str(path)) for line in lines]
-
-
-def xfail(reason: str):
-    return pytest.mark.xfail(strict=True, reason=reason)
 
 
 # Vocabularies the engine owns; the messages' wording and positions are what is tested.
