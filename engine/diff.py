@@ -91,12 +91,7 @@ def open_output(path: Path, role: str = "") -> OutputDir:
     summary_path = path / "summary.json"
     if not summary_path.is_file():
         raise OutputDirError(f"{label}{path} is not an etl output directory: it has no summary.json{hint}")
-    try:
-        summary = json.loads(summary_path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise OutputDirError(f"cannot read {summary_path}: {exc.strerror}") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise OutputDirError(f"{summary_path} is not JSON: {exc}") from None
+    summary = _read_json(summary_path)
     if not isinstance(summary, dict) or not isinstance(summary.get("integrationStepResults"), list):
         raise OutputDirError(f"{summary_path} is not a run summary (no integrationStepResults list)")
     partial: Any = summary.get("metadata", {})
@@ -107,13 +102,17 @@ def open_output(path: Path, role: str = "") -> OutputDir:
     return OutputDir(path, summary, frozenset(partial))
 
 
-def _read_graph_file(file: Path) -> tuple[str, list]:
+def _read_json(file: Path) -> Any:
     try:
-        data = json.loads(file.read_text(encoding="utf-8"))
+        return json.loads(file.read_text(encoding="utf-8"))
     except OSError as exc:
         raise OutputDirError(f"cannot read {file}: {exc.strerror}") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise OutputDirError(f"{file} is not JSON: {exc}") from None
+
+
+def _read_graph_file(file: Path) -> tuple[str, list]:
+    data = _read_json(file)
     if not isinstance(data, dict) or len(data) != 1 or next(iter(data)) not in COLLECTIONS \
             or not isinstance(next(iter(data.values())), list):
         raise OutputDirError(f'{file} is not a graph file ({{"entities": [...]}} or {{"relationships": [...]}})')

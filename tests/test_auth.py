@@ -226,6 +226,15 @@ def test_oauth_client_auth_basic_and_an_absolute_token_url(etl, api, tmp_path):
         assert CLIENT_SECRET not in text and oauth.issued[0] not in text
 
 
+# The client-credentials source the OAuth2 tests share: secret from config, scope and an extra param.
+OAUTH_MAPPING = {
+    "config": {"clientId": {}, "clientSecret": {"secret": True}},
+    "source": {"auth": {"kind": "oauth2_client_credentials", "token_url": "/oauth/token",
+                        "client_id": "{{ config.clientId }}", "client_secret": "{{ config.clientSecret }}",
+                        "scope": "items:read", "params": {"audience": "https://api.example.com"}}},
+}
+
+
 def test_oauth_token_shared_by_concurrent_fan_out_requests(etl, api, tmp_path):
     api.oauth = oauth = oauth_server()
     tags = {
@@ -235,12 +244,7 @@ def test_oauth_token_shared_by_concurrent_fan_out_requests(etl, api, tmp_path):
                       "properties": {"name": "name"}}],
     }
     data = item_mapping({"kind": "offset", "limit": 10, "total": "meta.total"},
-                        config={"clientId": {}, "clientSecret": {"secret": True}},
-                        source={"auth": {"kind": "oauth2_client_credentials", "token_url": "/oauth/token",
-                                         "client_id": "{{ config.clientId }}",
-                                         "client_secret": "{{ config.clientSecret }}", "scope": "items:read",
-                                         "params": {"audience": "https://api.example.com"}}},
-                        steps_after=[tags])
+                        **OAUTH_MAPPING, steps_after=[tags])
     result = run_oauth(etl, write_mapping(tmp_path / "m.yaml", data), api, tmp_path / "out", "--concurrency", "8")
     assert result.exit_code == 0, result.stdout + result.stderr
     output = read_output(tmp_path / "out")
@@ -257,11 +261,7 @@ def test_oauth_token_is_renewed_before_it_expires(etl, api, tmp_path, monkeypatc
     api.oauth = oauth = oauth_server(expires_in=3600, clock=clock)
     api.clock, api.clock_step = clock, 1200
     data = item_mapping({"kind": "offset", "limit": 5, "total": "meta.total"},
-                        config={"clientId": {}, "clientSecret": {"secret": True}},
-                        source={"auth": {"kind": "oauth2_client_credentials", "token_url": "/oauth/token",
-                                         "client_id": "{{ config.clientId }}",
-                                         "client_secret": "{{ config.clientSecret }}", "scope": "items:read",
-                                         "params": {"audience": "https://api.example.com"}}})
+                        **OAUTH_MAPPING)
     result = run_oauth(etl, write_mapping(tmp_path / "m.yaml", data), api, tmp_path / "out")
     assert_complete(result, tmp_path / "out")
     # Calls at t=0, 1200 and 2400 use the first token; at t=3600 it has expired, so a new
@@ -277,11 +277,7 @@ def test_oauth_401_refreshes_the_token_once_and_retries(etl, api, tmp_path):
     # The API revokes each token after 3 calls, long before its expires_in.
     api.oauth = oauth = oauth_server(max_uses=3)
     data = item_mapping({"kind": "offset", "limit": 5, "total": "meta.total"},
-                        config={"clientId": {}, "clientSecret": {"secret": True}},
-                        source={"auth": {"kind": "oauth2_client_credentials", "token_url": "/oauth/token",
-                                         "client_id": "{{ config.clientId }}",
-                                         "client_secret": "{{ config.clientSecret }}", "scope": "items:read",
-                                         "params": {"audience": "https://api.example.com"}}})
+                        **OAUTH_MAPPING)
     result = run_oauth(etl, write_mapping(tmp_path / "m.yaml", data), api, tmp_path / "out")
     assert_complete(result, tmp_path / "out")
     first, second = oauth.issued
