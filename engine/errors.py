@@ -1,22 +1,48 @@
-"""Errors a user can act on, and the exit codes the CLI maps them to.
+"""Every error the engine reports, and every exit code of the ``etl`` command.
 
-Every error the engine raises on purpose is an :class:`EtlError`. The CLI prints
-``str(error)`` (already redacted) and exits with ``error.exit_code``; anything else
-is a bug and gets a traceback.
+An error a user can act on is an :class:`EtlError`: its message is complete (what went
+wrong, where, and what to do) and its class carries the exit code. The CLI converts
+errors in one place (``engine/cli/__init__.py``): it prints ``etl: error: <message>``
+(redacted) and exits with ``error.exit_code``. Anything else that escapes a command is a
+bug: one line naming it, a hint to re-run with ``--debug`` for the traceback, and
+:data:`EXIT_INTERNAL` - never 1, which means "partial success".
+
+The few errors that are not :class:`EtlError` are signals between the engine's own parts
+(an expression that does not compile, a value a function cannot convert); each is
+caught and turned into a located message before a user sees it.
 """
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
+from typing import Iterable
 
-# Exit codes, documented in README.md and `etl --help`.
+# -- exit codes (README.md "Exit codes" and each command's --help) -------------------------
+
 EXIT_OK = 0
 EXIT_PARTIAL = 1  # the run finished and wrote output, but some data is missing
 EXIT_USAGE = 2  # bad command line (click's own code)
 EXIT_INVALID_MAPPING = 3
 EXIT_CONFIG = 4
 EXIT_RUN_FAILED = 5  # nothing was written; the previous output is intact
+EXIT_INTERNAL = 70  # a bug in etl (sysexits' EX_SOFTWARE); re-run with --debug for the traceback
 EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM; the previous output is intact
+EXIT_BROKEN_PIPE = 141  # stdout was closed by the reader (128 + SIGPIPE), e.g. `etl diff a b | head`
+
+# `etl diff`, as diff(1)
+EXIT_SAME = 0
+EXIT_DIFFERENT = 1
+EXIT_BAD_OUTPUT = 3  # a directory is not a readable output directory
+
+# `etl alerts`
+EXIT_NO_ALERTS = 0
+EXIT_ALERTS = 1
+EXIT_BAD_RULES = 4
+EXIT_RULE_FAILED = 5
+
+
+# -- where a problem is --------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -33,7 +59,7 @@ class Location:
 
 @dataclass(frozen=True)
 class Problem:
-    """One problem found in a mapping file."""
+    """One problem found in a mapping (or rules) file."""
 
     location: Location | None
     path: str
@@ -49,24 +75,49 @@ class Problem:
         return (loc.file, loc.line, loc.column) if loc else ("", 0, 0)
 
 
+def did_you_mean(name: object, options: Iterable[object], cutoff: float = 0.6) -> str:
+    """`` (did you mean 'x'?)`` for the option closest to ``name``, or ``''``."""
+    match = difflib.get_close_matches(str(name), sorted(map(str, options)), n=1, cutoff=cutoff)
+    return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+# -- errors users see ------------------------------------------------------------------------
+
+
 class EtlError(Exception):
-    """Base class of every error the engine reports to users."""
+    """Base class of every error the engine reports to users; carries the exit code."""
 
     exit_code = EXIT_RUN_FAILED
 
 
-class MappingError(EtlError):
-    """The mapping file is invalid. Carries every problem found, sorted by position."""
-
-    exit_code = EXIT_INVALID_MAPPING
+class ProblemsError(EtlError):
+    """A file with problems; carries every problem found, sorted by position."""
 
     def __init__(self, problems: list[Problem]):
         self.problems = sorted(problems, key=Problem.sort_key)
         super().__init__("\n".join(str(p) for p in self.problems))
 
 
+class MappingError(ProblemsError):
+    """The mapping file is invalid."""
+
+    exit_code = EXIT_INVALID_MAPPING
+
+
+class RulesError(ProblemsError):
+    """An alert rules file cannot be read, or is invalid."""
+
+    exit_code = EXIT_BAD_RULES
+
+
+class UsageError(EtlError):
+    """An option or argument cannot be used as given (found after the command line was parsed)."""
+
+    exit_code = EXIT_USAGE
+
+
 class ConfigError(EtlError):
-    """A configuration value is missing or has the wrong type."""
+    """A configuration value (or a credential of a command) is missing or has the wrong type."""
 
     exit_code = EXIT_CONFIG
 
@@ -82,14 +133,63 @@ class FetchError(EtlError):
 
 
 class AuthenticationError(FetchError):
-    """The validation call was refused: the credentials are wrong. Fatal."""
+    """The credentials were refused. Fatal for the whole run."""
 
 
 class PaginationLoopError(FetchError):
     """A paginator asked for a page it had already asked for."""
 
 
+class OutputError(EtlError):
+    """The output directory cannot be written or replaced."""
+
+
+class OutputDirError(EtlError):
+    """A directory given to read is not a readable output directory of ``etl run``."""
+
+    exit_code = EXIT_BAD_OUTPUT
+
+
+class SyncError(EtlError):
+    """The synchronization failed; the job (if one was created) was aborted."""
+
+
+class SyncInputError(UsageError):
+    """The directory to upload is not an output directory, or a sync setting is unusable."""
+
+
+class VisualizeError(EtlError):
+    """A graph file cannot be read, or the page cannot be written."""
+
+
+class DocumentationMarkerError(EtlError):
+    """The documentation file has the start marker but no end marker after it; nothing was written."""
+
+
 class RunInterrupted(EtlError):
-    """The run was stopped by a signal; the previous output is intact."""
+    """Stopped by Ctrl-C or SIGTERM; the previous output is intact."""
 
     exit_code = EXIT_INTERRUPTED
+
+
+# -- signals between the engine's parts (located and reworded before a user sees them) -----
+
+
+class ExpressionError(ValueError):
+    """A JMESPath expression or Jinja template does not compile; ``offset`` is 0-based."""
+
+    def __init__(self, message: str, offset: int = 0):
+        super().__init__(message)
+        self.offset = offset
+
+
+class ValueProblem(ValueError):
+    """A function or filter could not convert a value (an unparsable date, say)."""
+
+
+class RecordsError(ValueError):
+    """A page body the step's records selector cannot make records of."""
+
+
+class PayloadTooLarge(Exception):
+    """The server refused an upload as too large (HTTP 413); the uploader shrinks the batch."""

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from engine import fetch
+from engine.http import clock as http_clock
 from engine.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,7 +24,7 @@ def isolated(monkeypatch, tmp_path):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
     sleeps: list[float] = []
-    monkeypatch.setattr(fetch, "sleep", sleeps.append)
+    monkeypatch.setattr(http_clock, "sleep", sleeps.append)
     return sleeps
 
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from engine import datamodel
-from engine.plan import Plan
+from engine.pipeline.plan import Plan
 
 VOLATILE_STEP_FIELDS = ("startTime", "endTime", "duration")
 

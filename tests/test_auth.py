@@ -14,7 +14,7 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from engine import fetch
+from engine.http import clock as http_clock
 from tests.fakes.paging import (
     EXAMPLES,
     FakeClock,
@@ -255,8 +255,8 @@ def test_oauth_token_shared_by_concurrent_fan_out_requests(etl, api, tmp_path):
 
 def test_oauth_token_is_renewed_before_it_expires(etl, api, tmp_path, monkeypatch):
     clock = FakeClock()
-    monkeypatch.setattr(fetch, "sleep", clock.sleep)
-    monkeypatch.setattr(fetch, "monotonic", clock.monotonic, raising=False)
+    monkeypatch.setattr(http_clock, "sleep", clock.sleep)
+    monkeypatch.setattr(http_clock, "monotonic", clock.monotonic, raising=False)
     # Tokens live an hour on the fake clock; each API call takes 20 minutes of it.
     api.oauth = oauth = oauth_server(expires_in=3600, clock=clock)
     api.clock, api.clock_step = clock, 1200

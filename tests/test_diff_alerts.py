@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.alerts import load_rules
-from engine.diff import Comparison, open_output, same
+from engine.tools.alerts import load_rules
+from engine.output import OutputDir
+from engine.tools.diff import Comparison, same
 from tests.conftest import MAPPINGS, ROOT
 from tests.fakes import digicert, nowsecure
 from tests.fakes.server import LocalApi
@@ -149,7 +150,7 @@ def test_identical_runs_exit_0(etl, tmp_path):
 
 def test_raw_data_is_ignored_and_never_loaded(pair):
     old, new = pair
-    events = list(Comparison(open_output(old), open_output(new), unchanged=True))
+    events = list(Comparison(OutputDir.open(old), OutputDir.open(new), unchanged=True))
     assert events and all("_rawData" not in (e.old or {}) and "_rawData" not in (e.new or {}) for e in events)
     alice = next(e for e in events if e.key == "acme_user:alice")
     assert alice.kind == "unchanged"  # its raw data moved, nothing else
@@ -237,7 +238,7 @@ def test_directory_that_is_not_an_output_directory(etl, tmp_path):
 
 
 @pytest.mark.parametrize("damage, message", [
-    (lambda d: (d / "summary.json").write_text("{nope"), "summary.json is not JSON"),
+    (lambda d: (d / "summary.json").write_text("{nope"), "summary.json: cannot read it as JSON"),
     (lambda d: (d / "summary.json").write_text("[]"), "summary.json is not a run summary"),
     (lambda d: (d / "summary.json").write_text(json.dumps(
         {"integrationStepResults": [], "metadata": {"partialDatasets": {"types": "acme_user"}}})),
@@ -245,7 +246,7 @@ def test_directory_that_is_not_an_output_directory(etl, tmp_path):
     (lambda d: next((d / "graph").rglob("*.json")).write_text('{"things": []}'), "is not a graph file"),
     (lambda d: next((d / "graph").rglob("*.json")).write_text('{"entities": [{"_type": "x"}]}'),
      "entities[0] is not a graph object"),
-    (lambda d: next((d / "graph").rglob("*.json")).write_text("not json"), "is not JSON"),
+    (lambda d: next((d / "graph").rglob("*.json")).write_text("not json"), "cannot read it as JSON"),
     (lambda d: next((d / "graph").rglob("*.json")).write_text(json.dumps({"entities": [ALICE, ALICE]})),
      "two entities have the _key 'acme_user:alice'"),
 ])
@@ -709,7 +710,7 @@ def run_nowsecure(etl, data: nowsecure.NowSecureData, out: Path, as_of: str):
 
 
 def ms(iso: str) -> int:
-    from engine.expressions import to_epoch_ms
+    from engine.lang.functions import to_epoch_ms
 
     return to_epoch_ms(iso)
 

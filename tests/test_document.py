@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from engine.document import (
+from engine.tools.document import (
     MARKER_END,
     MARKER_START,
     DataModel,
@@ -26,7 +26,7 @@ from engine.document import (
     replace_section,
 )
 from engine.errors import EXIT_INVALID_MAPPING, EXIT_RUN_FAILED
-from engine.plan import compile_file
+from engine.pipeline.compile import compile_file
 from tests.conftest import MAPPINGS, ROOT
 
 SEEDS = Path("/work/shared/seeds")

@@ -228,10 +228,10 @@ def test_missing_total_falls_back_to_the_short_page_rule(etl, api, mapping, tmp_
 def test_progress_line_counts_pages_records_and_objects(api, mapping, tmp_path):
     import io
 
-    from engine.config import resolve_config
-    from engine.plan import compile_file
-    from engine.progress import Progress
-    from engine.run import RunOptions, run_plan
+    from engine.pipeline.config import resolve_config
+    from engine.pipeline.compile import compile_file
+    from engine.pipeline.progress import Progress
+    from engine.pipeline.runner import RunOptions, run_plan
 
     plan = compile_file(mapping())
     config = resolve_config(plan, {"token": SECRET}, environ={}, dotenv=None)

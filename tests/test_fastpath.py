@@ -1,6 +1,6 @@
 """The compiled entity-property code agrees with evaluating each property on its own.
 
-``engine.fastpath`` turns a rule's properties into generated Python (shared prefix
+``engine.pipeline.properties`` turns a rule's properties into generated Python (shared prefix
 lookups, direct searches, repeated expressions). These tests build entities from
 arbitrary records, including the wrong shapes real APIs send, and compare every entity
 and every warning with a plain property-by-property evaluation.
@@ -13,10 +13,11 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.build import GraphBuilder, KeyIndex, Notes, as_key, describe, evaluate, property_value
-from engine.expressions import jmespath_options
-from engine.load import load_mapping_text
-from engine.plan import compile_mapping
+from engine.pipeline.build import GraphBuilder, Notes, as_key, describe, evaluate, property_value
+from engine.pipeline.check import KeyIndex
+from engine.lang.functions import jmespath_options
+from engine.pipeline.load import load_mapping_text
+from engine.pipeline.compile import compile_mapping
 
 MAPPING = """\
 version: 1

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from engine.expressions import EngineFunctions, jmespath_options
-from engine.jmespath_compiler import compile_ast
+from engine.lang.functions import EngineFunctions, jmespath_options
+from engine.lang.jmespath_compiler import compile_ast
 
 NAMES = ["a", "b", "c", "d"]
 ATOMS = st.sampled_from(NAMES + ["@", "`1`", "`0`", "`-2.5`", "'x'", "''", "`null`", "`true`", "`false`",

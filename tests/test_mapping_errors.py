@@ -2,7 +2,7 @@
 
 Every case starts from ``BASE`` (a small valid mapping: one source, two steps), changes
 one thing, writes the result to ``tmp_path`` and checks every problem line the engine
-reports - through ``engine.plan.compile_file`` and, for a few cases, ``etl validate``.
+reports - through ``engine.pipeline.compile.compile_file`` and, for a few cases, ``etl validate``.
 
 Lines and columns are 1-based and were counted by hand against the numbered listing of
 ``BASE`` below (``test_base_listing`` guards the lines the cases rely on). In expected
@@ -21,8 +21,8 @@ from click.testing import CliRunner
 
 from engine.cli import main
 from engine.errors import EXIT_INVALID_MAPPING, MappingError
-from engine.load import MAX_DEPTH, mapping_schema
-from engine.plan import compile_file
+from engine.pipeline.load import MAX_DEPTH, mapping_schema
+from engine.pipeline.compile import compile_file
 
 REPO = Path(__file__).resolve().parents[1]
 DIGICERT = REPO / "mappings" / "digicert.yaml"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.plan import compile_file
+from engine.pipeline.compile import compile_file
 from tests.conftest import CASSETTES, MAPPINGS, SNAPSHOTS, UPDATE_SNAPSHOTS
 from tests.fakes import nowsecure
 from tests.fakes.server import LocalApi, Response

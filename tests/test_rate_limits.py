@@ -1,5 +1,5 @@
 """Client-side request budgets (`rate_limits` on a source), checked deterministically on a
-fake clock: `engine.fetch.sleep` and `engine.fetch.monotonic` are replaced by a FakeClock
+fake clock: `engine.http.clock.sleep` and `engine.http.clock.monotonic` are replaced by a FakeClock
 that only moves when the engine sleeps (or the server says a request took time). The local
 server records the clock at every request it receives, and the tests check the server never
 saw more than `requests` in any window of `seconds`, and that the engine waited no longer
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine import fetch
+from engine.http import clock as http_clock
 from tests.fakes.paging import (
     FakeClock,
     PagingApi,
@@ -27,8 +27,8 @@ EPSILON = 1e-6
 @pytest.fixture
 def clock(monkeypatch):
     clock = FakeClock()
-    monkeypatch.setattr(fetch, "sleep", clock.sleep)
-    monkeypatch.setattr(fetch, "monotonic", clock.monotonic, raising=False)
+    monkeypatch.setattr(http_clock, "sleep", clock.sleep)
+    monkeypatch.setattr(http_clock, "monotonic", clock.monotonic, raising=False)
     return clock
 
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from engine.schedule import history_dir, parse_interval
+from engine.tools.schedule import history_dir, parse_interval
 from tests.conftest import MAPPINGS, ROOT
 from tests.fakes import digicert
 from tests.fakes.server import LocalApi

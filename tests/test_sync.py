@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from engine import fetch
-from engine import sync as graph_sync
+from engine.http import clock as http_clock
+from engine import output
+from engine.tools import sync as graph_sync
 from tests.conftest import CASSETTES, MAPPINGS
 from tests.fakes.persister import ACCOUNT, API_KEY, INSTANCE_ID, JOBS, REAL_BASE, Persister, error
 from tests.fakes.server import LocalApi, Response
@@ -247,8 +248,8 @@ def test_files_are_read_one_at_a_time_as_batches_go(api, persister, tmp_path, mo
     files = [[entity(f"acme_thing:{f}-{n}", raw_bytes=300) for n in range(4)] for f in range(3)]
     out = write_output(tmp_path / "out", {"s": {"entities": files}})
     reads, seen = [], []
-    real_read, real_post = graph_sync.read_graph_file, graph_sync.PersisterClient.post
-    monkeypatch.setattr(graph_sync, "read_graph_file", lambda path, collection: reads.append(path) or
+    real_read, real_post = output.read_graph_file, graph_sync.PersisterClient.post
+    monkeypatch.setattr(output, "read_graph_file", lambda path, collection: reads.append(path) or
                         real_read(path, collection))
 
     def post(client, path, body, **kwargs):
@@ -428,7 +429,7 @@ def test_an_interrupted_sync_aborts_the_job(etl, api, persister, digicert_output
     def interrupted(seconds):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(fetch, "sleep", interrupted)
+    monkeypatch.setattr(http_clock, "sleep", interrupted)
     result = sync(etl, digicert_output, api)
     assert result.exit_code == 130
     assert calls(api, job_id)[-1] == "POST job/abort"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import visualize
+from engine.tools import visualize
 from tests.conftest import MAPPINGS
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -77,8 +77,8 @@ def token_for(offset: int) -> str:
 class FakeClock:
     """A clock that only moves when someone sleeps on it (or a test advances it).
 
-    Install it with ``monkeypatch.setattr(engine.fetch, "sleep", clock.sleep)`` and
-    ``monkeypatch.setattr(engine.fetch, "monotonic", clock.monotonic)``. Each thread
+    Install it with ``monkeypatch.setattr(engine.http.clock, "sleep", clock.sleep)`` and
+    ``monkeypatch.setattr(engine.http.clock, "monotonic", clock.monotonic)``. Each thread
     sleeps from the time it last read, so concurrent sleepers do not add up.
     """
 

@@ -16,12 +16,12 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Callable
 
-from engine.cassette import cassette
-from engine.config import resolve_config
+from engine.http.cassette import cassette
+from engine.pipeline.config import resolve_config
 from engine.errors import EtlError
-from engine.expressions import to_epoch_ms
-from engine.plan import compile_file
-from engine.run import RunOptions, run_plan
+from engine.lang.functions import to_epoch_ms
+from engine.pipeline.compile import compile_file
+from engine.pipeline.runner import RunOptions, run_plan
 
 from . import digicert, nowsecure
 from .server import LocalApi, Response
@@ -135,9 +135,9 @@ SCENARIOS += [
 
 
 def main() -> None:
-    from engine import fetch
+    from engine.http import clock
 
-    fetch.sleep = lambda seconds: None  # recorded retries need no real waiting
+    clock.sleep = lambda seconds: None  # recorded retries need no real waiting
     for scenario in SCENARIOS:
         path = record(scenario)
         print(f"wrote {path.relative_to(ROOT)}")

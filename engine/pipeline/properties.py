@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from .expressions import Value
+from ..lang.values import Value
 
 def _is_dict(value: Any) -> bool:
     return value.__class__ is dict or isinstance(value, dict)

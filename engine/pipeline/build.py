@@ -13,8 +13,10 @@ from typing import Any, Iterable, Mapping
 
 import jinja2
 
-from .expressions import Scope, Value, ValueProblem
-from .fastpath import compile_properties
+from ..errors import ValueProblem
+from ..lang.values import Scope, Value
+from .check import KeyIndex
+from .properties import compile_properties
 from .plan import Endpoint, MappedRelationshipSpec, RelationshipSpec, Step
 
 
@@ -28,30 +30,6 @@ class Built:
         self.relationships: list[dict] = []
         self.warnings: list[str] = []
         self.skipped_types: set[str] = set()  # entity types this record failed to build
-
-
-class KeyIndex:
-    """The entity keys accepted so far: what relationships resolve against.
-
-    Keys are kept as their 64-bit hashes (a third of the memory of the strings; a
-    collision among a million keys has a chance of about 1 in 30 million), except for the
-    ``listed_types`` whose keys relationships enumerate (``{type: X}`` endpoints).
-    """
-
-    def __init__(self, listed_types: frozenset[str] = frozenset()) -> None:
-        self.hashes: set[int] = set()
-        self.types: set[str] = set()
-        self.listed_types = listed_types
-        self.keys_by_type: dict[str, list[str]] = {}
-
-    def add(self, key: str, entity_type: str) -> None:
-        self.hashes.add(hash(key))
-        self.types.add(entity_type)
-        if entity_type in self.listed_types:
-            self.keys_by_type.setdefault(entity_type, []).append(key)
-
-    def __contains__(self, key: str) -> bool:
-        return hash(key) in self.hashes
 
 
 def _with_repeats(pairs, prefix: str) -> list[tuple[str, Value, Any, str, str | None]]:

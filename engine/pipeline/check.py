@@ -15,10 +15,33 @@ from functools import lru_cache
 from dataclasses import dataclass, field
 from enum import Enum
 
-from . import datamodel
-from .build import KeyIndex
+from .. import datamodel
 
 MIN_KEY_LENGTH = 10
+
+
+class KeyIndex:
+    """The entity keys accepted so far: what relationships resolve against.
+
+    Keys are kept as their 64-bit hashes (a third of the memory of the strings; a
+    collision among a million keys has a chance of about 1 in 30 million), except for the
+    ``listed_types`` whose keys relationships enumerate (``{type: X}`` endpoints).
+    """
+
+    def __init__(self, listed_types: frozenset[str] = frozenset()) -> None:
+        self.hashes: set[int] = set()
+        self.types: set[str] = set()
+        self.listed_types = listed_types
+        self.keys_by_type: dict[str, list[str]] = {}
+
+    def add(self, key: str, entity_type: str) -> None:
+        self.hashes.add(hash(key))
+        self.types.add(entity_type)
+        if entity_type in self.listed_types:
+            self.keys_by_type.setdefault(entity_type, []).append(key)
+
+    def __contains__(self, key: str) -> bool:
+        return hash(key) in self.hashes
 
 
 class Verdict(Enum):

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from .errors import EtlError
-from .plan import Plan
+from ..errors import DocumentationMarkerError
+from ..pipeline.plan import Plan
 
 MARKER_START = "<!-- {J1_DOCUMENTATION_MARKER_START} -->"
 MARKER_END = "<!-- {J1_DOCUMENTATION_MARKER_END} -->"
@@ -53,14 +53,6 @@ END OF GENERATED DOCUMENTATION AFTER BELOW MARKER
 ENTITY_HEADER = ("Resources", "Entity `_type`", "Entity `_class`")
 RELATIONSHIP_HEADER = ("Source Entity `_type`", "Relationship `_class`", "Target Entity `_type`")
 MAPPED_RELATIONSHIP_HEADER = (*RELATIONSHIP_HEADER, "Direction")
-
-
-class DocumentationMarkerError(EtlError):
-    """The documentation file has the start marker but no end marker after it.
-
-    Nothing is written. Exit code 5 (the default of :class:`EtlError`: the command
-    failed and the previous file was left untouched); the mapping itself is fine.
-    """
 
 
 # ----------------------------------------------------------------------------------------

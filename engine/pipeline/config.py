@@ -1,71 +1,22 @@
 """Config values for a run: from ``--config``, the environment, a ``.env`` file, or defaults.
 
-Also home of the :class:`Redactor`, which removes secret values from anything the
-engine prints, logs, writes or records.
+The values of fields marked ``secret`` go to the run's :class:`~engine.secrets.Redactor`.
 """
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
-from urllib.parse import quote, quote_plus
 
-from .errors import ConfigError
+from ..errors import ConfigError, did_you_mean
+from ..secrets import MIN_SECRET_LENGTH, Redactor
 from .plan import ConfigField, Plan, fits_type
 
 log = logging.getLogger("etl.config")
-
-REDACTED = "[REDACTED]"
-# A secret shorter than this is not redacted (it would mangle unrelated text); the
-# engine warns about it instead.
-MIN_SECRET_LENGTH = 4
-
-
-class Redactor:
-    """Replaces every known secret value (and its URL-encoded forms) with ``[REDACTED]``.
-
-    Secrets learnt during a run (an OAuth2 access token, say) are added with :meth:`add`.
-    """
-
-    def __init__(self, secrets: list[str] = ()):
-        self._variants: set[str] = set()
-        self._pattern = None
-        self.secrets: tuple[str, ...] = ()
-        for secret in secrets:
-            self.add(secret)
-
-    def add(self, secret: str) -> None:
-        if not secret or len(secret) < MIN_SECRET_LENGTH:
-            return
-        variants = {secret, quote(secret, safe=""), quote_plus(secret)}
-        if variants <= self._variants:
-            return
-        self._variants |= variants
-        # Longest first, so a secret containing another is replaced whole.
-        ordered = sorted(self._variants, key=len, reverse=True)
-        self._pattern = re.compile("|".join(map(re.escape, ordered)))
-        self.secrets = tuple(ordered)
-
-    def __call__(self, text: str) -> str:
-        if self._pattern is None or not text:
-            return text
-        return self._pattern.sub(REDACTED, text)
-
-    def bytes(self, data: bytes) -> bytes:
-        if self._pattern is None or not data:
-            return data
-        for secret in self.secrets:
-            data = data.replace(secret.encode(), REDACTED.encode())
-        return data
-
-    def __bool__(self) -> bool:
-        return self._pattern is not None
 
 
 @dataclass(frozen=True)
@@ -128,8 +79,7 @@ def resolve_config(
     fields = {f.name: f for f in plan.config_fields}
     for name in overrides:
         if name not in fields:
-            match = difflib.get_close_matches(name, sorted(fields), n=1)
-            hint = f" (did you mean '{match[0]}'?)" if match else f"; known fields: {', '.join(sorted(fields)) or 'none'}"
+            hint = did_you_mean(name, fields) or f"; known fields: {', '.join(sorted(fields)) or 'none'}"
             raise ConfigError(f"--config {name}=...: {plan.path} has no config field '{name}'{hint}")
 
     values: dict[str, Any] = {}

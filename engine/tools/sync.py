@@ -25,6 +25,7 @@ so a run is deterministic (and recordable with vcrpy).
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import logging
@@ -32,14 +33,28 @@ import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import requests
 
-from . import fetch
-from .config import MIN_SECRET_LENGTH, Redactor, read_dotenv
-from .errors import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, ConfigError, EtlError, RunInterrupted
+from ..errors import (
+    EXIT_OK,
+    EXIT_PARTIAL,
+    ConfigError,
+    EtlError,
+    OutputDirError,
+    PayloadTooLarge,
+    RunInterrupted,
+    SyncError,
+    SyncInputError,
+)
+from ..http.cassette import cassette_miss
+from ..http.retry import RETRYABLE_ERRORS, Attempts, RetryPolicy
+from ..http.session import new_session, snippet
+from ..output import COLLECTIONS, OutputDir
+from ..pipeline.config import read_dotenv
+from ..secrets import MIN_SECRET_LENGTH, Redactor
 
 log = logging.getLogger("etl.sync")
 
@@ -47,20 +62,9 @@ DEFAULT_API_BASE_URL = "https://api.us.jupiterone.io"
 JOBS_PATH = "/persister/synchronization/jobs"
 MAX_BATCH_BYTES = 5_000_000
 TRUNCATED = "TRUNCATED"
-COLLECTIONS = ("entities", "relationships")
 SINGULAR = {"entities": "entity", "relationships": "relationship"}
 INGESTION_LIMIT_EVENT = "warn_ingestion_limit_encountered"
 MAX_SKIP_EVENTS = 100  # one warn event per skipped object, up to this many; then one that counts the rest
-
-
-class SyncError(EtlError):
-    """The synchronization failed; the job (if one was created) was aborted."""
-
-
-class SyncInputError(EtlError):
-    """The directory is not an etl/JupiterOne output directory, or a setting is unusable."""
-
-    exit_code = EXIT_USAGE
 
 
 @dataclass(frozen=True)
@@ -70,9 +74,8 @@ class SyncSettings:
     integration_instance_id: str
     api_base_url: str = DEFAULT_API_BASE_URL
     max_batch_bytes: int = MAX_BATCH_BYTES
-    max_attempts: int = 5  # per request, for 429, 5xx and dropped connections
-    initial_delay: float = 1.0  # seconds; exponential backoff with jitter, capped at max_delay
-    max_delay: float = 30.0
+    retry: RetryPolicy = RetryPolicy(max_attempts=5, initial_delay=1.0, max_delay=30.0,
+                                     statuses=(429, *range(500, 600)))  # and dropped connections
     timeout: float = 120.0
     step_events: bool = True  # post one event per step of summary.json before finalizing
 
@@ -111,73 +114,6 @@ class SyncReport:
             lines.append(f"  {'skipped':<14} {SINGULAR[skip.collection]} {skip.key} ({skip.type}): {skip.reason}")
         lines.append(f"  {'partial types':<14} {', '.join(self.partial_types) or 'none'}")
         return "\n".join(lines)
-
-
-# ----------------------------------------------------------------------------------------
-# Reading the output directory
-
-
-@dataclass(frozen=True)
-class OutputDirectory:
-    root: Path
-    steps: tuple[dict, ...]  # summary.json's integrationStepResults
-    partial_types: tuple[str, ...]
-
-    @classmethod
-    def open(cls, root: Path) -> "OutputDirectory":
-        summary_path = root / "summary.json"
-        if not summary_path.is_file():
-            raise SyncInputError(f"{root} is not an output directory of 'etl run' (or 'j1-integration collect'): "
-                                 f"it has no summary.json")
-        try:
-            summary = json.loads(summary_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise SyncInputError(f"{summary_path}: cannot read it as JSON: {exc}") from None
-        types = _get(summary, "metadata", "partialDatasets", "types")
-        steps = summary.get("integrationStepResults", []) if isinstance(summary, dict) else None
-        if not isinstance(types, list) or not all(isinstance(t, str) for t in types) \
-                or not isinstance(steps, list) or not all(isinstance(s, dict) for s in steps):
-            raise SyncInputError(f"{summary_path}: expected integrationStepResults (a list) and "
-                                 f"metadata.partialDatasets.types (a list of strings)")
-        return cls(root, tuple(steps), tuple(types))
-
-    def files(self, collection: str) -> list[Path]:
-        """The graph files of one collection: steps in summary.json's order, then any other, by name."""
-        graph = self.root / "graph"
-        if not graph.is_dir():
-            return []
-        order = {str(s.get("id")): n for n, s in enumerate(self.steps)}
-        step_dirs = sorted((p for p in graph.iterdir() if p.is_dir()),
-                           key=lambda p: (order.get(p.name, len(order)), p.name))
-        return [f for d in step_dirs for f in sorted((d / collection).glob("*.json"))]
-
-    def objects(self, collection: str) -> Iterator[dict]:
-        """Every object of a collection, reading one file at a time."""
-        for path in self.files(collection):
-            yield from read_graph_file(path, collection)
-
-
-def read_graph_file(path: Path, collection: str) -> list[dict]:
-    try:
-        data = json.loads(path.read_bytes())
-    except (OSError, ValueError, RecursionError) as exc:
-        raise SyncError(f"{path}: cannot read it as JSON ({type(exc).__name__}); is it compressed or cut short?") \
-            from None
-    objects = data.get(collection) if isinstance(data, dict) else None
-    if not isinstance(objects, list):
-        raise SyncError(f"{path}: expected {{\"{collection}\": [...]}}")
-    for number, obj in enumerate(objects):
-        if not isinstance(obj, dict) or not isinstance(obj.get("_key"), str) or not isinstance(obj.get("_type"), str):
-            raise SyncError(f"{path}: {collection}[{number}] is not a graph object with a string _key and _type")
-    return objects
-
-
-def _get(data: Any, *path: str) -> Any:
-    for name in path:
-        if not isinstance(data, dict):
-            return None
-        data = data.get(name)
-    return data
 
 
 # ----------------------------------------------------------------------------------------
@@ -241,10 +177,6 @@ def truncate_raw_data(items: list[Item], target: int, size: int) -> int:
 # The API client
 
 
-class _TooLarge(Exception):
-    """The API answered 413 (or RequestEntityTooLargeException) to an upload."""
-
-
 class PersisterClient:
     """HTTP to the synchronization API: headers, retries with backoff, redacted errors."""
 
@@ -253,10 +185,7 @@ class PersisterClient:
         self.redactor = redactor
         self.report = report
         self.base_url = settings.api_base_url.rstrip("/")
-        self.session = requests.Session()
-        self.session.headers.update({
-            "User-Agent": fetch.USER_AGENT,
-            "Accept": "application/json",
+        self.session = new_session({
             "Content-Type": "application/json",
             "JupiterOne-Account": settings.account,
             "Authorization": f"Bearer {settings.api_key}",
@@ -267,57 +196,48 @@ class PersisterClient:
 
     def post(self, path: str, body: bytes, *, headers: dict[str, str] | None = None, what: str = "",
              attempts: int | None = None, allow_too_large: bool = False) -> Any:
-        """POST ``body`` (JSON bytes); the decoded JSON answer (None when empty)."""
+        """POST ``body`` (JSON bytes); the decoded JSON answer (None when empty). With
+        ``allow_too_large``, a refusal as too large raises :class:`PayloadTooLarge`."""
         url = self.base_url + path
         shown = self.redactor(f"POST {path}")
-        max_attempts = attempts or self.settings.max_attempts
-        attempt = 0
-        while True:
-            attempt += 1
+        policy = self.settings.retry
+        if attempts is not None:
+            policy = dataclasses.replace(policy, max_attempts=attempts)
+        tries = Attempts(policy, f"{shown}{what}")
+        for attempt in tries:
             try:
                 self.report.requests += 1
                 response = self.session.post(url, data=body, headers=headers, timeout=self.settings.timeout)
-            except fetch.RETRYABLE_ERRORS as exc:
-                reason = fetch._connection_reason(exc)
-                if attempt >= max_attempts:
-                    raise SyncError(self.redactor(f"{shown} failed after {attempt} attempts: {reason}")) from None
-                self._wait(attempt, None, f"{shown}{what}: {reason}", max_attempts)
+            except RETRYABLE_ERRORS as exc:
+                failure = tries.transport_failed(exc)
+                if failure:
+                    raise SyncError(self.redactor(f"{shown} {failure}")) from None
                 continue
             except Exception as exc:
-                if not fetch.cassette_miss(exc):
+                if not cassette_miss(exc):
                     raise
                 raise SyncError(f"{shown}: the cassette holds no response for this request (replay only); "
                                 f"re-record it, or check the directory and options") from None
             status = response.status_code
             log.debug("%s%s -> %d (attempt %d, %d bytes)", shown, what, status, attempt, len(body))
             if allow_too_large and (status == 413 or (status == 400 and b"RequestEntityTooLarge" in response.content)):
-                raise _TooLarge()
-            if (status == 429 or status >= 500) and attempt < max_attempts:
-                delay = fetch.retry_after(response.headers.get("Retry-After"))
-                if delay is not None and delay > fetch.MAX_RETRY_AFTER:
-                    raise SyncError(self._failure(shown, response, f" (Retry-After asks for {delay:.0f}s; "
-                                                                  f"giving up)"))
-                self._wait(attempt, delay, f"{shown}{what} -> {status}", max_attempts)
+                raise PayloadTooLarge()
+            if tries.retry_status(response):
                 continue
             if status >= 400:
-                raise SyncError(self._failure(shown, response, f" (after {attempt} attempts)" if attempt > 1 else ""))
+                raise SyncError(self._failure(shown, response, tries.suffix))
             if not response.content.strip():
                 return None
             try:
                 return json.loads(response.content)
             except (ValueError, UnicodeDecodeError, RecursionError):
                 raise SyncError(self.redactor(f"{shown} returned HTTP {status} with a body that is not JSON: "
-                                              f"{fetch._snippet(response)}")) from None
-
-    def _wait(self, attempt: int, delay: float | None, context: str, max_attempts: int) -> None:
-        if delay is None:
-            delay = fetch.backoff_delay(self.settings.initial_delay, self.settings.max_delay, attempt)
-        log.info("%s; retry %d/%d in %.1fs", self.redactor(context), attempt, max_attempts - 1, delay)
-        fetch.sleep(delay)  # through the module, so tests can replace the clock
+                                              f"{snippet(response)}")) from None
+        raise AssertionError("unreachable: Attempts never ends by itself")
 
     def _failure(self, shown: str, response: requests.Response, suffix: str) -> str:
         text = f"{shown} failed: HTTP {response.status_code} {response.reason or ''}".rstrip()
-        detail = fetch._snippet(response)
+        detail = snippet(response)
         if detail:
             text += f": {detail}"
         return self.redactor(text + suffix)
@@ -330,7 +250,7 @@ class PersisterClient:
 class Synchronizer:
     """One synchronization job: create, upload, (events), finalize - or abort."""
 
-    def __init__(self, directory: OutputDirectory, settings: SyncSettings, redactor: Redactor | None = None):
+    def __init__(self, directory: OutputDir, settings: SyncSettings, redactor: Redactor | None = None):
         self.directory = directory
         self.settings = settings
         self.redactor = redactor if redactor is not None else Redactor([settings.api_key])
@@ -409,7 +329,7 @@ class Synchronizer:
             try:
                 self.client.post(f"{self.job_path}/{collection}", body, what=what, allow_too_large=True,
                                  headers={"JupiterOne-Correlation-Id": correlation_id})
-            except _TooLarge:
+            except PayloadTooLarge:
                 changed = truncate_raw_data(batch, len(body) // 2, len(body))
                 if changed:
                     self.report.truncated += changed
@@ -478,6 +398,14 @@ class Synchronizer:
             log.error("could not abort job %s: %s", self.report.job_id, self.redactor(str(exc)))
 
 
+def _get(data: Any, *path: str) -> Any:
+    for name in path:
+        if not isinstance(data, dict):
+            return None
+        data = data.get(name)
+    return data
+
+
 def step_event(step: dict) -> dict:
     """A JupiterOne job-log event for one step of summary.json (as the SDK's step_end / step_failure)."""
     name = f'"{step.get("name") or step.get("id")}" ({step.get("id")})'
@@ -541,12 +469,17 @@ def synchronize(root: Path, settings: SyncSettings, redactor: Redactor | None = 
     :class:`SyncInputError` before any request, :class:`SyncError` (the job, if created, was
     aborted; the message says how far it got) or :class:`RunInterrupted`."""
     check_settings(settings)
-    directory = OutputDirectory.open(root)
+    try:
+        directory = OutputDir.open(root)
+    except OutputDirError as exc:
+        raise SyncInputError(str(exc)) from None
     synchronizer = Synchronizer(directory, settings, redactor)
     try:
         return synchronizer.run()
     except KeyboardInterrupt:
         raise RunInterrupted(_failed("interrupted", synchronizer.report)) from None
+    except OutputDirError as exc:  # a graph file that cannot be read: the job was aborted
+        raise SyncError(_failed(str(exc), synchronizer.report)) from None
     except EtlError as exc:
         exc.args = (_failed(str(exc), synchronizer.report),)
         raise

@@ -8,21 +8,25 @@ to the run's redactor the moment it is known.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import requests
 
-from .config import Redactor
-from .errors import AuthenticationError
-from .expressions import Scope
+from ..errors import AuthenticationError
+from ..http import clock
+from ..http.retry import RETRYABLE_ERRORS, Attempts, RetryPolicy
+from ..http.session import new_session, snippet
+from ..lang.values import Scope
+from ..secrets import Redactor
 from .plan import AuthSpec
 
 log = logging.getLogger("etl.http")
 
-TOKEN_ATTEMPTS = 3  # a token request is retried on connection errors, 429 and 5xx
+TOKEN_ATTEMPTS = 3  # a token request is retried on transport failures, 429 and 5xx
 EXPIRY_MARGIN = 60.0  # seconds (at most a tenth of its lifetime): a token this close to expiry is replaced
 DEFAULT_TOKEN_LIFETIME = 3600.0  # when the token endpoint does not say
 
@@ -56,15 +60,15 @@ class OAuth2ClientCredentials:
     """RFC 6749 §4.4: a token from ``token_url``, cached until it nearly expires. Thread-safe."""
 
     def __init__(self, spec: AuthSpec, scope: Scope, redactor: Redactor, *, token_url: str, timeout: float,
-                 clock: Callable[[], float], pause: Callable[[int], None]):
-        self.clock = clock
-        self.pause = pause  # waits before retry number n
+                 retry: RetryPolicy):
+        # The source's backoff, fewer attempts: the credentials may simply be wrong.
+        self.retry = dataclasses.replace(retry, max_attempts=min(retry.max_attempts, TOKEN_ATTEMPTS))
         self.values: dict[str, Any] = {name: value.evaluate(scope) for name, value in spec.fields}
         self.client_auth = spec.client_auth
         self.token_url = token_url
         self.timeout = timeout
         self.redactor = redactor
-        self.session = requests.Session()
+        self.session = new_session()
         self._lock = threading.Lock()
         self._token: str | None = None
         self._expires_at = 0.0
@@ -72,10 +76,13 @@ class OAuth2ClientCredentials:
 
     def token(self) -> str:
         with self._lock:
-            if self._token is None or self.clock() >= self._expires_at:
+            if self._token is None or clock.monotonic() >= self._expires_at:
                 self._token, lifetime = self._fetch()
-                self._expires_at = self.clock() + lifetime - min(EXPIRY_MARGIN, lifetime / 10)
+                self._expires_at = clock.monotonic() + lifetime - min(EXPIRY_MARGIN, lifetime / 10)
             return self._token
+
+    def close(self) -> None:
+        self.session.close()
 
     def refused(self, token: str) -> None:
         """The API answered 401 to ``token``: fetch a new one next time (unless already done)."""
@@ -94,20 +101,19 @@ class OAuth2ClientCredentials:
         else:
             form.update(client_id=self.values["client_id"], client_secret=self.values["client_secret"])
         where = f"POST {self.redactor(self.token_url)}"
-        for attempt in range(1, TOKEN_ATTEMPTS + 1):
+        attempts = Attempts(self.retry, where)
+        for _ in attempts:
             try:
-                response = self.session.post(self.token_url, data=form, auth=auth, timeout=self.timeout,
-                                             headers={"Accept": "application/json"})
+                response = self.session.post(self.token_url, data=form, auth=auth, timeout=self.timeout)
+            except RETRYABLE_ERRORS as exc:
+                failure = attempts.transport_failed(exc)
+                if failure:
+                    raise AuthenticationError(f"authentication failed: {where} {failure}") from None
+                continue
             except requests.RequestException as exc:
-                if attempt == TOKEN_ATTEMPTS:
-                    raise AuthenticationError(f"authentication failed: {where}: {type(exc).__name__} "
-                                              f"(after {attempt} attempts)") from None
-                self.pause(attempt)
-                continue
-            if response.status_code in (429, 500, 502, 503, 504) and attempt < TOKEN_ATTEMPTS:
-                self.pause(attempt)  # the token endpoint is having a moment; the credentials may be fine
-                continue
-            break
+                raise AuthenticationError(f"authentication failed: {where}: {type(exc).__name__}") from None
+            if not attempts.retry_status(response):  # the token endpoint may be having a moment
+                break
         try:
             body = response.json()
         except ValueError:
@@ -117,8 +123,8 @@ class OAuth2ClientCredentials:
             if isinstance(body, dict) and (body.get("error") or body.get("error_description")):
                 detail = ": ".join(str(body[k]) for k in ("error", "error_description") if body.get(k))
             if not detail and response.status_code < 400:
-                detail = f"the response has no access_token: {response.text[:200]}"
-            detail = detail or response.text[:200]
+                detail = f"the response has no access_token: {snippet(response)}"
+            detail = detail or snippet(response)
             raise AuthenticationError(self.redactor(
                 f"authentication failed: {where} -> HTTP {response.status_code}: {detail} - check the "
                 f"client id and secret in the config"), status=response.status_code)

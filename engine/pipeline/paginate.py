@@ -21,9 +21,8 @@ import jinja2
 import orjson
 import requests
 
-from .errors import AuthenticationError, FetchError, PaginationLoopError
-from .expressions import Scope, ValueProblem
-from .extract import RecordsError, is_truthy
+from ..errors import AuthenticationError, FetchError, PaginationLoopError, RecordsError, ValueProblem
+from ..lang.values import Scope, is_truthy
 from .fetch import HttpClient, Page
 from .plan import Pagination, RequestSpec
 

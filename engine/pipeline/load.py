@@ -19,7 +19,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from .errors import Location, MappingError, Problem
+from ..errors import Location, MappingError, Problem, did_you_mean
 
 # Limits that keep hostile files (alias bombs, absurd nesting) from eating the machine.
 MAX_NODES = 200_000
@@ -246,7 +246,8 @@ _TYPE_NAMES = {
 }
 
 
-def _describe(value: Any) -> str:
+def describe_type(value: Any) -> str:
+    """'a mapping', 'a list', 'a string'... for messages about a YAML value."""
     return _TYPE_NAMES.get(type(value), type(value).__name__)
 
 
@@ -274,7 +275,7 @@ def _explain(error: jsonschema.ValidationError, source: SourceMap) -> list[Probl
     if validator == "type":
         expected = error.validator_value
         expected = " or ".join(expected) if isinstance(expected, list) else expected
-        return [source.problem(path, f"expected {expected}, got {_describe(error.instance)} ({_short(error.instance)})")]
+        return [source.problem(path, f"expected {expected}, got {describe_type(error.instance)} ({_short(error.instance)})")]
     if validator == "enum":
         options = [str(o) for o in error.validator_value]
         hint = difflib.get_close_matches(str(error.instance), options, n=1, cutoff=0.5)

@@ -24,15 +24,12 @@ from typing import Any
 
 import orjson
 
-from .config import Redactor
-from .errors import EtlError
+from ..errors import OutputError
+from ..jsonio import encode_json
+from ..secrets import Redactor
 
 BATCH_SIZE = 500
 _NAMESPACE = uuid.UUID("5b0c3c8e-8f7d-4c61-9d1e-6f0a4c7d2e10")
-
-
-class OutputError(EtlError):
-    """The output directory cannot be written or replaced."""
 
 
 class StagedOutput:
@@ -121,12 +118,3 @@ class GraphWriter:
 
     def write_summary(self, summary: dict) -> None:
         (self.root / "summary.json").write_bytes(self.redactor.bytes(encode_json(summary, pretty=self.pretty)))
-
-
-def encode_json(value: Any, *, pretty: bool = False) -> bytes:
-    """JSON bytes via orjson (several times faster than json, which the output is most of),
-    falling back to json for what orjson refuses (integers beyond 64 bits)."""
-    try:
-        return orjson.dumps(value, option=orjson.OPT_INDENT_2 if pretty else 0)
-    except TypeError:
-        return json.dumps(value, indent=2 if pretty else None, ensure_ascii=False).encode()

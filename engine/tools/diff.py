@@ -24,100 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from .errors import EtlError
-
-# Exit codes of `etl diff` (and the ones `etl alerts` shares).
-EXIT_SAME = 0
-EXIT_DIFFERENT = 1
-EXIT_BAD_OUTPUT = 3
-
-COLLECTIONS = ("entities", "relationships")
-RAW_DATA = "_rawData"
+from ..errors import EXIT_DIFFERENT, EXIT_SAME, OutputDirError
+from ..output import COLLECTIONS, RAW_DATA, OutputDir
 
 ADDED, REMOVED, CHANGED, UNCHANGED = "added", "removed", "changed", "unchanged"
-
-
-class OutputDirError(EtlError):
-    """A directory given to compare is not a readable output directory."""
-
-    exit_code = EXIT_BAD_OUTPUT
-
-
-# ----------------------------------------------------------------------------------------
-# Reading an output directory
-
-
-@dataclass(frozen=True)
-class OutputDir:
-    """An output directory whose ``summary.json`` was read and checked."""
-
-    path: Path
-    summary: dict
-    partial_types: frozenset[str]
-
-    @property
-    def started_ms(self) -> int | None:
-        """When the run started (its earliest step start), in epoch ms, if the summary says."""
-        times = [s.get("startTime") for s in self.summary.get("integrationStepResults", [])
-                 if isinstance(s, dict)]
-        times = [t for t in times if isinstance(t, int) and not isinstance(t, bool)]
-        return min(times) if times else None
-
-    def objects(self, ignore: frozenset[str] = frozenset()) -> Iterator[tuple[str, dict]]:
-        """``(collection, object)`` for every graph object, file by file in a stable order,
-        without ``_rawData`` and the ``ignore``d properties."""
-        graph = self.path / "graph"
-        if not graph.is_dir():
-            return
-        drop = ignore | {RAW_DATA}
-        for file in sorted(graph.rglob("*.json")):
-            collection, objects = _read_graph_file(file)
-            for index, obj in enumerate(objects):
-                if not isinstance(obj, dict) or not isinstance(obj.get("_key"), str) \
-                        or not isinstance(obj.get("_type"), str):
-                    raise OutputDirError(f"{file}: {collection}[{index}] is not a graph object "
-                                         f"(an object with a string _key and _type)")
-                yield collection, {k: v for k, v in obj.items() if k not in drop}
-
-
-def open_output(path: Path, role: str = "") -> OutputDir:
-    """Check that ``path`` is an output directory (``etl run --output``) and read its summary."""
-    label = f"{role} " if role else ""
-    hint = "; give a directory written by `etl run MAPPING --output DIR`"
-    if not path.exists():
-        raise OutputDirError(f"{label}{path} does not exist{hint}")
-    if not path.is_dir():
-        raise OutputDirError(f"{label}{path} is not a directory{hint}")
-    summary_path = path / "summary.json"
-    if not summary_path.is_file():
-        raise OutputDirError(f"{label}{path} is not an etl output directory: it has no summary.json{hint}")
-    summary = _read_json(summary_path)
-    if not isinstance(summary, dict) or not isinstance(summary.get("integrationStepResults"), list):
-        raise OutputDirError(f"{summary_path} is not a run summary (no integrationStepResults list)")
-    partial: Any = summary.get("metadata", {})
-    for name in ("partialDatasets", "types"):
-        partial = partial.get(name, {} if name == "partialDatasets" else []) if isinstance(partial, dict) else None
-    if not isinstance(partial, list) or not all(isinstance(t, str) for t in partial):
-        raise OutputDirError(f"{summary_path}: metadata.partialDatasets.types is not a list of type names")
-    return OutputDir(path, summary, frozenset(partial))
-
-
-def _read_json(file: Path) -> Any:
-    try:
-        return json.loads(file.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise OutputDirError(f"cannot read {file}: {exc.strerror}") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise OutputDirError(f"{file} is not JSON: {exc}") from None
-
-
-def _read_graph_file(file: Path) -> tuple[str, list]:
-    data = _read_json(file)
-    if not isinstance(data, dict) or len(data) != 1 or next(iter(data)) not in COLLECTIONS \
-            or not isinstance(next(iter(data.values())), list):
-        raise OutputDirError(f'{file} is not a graph file ({{"entities": [...]}} or {{"relationships": [...]}})')
-    ((collection, objects),) = data.items()
-    return collection, objects
 
 
 # ----------------------------------------------------------------------------------------
@@ -181,15 +91,16 @@ class Comparison:
         self.types: dict[str, set[str]] = {c: set() for c in COLLECTIONS}
 
     def __iter__(self) -> Iterator[Event]:
+        drop = self.ignore | {RAW_DATA}
         held: dict[str, dict[str, dict]] = {c: {} for c in COLLECTIONS}
-        for collection, obj in self.old.objects(self.ignore):
+        for collection, obj in self.old.all_objects(drop):
             key = obj["_key"]
             if key in held[collection]:
                 raise OutputDirError(f"{self.old.path}: two {collection} have the _key {key!r}")
             held[collection][key] = obj
             self.types[collection].add(obj["_type"])
         seen: dict[str, set[str]] = {c: set() for c in COLLECTIONS}
-        for collection, obj in self.new.objects(self.ignore):
+        for collection, obj in self.new.all_objects(drop):
             key = obj["_key"]
             if key in seen[collection]:
                 raise OutputDirError(f"{self.new.path}: two {collection} have the _key {key!r}")
@@ -259,7 +170,7 @@ class Diff:
 
 def diff_outputs(old_path: Path, new_path: Path, *, ignore: Iterable[str] = ()) -> Diff:
     """Compare the output directories ``old_path`` and ``new_path``."""
-    old, new = open_output(old_path, "OLD"), open_output(new_path, "NEW")
+    old, new = OutputDir.open(old_path, "OLD"), OutputDir.open(new_path, "NEW")
     comparison = Comparison(old, new, ignore=ignore)
     parts = {c: CollectionDiff() for c in COLLECTIONS}
     for event in comparison:

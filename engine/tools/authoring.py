@@ -19,12 +19,13 @@ from typing import Any, Iterable
 import jinja2.nodes
 import jmespath
 
-from .build import Built
-from .expressions import ENVIRONMENT, Value
-from .graph import entity_problems
-from .load import LoadedMapping, format_path
-from .plan import Plan, Step
-from .run import Observer
+from ..lang.templates import ENVIRONMENT
+from ..lang.values import Value
+from ..pipeline.build import Built
+from ..pipeline.check import entity_problems
+from ..pipeline.load import LoadedMapping, format_path
+from ..pipeline.plan import Plan, Step
+from ..pipeline.runner import Observer
 
 # ----------------------------------------------------------------------------------------
 # Preview

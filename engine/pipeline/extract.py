@@ -5,11 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .expressions import Scope, Value
-
-
-class RecordsError(ValueError):
-    """A page body the records selector cannot make records of."""
+from ..errors import RecordsError
+from ..lang.values import Scope, Value, is_truthy
 
 
 def select_records(selector: Value, body: Any, options) -> list:
@@ -36,15 +33,6 @@ def select_records(selector: Value, body: Any, options) -> list:
 def keep_record(record_filter: Value | None, scope: Scope) -> bool:
     """The step's ``filter`` (a JMESPath predicate): keep the record when it is truthy."""
     return record_filter is None or is_truthy(record_filter.evaluate(scope))
-
-
-def is_truthy(value: Any) -> bool:
-    """JMESPath truthiness: null, false and empty strings, lists and objects are false."""
-    if value is None or value is False:
-        return False
-    if isinstance(value, (str, list, dict)):
-        return len(value) > 0
-    return True
 
 
 def _kind(value: Any) -> str:

@@ -1,4 +1,4 @@
-"""The pipeline, end to end, for one compiled plan:
+"""The run of one compiled plan, end to end:
 
 validate credentials -> for each step in dependency order: fetch pages -> extract records
 -> build entities/relationships -> check the graph -> write batches -> write summary.json
@@ -11,110 +11,28 @@ import gc
 import logging
 import sys
 import time
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from ..errors import AuthenticationError, FetchError
+from ..lang.functions import jmespath_options
+from ..lang.values import Scope, is_truthy
 from .build import Built, GraphBuilder
+from .check import GraphChecker, Verdict
 from .config import ResolvedConfig
-from .errors import EXIT_OK, EXIT_PARTIAL, AuthenticationError, FetchError
-from .expressions import Scope, jmespath_options
-from .extract import is_truthy, keep_record, select_records
-from .fetch import HttpClient, ordered_map
+from .extract import keep_record, select_records
+from .fanout import ordered_map
+from .fetch import HttpClient
 from .paginate import paginate, render_text_pairs, validate_credentials
-from .graph import GraphChecker, Verdict
 from .plan import Plan, Source, Step
 from .progress import Progress
+from .results import DISABLED, PARTIAL_DEPENDENCY, SKIPPED_DEPENDENCY, SUCCESS, RunResult, StepResult
 from .write import GraphWriter, StagedOutput
 
 log = logging.getLogger("etl.run")
 
-MAX_WARNINGS_KEPT = 20  # per step; the rest are counted
 DEFAULT_CONCURRENCY = 8
-
-SUCCESS = "success"
-FAILURE = "failure"
-PARTIAL_DEPENDENCY = "partial_success_due_to_dependency_failure"
-SKIPPED_DEPENDENCY = "skipped_due_to_dependency_failure"
-DISABLED = "disabled"
-
-
-@dataclass
-class StepResult:
-    step: Step
-    status: str = SUCCESS
-    start_ms: int = 0
-    end_ms: int = 0
-    counts: Counter = field(default_factory=Counter)
-    errors: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    warning_count: int = 0
-    requests: int = 0
-    pages: int = 0
-    records: int = 0
-    skipped_types: set = field(default_factory=set)  # types of which some record built nothing
-    incomplete: bool = False  # a request's data is missing (an on_status 'partial' rule applied)
-
-    @property
-    def incomplete_data(self) -> bool:
-        """Some of what this step should have produced is missing."""
-        return self.incomplete or bool(self.skipped_types) or self.status not in (SUCCESS, DISABLED)
-
-    @property
-    def error(self) -> str | None:
-        if not self.errors:
-            return None
-        more = f" (and {len(self.errors) - 1} more)" if len(self.errors) > 1 else ""
-        return self.errors[0] + more
-
-    def fail(self, message: str) -> None:
-        self.status = FAILURE
-        self.errors.append(message)
-        log.error("step %s: %s", self.step.id, message)
-
-    def warn(self, message: str) -> None:
-        self.warning_count += 1
-        if len(self.warnings) < MAX_WARNINGS_KEPT:
-            self.warnings.append(message)
-        log.debug("warning: %s", message)
-
-    def summary(self) -> dict:
-        step = self.step
-        return {
-            "id": step.id,
-            "name": step.name,
-            "dependsOn": list(step.depends_on),
-            "declaredTypes": list(step.declared_types),
-            "partialTypes": list(step.partial_types),
-            "encounteredTypes": sorted(self.counts),
-            "encounteredTypeCounts": dict(sorted(self.counts.items())),
-            "status": self.status,
-            "startTime": self.start_ms,
-            "endTime": self.end_ms,
-            "duration": self.end_ms - self.start_ms,
-        }
-
-
-@dataclass
-class RunResult:
-    plan: Plan
-    output: Path
-    steps: list[StepResult]
-    partial_types: list[str]
-    graph_notes: list[str]
-
-    @property
-    def exit_code(self) -> int:
-        if any(r.status not in (SUCCESS, DISABLED) for r in self.steps) or self.has_losses:
-            return EXIT_PARTIAL
-        return EXIT_OK
-
-    @property
-    def has_losses(self) -> bool:
-        """Some type is partial for a reason other than being declared partial."""
-        declared_partial = {t for r in self.steps for t in r.step.partial_types}
-        return bool(set(self.partial_types) - declared_partial)
 
 
 class Position:

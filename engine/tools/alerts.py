@@ -38,32 +38,27 @@ from typing import Any
 import jmespath
 import jmespath.lexer
 
-from .diff import ADDED, CHANGED, REMOVED, UNCHANGED, Comparison, Event, OutputDir, open_output, value_text
-from .errors import EtlError, Location, MappingError, Problem
-from .expressions import ExpressionError, compile_jmespath, jmespath_options
-from .extract import is_truthy
-from .load import SourceMap, format_path, parse_yaml
-
-# Exit codes of `etl alerts`.
-EXIT_NO_ALERTS = 0
-EXIT_ALERTS = 1
-EXIT_BAD_RULES = 4
-EXIT_RULE_FAILED = 5
+from ..errors import (
+    EXIT_ALERTS,
+    EXIT_NO_ALERTS,
+    EXIT_RULE_FAILED,
+    ExpressionError,
+    Location,
+    MappingError,
+    Problem,
+    RulesError,
+    did_you_mean,
+)
+from ..lang.functions import jmespath_options
+from ..lang.values import compile_jmespath, is_truthy
+from ..output import OutputDir
+from ..pipeline.load import SourceMap, describe_type, format_path, parse_yaml
+from .diff import ADDED, CHANGED, REMOVED, UNCHANGED, Comparison, Event, value_text
 
 BECAME = "became"
 KINDS = (ADDED, REMOVED, CHANGED, BECAME)
 RULE_FIELDS = ("name", "description", "on", "type", "where")
 REQUIRED_FIELDS = ("name", "on", "type")
-
-
-class RulesError(EtlError):
-    """The rules file cannot be read, or is invalid. Carries every problem found."""
-
-    exit_code = EXIT_BAD_RULES
-
-    def __init__(self, problems: list[Problem]):
-        self.problems = sorted(problems, key=Problem.sort_key)
-        super().__init__("\n".join(str(p) for p in self.problems))
 
 
 @dataclass(frozen=True)
@@ -133,7 +128,7 @@ def _check(data: Any, source: SourceMap, problems: list[Problem]) -> list[Rule]:
         problems.append(source.problem((), "missing required key 'rules' (a list of rules)"))
         return []
     if not isinstance(data["rules"], list):
-        problems.append(source.problem(("rules",), f"must be a list of rules, not {_describe(data['rules'])}"))
+        problems.append(source.problem(("rules",), f"must be a list of rules, not {describe_type(data['rules'])}"))
         return []
     rules, names = [], {}
     for index, item in enumerate(data["rules"]):
@@ -152,7 +147,7 @@ def _check(data: Any, source: SourceMap, problems: list[Problem]) -> list[Rule]:
 def _check_rule(index: int, item: Any, source: SourceMap, problems: list[Problem]) -> Rule | None:
     path = ("rules", index)
     if not isinstance(item, dict):
-        problems.append(source.problem(path, f"a rule must be a mapping, not {_describe(item)}"))
+        problems.append(source.problem(path, f"a rule must be a mapping, not {describe_type(item)}"))
         return None
     # YAML 1.1 reads the key `on` as the boolean true.
     if True in item and path + ("on",) in source.keys:
@@ -170,7 +165,7 @@ def _check_rule(index: int, item: Any, source: SourceMap, problems: list[Problem
             problems.append(source.problem(path, f"missing required field '{name}'"))
     for name in ("name", "type", "description", "where"):
         if name in item and not (isinstance(item[name], str) and item[name].strip()):
-            problems.append(source.problem(path + (name,), f"must be a non-empty string, not {_describe(item[name])}"))
+            problems.append(source.problem(path + (name,), f"must be a non-empty string, not {describe_type(item[name])}"))
     on = item.get("on")
     if "on" in item and on not in KINDS:
         problems.append(source.problem(path + ("on",), f"must be one of {', '.join(KINDS)}, not "
@@ -224,15 +219,8 @@ def _check_negated_paths(text: str, tree: dict) -> None:
                           "write '!(a.b)'", first_not)
 
 
-def _did_you_mean(word: str, options) -> str:
-    match = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
-    return f" (did you mean '{match[0]}'?)" if match else f"; expected one of: {', '.join(options)}"
-
-
-def _describe(value: Any) -> str:
-    names = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", int: "an integer",
-             float: "a number", type(None): "null"}
-    return names.get(type(value), type(value).__name__)
+def _did_you_mean(word: str, options: tuple[str, ...]) -> str:
+    return did_you_mean(word, options) or f"; expected one of: {', '.join(options)}"
 
 
 # ----------------------------------------------------------------------------------------
@@ -291,7 +279,7 @@ def evaluate_rules(rules: RuleSet, old_path: Path, new_path: Path, *, now: int |
     """The alerts ``rules`` raise for the change OLD -> NEW, evaluated with the clock ``now``
     (epoch ms, default: the current time; OLD's side of ``became`` rules with ``old_now``,
     default: :func:`default_old_clock`)."""
-    old, new = open_output(old_path, "OLD"), open_output(new_path, "NEW")
+    old, new = OutputDir.open(old_path, "OLD"), OutputDir.open(new_path, "NEW")
     if now is None:
         now = int(time.time() * 1000)
     if old_now is None:
@@ -319,8 +307,7 @@ def evaluate_rules(rules: RuleSet, old_path: Path, new_path: Path, *, now: int |
     seen_types = comparison.types["entities"]
     for rule in rules.rules:
         if rule.type not in seen_types:
-            close = difflib.get_close_matches(rule.type, sorted(seen_types), n=1, cutoff=0.6)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            hint = did_you_mean(rule.type, seen_types)
             report.warnings.append(f"{rules.path}: {rule.label}: no entity of type '{rule.type}' in OLD or "
                                    f"NEW{hint}")
     return report

@@ -27,45 +27,25 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
-from .errors import EtlError
+from ..errors import OutputDirError, VisualizeError
+from ..output import OutputDir
 
 PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7",
            "#9c755f", "#86bcb6", "#d37295", "#a0cbe8", "#8cd17d", "#f1ce63", "#bab0ac", "#fabfd2")
 MAX_PROPERTY_CHARS = 2000  # per property shown in the details panel
 
 
-class VisualizeError(EtlError):
-    """A graph file cannot be read, or the page cannot be written."""
-
-
 # ----------------------------------------------------------------------------------------
 # Reading
 
 
-def graph_root(directory: Path) -> Path:
-    """``DIR/graph`` when there is one (an output directory), else ``DIR`` itself."""
-    return directory / "graph" if (directory / "graph").is_dir() else directory
-
-
 def load_graph(directory: Path) -> tuple[list[dict], list[dict]]:
-    """Every entity and relationship under the directory, in file-name order."""
-    entities: list[dict] = []
-    relationships: list[dict] = []
-    root = graph_root(directory)
-    for path in sorted(root.rglob("*.json")):
-        if path.name == "summary.json" or not path.is_file():
-            continue
-        try:
-            data = json.loads(path.read_bytes())
-        except (OSError, ValueError, RecursionError) as exc:
-            raise VisualizeError(f"{path}: cannot read it as JSON ({type(exc).__name__})") from None
-        if not isinstance(data, dict):
-            continue
-        for name, target in (("entities", entities), ("relationships", relationships)):
-            objects = data.get(name)
-            if isinstance(objects, list):
-                target.extend(o for o in objects if isinstance(o, dict) and "_key" in o)
-    return entities, relationships
+    """Every entity and relationship of an output directory (or of its graph/ folder)."""
+    try:
+        output = OutputDir.open(directory, summary_required=False)
+        return list(output.objects("entities")), list(output.objects("relationships"))
+    except OutputDirError as exc:
+        raise VisualizeError(str(exc)) from None
 
 
 # ----------------------------------------------------------------------------------------

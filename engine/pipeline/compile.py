@@ -1,297 +1,45 @@
-"""Stage 2: compile a schema-checked mapping into an immutable :class:`Plan`.
+"""Compile a schema-checked mapping into an immutable :class:`~engine.pipeline.plan.Plan`.
 
 Every JMESPath expression and Jinja template is compiled here, exactly once; every
-cross-reference (steps, types, config fields, sources) is resolved here. A run never
-looks at the YAML again. Problems are collected, not raised one by one, so that
-``etl validate`` reports all of them at once.
+cross-reference (steps, types, config fields, sources) is resolved here. Problems are
+collected, not raised one by one, so that ``etl validate`` reports all of them at once.
 """
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import datamodel
-from .errors import MappingError, Problem
-from .expressions import (
-    REQUEST_VARIABLES,
-    TEMPLATE_VARIABLES,
-    ExpressionError,
-    Value,
-    ValueProblem,
-    jmespath_value,
-    literal,
-    template_value,
-    to_epoch_ms,
+from .. import datamodel
+from ..errors import ExpressionError, MappingError, Problem, ValueProblem, did_you_mean
+from ..http.retry import DEFAULT_RETRY_STATUSES, RetryPolicy
+from ..lang.functions import to_epoch_ms
+from ..lang.templates import REQUEST_VARIABLES, TEMPLATE_VARIABLES
+from ..lang.values import Value, jmespath_value, literal, template_value
+from .load import LoadedMapping, PathT, SourceMap, format_path, load_mapping
+from .plan import (
+    AUTH_FIELDS,
+    PAGINATION_FIELDS,
+    PAGINATION_PARAMS,
+    PAGINATION_REQUIRED,
+    AuthSpec,
+    ConfigField,
+    Endpoint,
+    EntitySpec,
+    MappedRelationshipSpec,
+    Offline,
+    Pagination,
+    Plan,
+    RelationshipSpec,
+    RequestSpec,
+    Source,
+    Step,
+    fits_type,
 )
-from .load import LoadedMapping, PathT, SourceMap, load_mapping
 
-DEFAULT_RETRY_STATUSES = (429, 500, 502, 503, 504)
 VALUE_FORMS = ("jmespath", "template", "value")
-AUTH_FIELDS = {
-    "bearer": {"required": {"token"}, "optional": set()},
-    "basic": {"required": {"username", "password"}, "optional": set()},
-    "api_key": {"required": {"name", "value"}, "optional": {"in"}},
-    "oauth2_client_credentials": {"required": {"token_url", "client_id", "client_secret"},
-                                  "optional": {"scope", "params", "client_auth"}},
-}
 
-
-# ----------------------------------------------------------------------------------------
-# The plan: frozen dataclasses, built once per mapping.
-
-
-@dataclass(frozen=True)
-class ConfigField:
-    name: str
-    env: str | None
-    type: str
-    secret: bool
-    required: bool
-    default: Any
-    description: str
-    choices: tuple = ()  # the only values allowed, when given
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    max_attempts: int = 5
-    initial_delay: float = 1.0
-    max_delay: float = 60.0
-    statuses: tuple[int, ...] = DEFAULT_RETRY_STATUSES
-
-
-@dataclass(frozen=True)
-class RequestSpec:
-    source: str
-    method: str
-    path: Value
-    params: tuple[tuple[str, Value], ...] = ()
-    headers: tuple[tuple[str, Value], ...] = ()
-    body: Value | None = None
-    graphql: str | None = None  # a GraphQL query: POSTed as {"query", "variables"}
-    variables: tuple[tuple[str, Value], ...] = ()
-
-
-@dataclass(frozen=True)
-class AuthSpec:
-    """Compiled ``auth`` of a source. ``fields`` holds the kind's values (templates)."""
-
-    kind: str  # 'bearer' | 'basic' | 'api_key' | 'oauth2_client_credentials'
-    fields: tuple[tuple[str, Value], ...]
-    location: str = "header"  # api_key: 'header' | 'query'
-    name: str = ""  # api_key: the header or parameter name
-    client_auth: str = "body"  # oauth2: 'body' | 'basic'
-
-
-@dataclass(frozen=True)
-class Source:
-    name: str
-    base_url: Value
-    headers: tuple[tuple[str, Value], ...]
-    params: tuple[tuple[str, Value], ...]
-    timeout: float
-    retry: RetryPolicy
-    validate: RequestSpec | None
-    error_message: Value
-    auth: AuthSpec | None = None
-    rate_limits: tuple[tuple[int, float], ...] = ()  # (requests, seconds)
-    on_status: tuple[tuple[int, str], ...] = ()  # (HTTP status, skip | partial | fail)
-
-
-@dataclass(frozen=True)
-class Pagination:
-    """How a step walks its pages. Parameter names are None when nothing is sent."""
-
-    kind: str  # none | offset | page | cursor | next_url | link_header | graphql_cursor
-    place: str = "query"  # where paging values go: query | header | body | path
-    offset_param: str | None = None
-    limit_param: str | None = None
-    page_param: str | None = None
-    size_param: str | None = None
-    cursor_param: str | None = None
-    start: int = 0  # the first offset or page number
-    size: Value | None = None  # page size (offset: the limit)
-    total: Value | None = None  # offset: total number of records
-    total_pages: Value | None = None  # page: number of pages
-    cursor: Value | None = None  # cursor: the next token in the body
-    next_url: Value | None = None  # next_url: the next page's URL in the body
-    page_info: Value | None = None  # graphql_cursor: {hasNextPage, endCursor}
-    has_more: Value | None = None  # any kind: a flag in the body; false ends pagination
-    max_pages: int | None = None
-    stop_on_empty: bool = True
-
-
-# The fields each kind reads (besides kind, in, has_more, max_pages, stop_on_empty) ...
-PAGINATION_FIELDS = {
-    "none": set(),
-    "offset": {"offset_param", "limit_param", "limit", "total"},
-    "page": {"page_param", "start_page", "size_param", "size", "total_pages"},
-    "cursor": {"cursor", "cursor_param", "size_param", "size"},
-    "next_url": {"next_url", "size_param", "size"},
-    "link_header": {"size_param", "size"},
-    "graphql_cursor": {"page_info", "cursor_param", "size_param", "size"},
-}
-# ... the ones it cannot do without ...
-PAGINATION_REQUIRED = {
-    "cursor": {"cursor": "JMESPath to the next token"},
-    "next_url": {"next_url": "JMESPath to the next page's URL"},
-    "graphql_cursor": {"page_info": "JMESPath to the pageInfo object"},
-}
-# ... and the parameter names it sends, with their defaults.
-PAGINATION_PARAMS = {
-    "none": {},
-    "offset": {"offset_param": "offset", "limit_param": "limit"},
-    "page": {"page_param": "page", "size_param": None},
-    "cursor": {"cursor_param": "cursor", "size_param": None},
-    "next_url": {"size_param": None},
-    "link_header": {"size_param": None},
-    "graphql_cursor": {"cursor_param": "after", "size_param": "first"},
-}
-
-
-@dataclass(frozen=True)
-class EntitySpec:
-    resource: str
-    type: str
-    classes: tuple[str, ...]
-    for_each: Value | None  # one entity per item of this list (nested records)
-    key: Value
-    properties: tuple[tuple[str, Value], ...]
-    tags: tuple[tuple[str, Value], ...]
-    tags_from: Value | None
-    raw_data: bool
-    partial: bool
-    duplicates: str = "keep-first"  # a repeated _key: keep the first and warn, or 'strict': fail the step
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """One end of a direct relationship.
-
-    ``mode`` is 'record' (the entity of ``type`` built from the current record),
-    'key' (the entity whose ``_key`` the ``key`` template renders) or 'type' (every
-    entity of ``type`` collected so far; for singletons such as an account).
-    """
-
-    mode: str
-    type: str
-    key: Value | None = None
-
-
-@dataclass(frozen=True)
-class RelationshipSpec:
-    relationship_class: str
-    type: str
-    source: Endpoint
-    target: Endpoint
-    properties: tuple[tuple[str, Value], ...]
-    for_each: Value | None
-    partial: bool
-
-
-@dataclass(frozen=True)
-class MappedRelationshipSpec:
-    relationship_class: str
-    type: str
-    source_type: str
-    direction: str
-    target_type: str | None
-    target_class: str | None
-    target_properties: tuple[tuple[str, Value], ...]
-    filter_keys: tuple[tuple[str, ...], ...]
-    skip_target_creation: bool | None
-    properties: tuple[tuple[str, Value], ...]
-    for_each: Value | None
-    partial: bool
-
-
-@dataclass(frozen=True)
-class Step:
-    id: str
-    name: str
-    depends_on: tuple[str, ...]
-    when: Value | None  # JMESPath on config: the step runs only when it is truthy
-    on_dependency_failure: str  # 'run' (with what exists) or 'skip'
-    for_each: str | None  # fan-out: one request per entity of this type
-    request: RequestSpec | None
-    pagination: Pagination
-    records: Value
-    filter: Value | None
-    on_status: tuple[tuple[int, str], ...]  # the source's rules, overridden by the step's
-    entities: tuple[EntitySpec, ...]
-    relationships: tuple[RelationshipSpec, ...]
-    mapped_relationships: tuple[MappedRelationshipSpec, ...]
-
-    @property
-    def declared_types(self) -> tuple[str, ...]:
-        specs = (*self.entities, *self.relationships, *self.mapped_relationships)
-        return tuple(dict.fromkeys(s.type for s in specs))
-
-    @property
-    def partial_types(self) -> tuple[str, ...]:
-        specs = (*self.entities, *self.relationships, *self.mapped_relationships)
-        return tuple(dict.fromkeys(s.type for s in specs if s.partial))
-
-
-@dataclass(frozen=True)
-class Offline:
-    cassette: Path
-    config: tuple[tuple[str, Any], ...]
-    as_of: str | None  # the clock of the recording, so time windows replay the same
-
-
-@dataclass(frozen=True)
-class Plan:
-    path: str
-    integration_id: str
-    integration_name: str
-    description: str
-    config_fields: tuple[ConfigField, ...]
-    sources: tuple[Source, ...]
-    instance_tags: tuple[tuple[str, Value], ...]
-    steps: tuple[Step, ...]  # in dependency order
-    offline: Offline | None
-
-    @property
-    def default_source(self) -> Source:
-        return self.sources[0]
-
-    def source(self, name: str) -> Source:
-        return next(s for s in self.sources if s.name == name)
-
-    def step(self, step_id: str) -> Step:
-        return next(s for s in self.steps if s.id == step_id)
-
-    @property
-    def listed_types(self) -> frozenset[str]:
-        """Entity types whose keys relationships enumerate ({type: X} endpoints)."""
-        ends = (end for s in self.steps for r in s.relationships for end in (r.source, r.target))
-        return frozenset(end.type for end in ends if end.mode == "type")
-
-    @property
-    def parent_types(self) -> frozenset[str]:
-        """Entity types some step fans out over; the run keeps those entities in memory."""
-        return frozenset(s.for_each for s in self.steps if s.for_each)
-
-    def steps_for(self, wanted: list[str] | None) -> tuple[Step, ...]:
-        """The steps to run for ``--step``: those asked for and everything they depend on."""
-        if not wanted:
-            return self.steps
-        keep: set[str] = set()
-        pending = list(wanted)
-        while pending:
-            step_id = pending.pop()
-            if step_id not in keep:
-                keep.add(step_id)
-                pending.extend(self.step(step_id).depends_on)
-        return tuple(s for s in self.steps if s.id in keep)
-
-
-# ----------------------------------------------------------------------------------------
-# Compilation
 
 
 def compile_file(path: str | Path) -> Plan:
@@ -333,8 +81,6 @@ class _Compiler:
         self.problems.append(self.source_map.problem(path, message, key=key))
 
     def problem_at(self, path: PathT, offset: int, message: str) -> None:
-        from .load import format_path
-
         self.problems.append(Problem(self.source_map.locate_in_scalar(path, offset), format_path(path), message))
 
     # -- values --------------------------------------------------------------------------
@@ -492,7 +238,7 @@ class _Compiler:
                 variables: frozenset[str] = REQUEST_VARIABLES) -> RequestSpec | None:
         source = spec.get("source") or next(iter(self.data["sources"]))
         if source not in source_names:
-            self.problem(path + ("source",), f"unknown source '{source}'{_hint(source, source_names)}")
+            self.problem(path + ("source",), f"unknown source '{source}'{did_you_mean(source, source_names)}")
         graphql = spec.get("graphql")
         return RequestSpec(
             source=source,
@@ -523,7 +269,7 @@ class _Compiler:
         for name in config:
             if name not in self.config_names:
                 self.problem(("offline", "config", name), f"unknown config field '{name}'"
-                             f"{_hint(name, self.config_names)}", key=True)
+                             f"{did_you_mean(name, self.config_names)}", key=True)
         return Offline(cassette=cassette, config=tuple(config.items()),
                        as_of=None if as_of is None else str(as_of))
 
@@ -588,7 +334,7 @@ class _Compiler:
              source_names: set[str]) -> Step | None:
         for d_index, dep in enumerate(spec.get("depends_on") or []):
             if dep not in ids:
-                self.problem(path + ("depends_on", d_index), f"unknown step '{dep}'{_hint(dep, ids)}")
+                self.problem(path + ("depends_on", d_index), f"unknown step '{dep}'{did_you_mean(dep, ids)}")
             elif dep == spec["id"]:
                 self.problem(path + ("depends_on", d_index), "a step cannot depend on itself")
         request = None
@@ -604,7 +350,7 @@ class _Compiler:
             owners = declared_types.get(parent_type)
             if owners is None:
                 self.problem(path + ("for_each",), f"unknown entity type '{parent_type}'"
-                                                   f"{_hint(parent_type, declared_types)}")
+                                                   f"{did_you_mean(parent_type, declared_types)}")
             elif not set(owners) & _ancestors(self.data, spec["id"]) and self.dependencies_known(spec["id"]):
                 self.problem(path + ("for_each",), f"'{parent_type}' is built by step '{owners[0]}', which "
                                                    f"this step does not depend on; add it to depends_on")
@@ -732,7 +478,7 @@ class _Compiler:
             if name not in datamodel.ENTITY_CLASSES:
                 where = path + ("class",) if isinstance(spec["class"], str) else path + ("class", c_index)
                 self.problem(where, f"unknown JupiterOne class '{name}'"
-                                    f"{_hint(name, datamodel.ENTITY_CLASSES)}")
+                                    f"{did_you_mean(name, datamodel.ENTITY_CLASSES)}")
         key = self.template(spec["key"], path + ("key",))
         for_each = self.for_each(spec, path)
         properties = self.value_map(spec.get("properties"), path + ("properties",))
@@ -771,12 +517,12 @@ class _Compiler:
                     self.problem(path, f"'{raw}' is built by another step; name one of its entities with "
                                        f"{{type: {raw}, key: ...}} (or every one with {{type: {raw}}})")
                 else:
-                    self.problem(path, f"'{raw}' is not an entity type built in {where}{_hint(raw, record_types)}")
+                    self.problem(path, f"'{raw}' is not an entity type built in {where}{did_you_mean(raw, record_types)}")
                 return None
             return Endpoint("record", raw)
         entity_type = raw["type"]
         if entity_type not in declared_types:
-            self.problem(path + ("type",), f"unknown entity type '{entity_type}'{_hint(entity_type, declared_types)}")
+            self.problem(path + ("type",), f"unknown entity type '{entity_type}'{did_you_mean(entity_type, declared_types)}")
             return None
         owners = declared_types[entity_type]
         step_id = self.data["steps"][path[1]]["id"]
@@ -817,13 +563,13 @@ class _Compiler:
         source_type = spec["source"]
         if source_type not in record_types:
             self.problem(path + ("source",), f"'{source_type}' is not an entity type built in this step"
-                                             f"{_hint(source_type, record_types)}")
+                                             f"{did_you_mean(source_type, record_types)}")
         target = spec["target"]
         target_type = target.get("type")
         target_class = target.get("class")
         if target_class is not None and target_class not in datamodel.ENTITY_CLASSES:
             self.problem(path + ("target", "class"), f"unknown JupiterOne class '{target_class}'"
-                                                     f"{_hint(target_class, datamodel.ENTITY_CLASSES)}")
+                                                     f"{did_you_mean(target_class, datamodel.ENTITY_CLASSES)}")
         rel_type = spec.get("type")
         if rel_type is None:
             if target_type is None:
@@ -845,7 +591,7 @@ class _Compiler:
                 if name not in known_target_keys:
                     self.problem(path + ("filter_keys", g_index, k_index),
                                  f"filter key '{name}' is not a property of the target"
-                                 f"{_hint(name, known_target_keys)}")
+                                 f"{did_you_mean(name, known_target_keys)}")
         properties = self.value_map(spec.get("properties"), path + ("properties",))
         for_each = self.for_each(spec, path)
         if source_type not in record_types:
@@ -879,15 +625,4 @@ def _ancestors(data: dict, step_id: str) -> set[str]:
     return seen
 
 
-def _hint(name: str, options) -> str:
-    match = difflib.get_close_matches(str(name), sorted(map(str, options)), n=1, cutoff=0.6)
-    return f" (did you mean '{match[0]}'?)" if match else ""
 
-
-def fits_type(kind: str, value: Any) -> bool:
-    return {
-        "string": lambda v: isinstance(v, str),
-        "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-        "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-        "boolean": lambda v: isinstance(v, bool),
-    }.get(kind, lambda v: True)(value)

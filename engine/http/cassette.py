@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import copy
 import re
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from .config import REDACTED, Redactor
-from .errors import FetchError
+from ..errors import FetchError
+from ..secrets import REDACTED, Redactor
 
 RECORD_MODES = ("none", "once", "all")
 
@@ -86,3 +87,8 @@ def cassette(path: Path, record_mode: str, redactor: Redactor) -> Iterator[None]
     with make_vcr(redactor, record_mode).use_cassette(str(path)):
         yield
 
+
+def cassette_miss(exc: Exception) -> bool:
+    """A replayed cassette had no answer (vcrpy is only imported when a cassette is used)."""
+    errors = sys.modules.get("vcr.errors")
+    return errors is not None and isinstance(exc, errors.CannotOverwriteExistingCassetteException)

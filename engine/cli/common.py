@@ -1,0 +1,73 @@
+"""What the commands share: logging, the run options, and the exit codes' help text."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Callable
+
+import click
+
+from ..errors import EXIT_INTERNAL
+from ..http.cassette import RECORD_MODES
+from ..pipeline.runner import DEFAULT_CONCURRENCY
+from ..secrets import log_redaction
+
+EXIT_CODES_HELP = f"""\b
+Exit codes:
+  0  success: every step succeeded and the output is complete
+  1  partial success: output written, but some steps failed or some types are partial
+  2  usage error (bad command-line options)
+  3  the mapping file is invalid
+  4  a config value is missing or invalid
+  5  the run failed; the previous output was left untouched
+  {EXIT_INTERNAL}  internal error (a bug in etl; re-run with --debug for the traceback)
+  130  interrupted (Ctrl-C, SIGTERM); the previous output was left untouched
+"""
+
+
+def setup_logging(verbose: int, quiet: bool) -> None:
+    """Log lines on stderr (redacted): warnings by default, -v info, -vv debug, -q errors only."""
+    level = logging.ERROR if quiet else {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("etl: %(levelname)s: %(message)s"))
+    handler.addFilter(log_redaction)
+    root = logging.getLogger("etl")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def run_options(command: Callable) -> Callable:
+    """The options every command that runs a mapping shares: config, where HTTP goes, which steps."""
+    options = [
+        click.option("-c", "--config", "config_pairs", multiple=True, metavar="NAME=VALUE",
+                     help="Set a config field (repeatable). Otherwise the field's environment variable, "
+                          "then .env in the working directory, then its default."),
+        click.option("--base-url", "base_urls", multiple=True, metavar="[SOURCE=]URL",
+                     help="Send requests to URL instead of the mapping's base URL (e.g. a local or staging "
+                          "server). SOURCE=URL replaces one named source."),
+        click.option("--cassette", type=click.Path(dir_okay=False, path_type=Path),
+                     help="Replay (or record) HTTP from/to this vcrpy cassette instead of the network."),
+        click.option("--record-mode", type=click.Choice(RECORD_MODES), default=None,
+                     help="With --cassette: none = replay only (default); once = record if the file is missing; "
+                          "all = re-record everything from the live API."),
+        click.option("--offline", is_flag=True,
+                     help="Replay the mapping's own bundled cassette (its 'offline' section); no network, "
+                          "no secrets."),
+        click.option("--step", "steps", multiple=True, metavar="ID",
+                     help="Run only this step and the steps it depends on (repeatable)."),
+        click.option("--concurrency", type=click.IntRange(1, 64), default=DEFAULT_CONCURRENCY, show_default=True,
+                     help="Parallel child requests of fan-out steps (forced to 1 with --cassette: vcrpy is not "
+                          "thread-safe). The output is the same whatever the value."),
+        click.option("--as-of", "as_of", metavar="TIME",
+                     help="Evaluate time windows (now_ms(), days_ago_ms()) as of this ISO-8601 time instead of "
+                          "now; --offline uses the time its cassette was recorded."),
+        click.option("-v", "--verbose", count=True,
+                     help="Log steps and every HTTP request (-v), and more detail (-vv), to stderr."),
+        click.option("-q", "--quiet", is_flag=True, help="Only print errors."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command

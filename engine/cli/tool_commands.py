@@ -1,0 +1,310 @@
+"""Commands over a mapping's documentation or a run's output: document, diff, alerts, sync, visualize."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from ..errors import EXIT_INTERNAL
+from ..http.cassette import RECORD_MODES
+from ..pipeline.compile import compile_file
+from ..pipeline.run import cassette_context, parse_time
+from ..secrets import Redactor, log_redaction
+from ..signals import terminate_as_interrupt
+from ..tools import sync as graph_sync  # its option defaults are needed to build the command line
+from .common import setup_logging
+
+
+DOCUMENT_EXIT_CODES_HELP = """\b
+Exit codes:
+  0  success (with --check: FILE is up to date)
+  1  with --check: FILE is missing or not up to date
+  2  usage error (bad command-line options)
+  3  the mapping file is invalid
+  5  FILE has the start marker but no end marker; nothing was written
+"""
+
+
+@click.command(epilog=DOCUMENT_EXIT_CODES_HELP)
+@click.argument("mapping", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="Markdown file to update: only the text between the "
+                   "<!-- {J1_DOCUMENTATION_MARKER_START} --> and <!-- {J1_DOCUMENTATION_MARKER_END} --> "
+                   "markers is replaced; without the start marker the section is appended; a missing "
+                   "FILE is created. Without --output the section is printed to stdout.")
+@click.option("--check", is_flag=True,
+              help="With --output: change nothing; exit 1 if FILE is not what it would be written as "
+                   "(for CI: the documentation was not regenerated after the mapping changed).")
+def document(mapping: Path, output: Path | None, check: bool) -> None:
+    """Write the "Data Model" documentation section of MAPPING.
+
+    The section lists the entity types, relationships and mapped relationships the
+    mapping declares, exactly as JupiterOne's `j1-integration document` renders them.
+    It is built from the mapping alone: no API call, no config needed.
+
+    \b
+    Examples:
+      etl document mappings/example.yaml
+      etl document mappings/example.yaml --output docs/example.md
+      etl document mappings/example.yaml --output docs/example.md --check
+    """
+    if check and output is None:
+        raise click.UsageError("--check needs --output FILE (the file to check)")
+    from ..tools.document import data_model, is_up_to_date, render_section, write_document
+
+    model = data_model(compile_file(mapping))
+    if model.is_empty:
+        click.echo(f"etl: {mapping} declares no entities or relationships; nothing to document", err=True)
+        return
+    section = render_section(model)
+    if output is None:
+        click.echo(section)
+    elif check:
+        if not is_up_to_date(output, section):
+            click.echo(f"etl: {output} is not up to date with {mapping}; "
+                       f"run: etl document {mapping} --output {output}", err=True)
+            sys.exit(1)
+        click.echo(f"{output}: up to date")
+    else:
+        changed = write_document(output, section)
+        click.echo(f"{output}: {'updated' if changed else 'already up to date'}")
+
+
+DIFF_EXIT_CODES_HELP = """\b
+Exit codes (as diff(1)):
+  0  no differences
+  1  differences found
+  2  usage error (bad command-line options)
+  3  OLD or NEW is not a readable etl output directory (no summary.json, a malformed graph file)
+"""
+
+
+@click.command("diff", epilog=DIFF_EXIT_CODES_HELP)
+@click.argument("old", type=click.Path(path_type=Path))
+@click.argument("new", type=click.Path(path_type=Path))
+@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help='text: a readable report; json: {"entities": {"added": [keys], "removed": [keys], '
+                   '"changed": [{"_key": ..., "changes": {property: {"old": ..., "new": ...}}}]}, '
+                   '"relationships": {...}}, keys sorted.')
+@click.option("--ignore", "ignored", multiple=True, metavar="PROPERTY",
+              help="Also leave PROPERTY out of the comparison (repeatable), e.g. a timestamp that moves on "
+                   "every run.")
+def diff_command(old: Path, new: Path, output_format: str, ignored: tuple[str, ...]) -> None:
+    """Compare two runs' output: what was added, removed and changed.
+
+    OLD and NEW are output directories of `etl run` (e.g. yesterday's and today's). Lists the entities and relationships added, removed and changed, matched by _key;
+    a changed object shows each property that differs with its old and new value (an
+    absent property reads as null).
+
+    \b
+    Left out of the comparison:
+      _rawData      the API's raw records, ignored: every property the graph carries
+                    is compared, and raw data holds counters and timestamps that move
+                    on every run. It is never loaded into the comparison.
+      summary.json  run metadata (timings, statuses); only its partial types are read.
+    A type listed as partial (metadata.partialDatasets.types) in either run's
+    summary.json is never reported as removed: its data may be incomplete. The text
+    report names those types and how many objects were not reported.
+
+    \b
+    Examples:
+      etl diff yesterday/ today/
+      etl diff yesterday/ today/ --format json | jq '.entities.added'
+      etl diff yesterday/ today/ --ignore lastSeenOn
+    """
+    from ..tools import diff as graph_diff
+
+    if {"_key", "_type"} & set(ignored):
+        raise click.BadParameter("_key and _type cannot be ignored: objects are matched by them",
+                                 param_hint="--ignore")
+    result = graph_diff.diff_outputs(old, new, ignore=ignored)
+    if output_format == "json":
+        click.echo(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
+    else:
+        click.echo(graph_diff.format_diff(result))
+    sys.exit(result.exit_code)
+
+
+ALERTS_EXIT_CODES_HELP = """\b
+Exit codes:
+  0  no alert
+  1  at least one alert
+  2  usage error (bad command-line options)
+  3  OLD or NEW is not a readable etl output directory
+  4  the rules file is missing or invalid (each problem as FILE:LINE:COL: path: message)
+  5  a rule could not be evaluated on some entity (named on stderr); the other alerts are printed
+"""
+
+
+@click.command("alerts", epilog=ALERTS_EXIT_CODES_HELP)
+@click.argument("rules", type=click.Path(path_type=Path))
+@click.option("--old", "old", required=True, type=click.Path(path_type=Path), metavar="DIR",
+              help="The earlier output directory (e.g. yesterday's run).")
+@click.option("--new", "new", required=True, type=click.Path(path_type=Path), metavar="DIR",
+              help="The later output directory (e.g. today's run).")
+@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="json: a list of {rule, on, _type, _key, displayName, description[, changes]}, in the order "
+                   "of the rules, then by _key.")
+@click.option("--as-of", "as_of", metavar="TIME",
+              help="Evaluate now_ms() and days_ago_ms() as of this ISO-8601 time instead of now (for "
+                   "reproducible date predicates).")
+@click.option("--old-as-of", "old_as_of", metavar="TIME",
+              help="The clock of OLD's side of 'became' rules. Default: --as-of moved back by the time "
+                   "between the two runs (from their summary.json).")
+def alerts_command(rules: Path, old: Path, new: Path, output_format: str, as_of: str | None,
+                   old_as_of: str | None) -> None:
+    """Raise the alerts a rules file describes for the change from OLD to NEW.
+
+    OLD and NEW are output directories of `etl run`; RULES is a YAML file of alert rules:
+
+    \b
+      rules:
+        - name: new-admin-user            # unique in the file
+          description: A new user is an administrator     # optional
+          on: added                       # added | removed | changed | became
+          type: acme_user                 # entity _type
+          where: admin                    # optional JMESPath predicate
+    \b
+    What `where` sees:
+      added    the entity in NEW
+      removed  the entity in OLD (never for a type partial in either run)
+      changed  the entity in NEW plus _old (the entity in OLD) and _changed (names of
+               the changed properties); e.g. "admin && !(_old.admin)"
+      became   true now (NEW, --as-of) and false before (OLD, --old-as-of), changed
+               or not; e.g. "expiresOn <= days_ago_ms(`-30`)"
+    Entities are seen without _rawData. The engine's JMESPath functions are available
+    (to_epoch_ms, now_ms, days_ago_ms, ...). See docs/monitoring.md.
+
+    \b
+    Examples:
+      etl alerts rules/acme.yaml --old yesterday/ --new today/
+      etl alerts rules/acme.yaml --old yesterday/ --new today/ --format json --as-of 2026-11-24T09:00:00Z
+    """
+    from ..tools import alerts as alert_rules
+
+    now = parse_time(as_of, "--as-of")
+    old_now = parse_time(old_as_of, "--old-as-of")
+    rule_set = alert_rules.load_rules(rules)
+    report = alert_rules.evaluate_rules(rule_set, old, new, now=now, old_now=old_now)
+    for warning in report.warnings:
+        click.echo(f"etl: warning: {warning}", err=True)
+    for error in report.errors:
+        click.echo(f"etl: error: {error}", err=True)
+    if output_format == "json":
+        click.echo(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
+    else:
+        click.echo(alert_rules.format_alerts(report))
+    sys.exit(report.exit_code)
+
+
+SYNC_EXIT_CODES_HELP = """\b
+Exit codes:
+  0  the job was finalized with every entity and relationship
+  1  the job was finalized, but some objects were too large even without their raw data and were
+     skipped (their types were sent as partial, so JupiterOne keeps what it had)
+  2  usage error (bad options; DIRECTORY has no summary.json; a plain-http --api-base-url)
+  4  the JupiterOne account or API key is missing
+  5  the sync failed: the job (if one was created) was aborted and nothing was finalized
+  130  interrupted (Ctrl-C, SIGTERM): the job was aborted
+"""
+
+
+@click.command(epilog=SYNC_EXIT_CODES_HELP)
+@click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--account", envvar=graph_sync.ACCOUNT_ENV, show_envvar=True, metavar="ID",
+              help="JupiterOne account id (sent as JupiterOne-Account). Also read from .env.")
+@click.option("--api-key", envvar=graph_sync.API_KEY_ENV, show_envvar=True, metavar="KEY",
+              help="JupiterOne API key (sent as a bearer token; never printed, logged or written). Prefer the "
+                   "environment variable or .env: a command line is visible to other users of the machine.")
+@click.option("-i", "--integration-instance-id", required=True, metavar="ID",
+              help="The integration instance the data belongs to (an integration-managed job).")
+@click.option("--api-base-url", default=graph_sync.DEFAULT_API_BASE_URL, show_default=True, metavar="URL",
+              help="JupiterOne API root (another region, or a local look-alike: plain http only to loopback).")
+@click.option("--no-step-events", is_flag=True,
+              help="Do not post one job-log event per step of summary.json before finalizing.")
+@click.option("--cassette", "cassette_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Replay (or record) the HTTP exchanges from/to this vcrpy cassette (for tests and demos).")
+@click.option("--record-mode", type=click.Choice(RECORD_MODES), default=None,
+              help="With --cassette: none = replay only (default); once = record if the file is missing; "
+                   "all = re-record.")
+@click.option("-v", "--verbose", count=True, help="Log each batch (-v) and every request (-vv) to stderr.")
+@click.option("-q", "--quiet", is_flag=True, help="Only print errors.")
+def sync(directory: Path, account: str | None, api_key: str | None, integration_instance_id: str,
+         api_base_url: str, no_step_events: bool, cassette_path: Path | None, record_mode: str | None,
+         verbose: int, quiet: bool) -> None:
+    """Upload DIRECTORY (the output of `etl run`) to JupiterOne as one synchronization job.
+
+    Creates an integration-managed job for the instance, uploads every entity, then every
+    relationship, in batches of at most 5,000,000 bytes (read one file at a time), posts one
+    event per step, and finalizes with the partial types of DIRECTORY/summary.json, so
+    JupiterOne keeps what it had of those types. 429, 5xx and dropped connections are
+    retried with backoff; on HTTP 413 the largest _rawData values become 'TRUNCATED', and an
+    object still too large is skipped with a warning (its type is sent as partial). On any
+    error the job is aborted and nothing is finalized.
+
+    \b
+    Examples:
+      export JUPITERONE_ACCOUNT=... JUPITERONE_API_KEY=...
+      etl run mappings/example.yaml --output out
+      etl sync out --integration-instance-id 3c1e2f4a-...
+    """
+    setup_logging(verbose, quiet)
+    if record_mode and cassette_path is None:
+        raise click.BadParameter("--record-mode needs --cassette", param_hint="--record-mode")
+    redactor = Redactor([api_key] if api_key else [])
+    log_redaction.use(redactor)
+    account, api_key = graph_sync.resolve_credentials(account, api_key)
+    redactor.add(api_key)
+    settings = graph_sync.SyncSettings(account=account, api_key=api_key,
+                                       integration_instance_id=integration_instance_id,
+                                       api_base_url=api_base_url, step_events=not no_step_events)
+    with cassette_context(cassette_path, record_mode or "none", redactor), terminate_as_interrupt():
+        report = graph_sync.synchronize(directory, settings, redactor)
+    if not quiet:
+        click.echo(redactor(report.format()))
+    sys.exit(report.exit_code)
+
+
+VISUALIZE_EXIT_CODES_HELP = """\b
+Exit codes:
+  0  FILE was written (also when there is no data: the page says so)
+  2  usage error (bad options; DIRECTORY does not exist)
+  5  a graph file cannot be read, or FILE cannot be written
+"""
+
+
+@click.command(epilog=VISUALIZE_EXIT_CODES_HELP)
+@click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.html",
+              help="Where to write the page.  [default: DIRECTORY/index.html]")
+def visualize(directory: Path, output: Path | None) -> None:
+    """Draw the graph in DIRECTORY (an `etl run` output, or its graph/ folder) as one
+    self-contained HTML page: nothing is loaded from the internet.
+
+    Nodes are entities, coloured by _type (with a legend) and labelled with displayName,
+    _type and _key; edges are relationships, labelled with their _class. A mapped
+    relationship points at the entity its target filter keys select, or else at a dashed
+    placeholder built from the target's filter-key values. Drag to pan, wheel to zoom,
+    click for properties.
+
+    \b
+    Examples:
+      etl run mappings/example.yaml --output out && etl visualize out
+      etl visualize out --output /tmp/graph.html
+    """
+    from ..tools import visualize as graph_visualize
+
+    output = output if output is not None else directory / "index.html"
+    view = graph_visualize.write_page(directory, output)
+    if not view["nodes"]:
+        click.echo(f"etl: {directory}: there was no data found to visualize; {output} says so", err=True)
+        return
+    kinds = [n["kind"] for n in view["nodes"]]
+    click.echo(f"{output}: {kinds.count('entity')} entities, {len(view['edges'])} relationships, "
+               f"{kinds.count('placeholder')} mapped-target placeholders, {kinds.count('missing')} missing entities")
+
+
+COMMANDS = (document, diff_command, alerts_command, sync, visualize)

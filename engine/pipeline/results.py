@@ -1,0 +1,127 @@
+"""What a run produced: each step's status, counts and messages, and the run's exit code.
+
+The statuses are JupiterOne's (``summary.json``'s ``integrationStepResults``);
+:func:`format_result` is the summary ``etl run`` prints.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import EXIT_OK, EXIT_PARTIAL
+from .plan import Plan, Step
+
+log = logging.getLogger("etl.run")
+
+MAX_WARNINGS_KEPT = 20  # per step; the rest are counted
+
+SUCCESS = "success"
+FAILURE = "failure"
+PARTIAL_DEPENDENCY = "partial_success_due_to_dependency_failure"
+SKIPPED_DEPENDENCY = "skipped_due_to_dependency_failure"
+DISABLED = "disabled"
+
+
+@dataclass
+class StepResult:
+    step: Step
+    status: str = SUCCESS
+    start_ms: int = 0
+    end_ms: int = 0
+    counts: Counter = field(default_factory=Counter)
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    warning_count: int = 0
+    requests: int = 0
+    pages: int = 0
+    records: int = 0
+    skipped_types: set = field(default_factory=set)  # types of which some record built nothing
+    incomplete: bool = False  # a request's data is missing (an on_status 'partial' rule applied)
+
+    @property
+    def incomplete_data(self) -> bool:
+        """Some of what this step should have produced is missing."""
+        return self.incomplete or bool(self.skipped_types) or self.status not in (SUCCESS, DISABLED)
+
+    @property
+    def error(self) -> str | None:
+        if not self.errors:
+            return None
+        more = f" (and {len(self.errors) - 1} more)" if len(self.errors) > 1 else ""
+        return self.errors[0] + more
+
+    def fail(self, message: str) -> None:
+        self.status = FAILURE
+        self.errors.append(message)
+        log.error("step %s: %s", self.step.id, message)
+
+    def warn(self, message: str) -> None:
+        self.warning_count += 1
+        if len(self.warnings) < MAX_WARNINGS_KEPT:
+            self.warnings.append(message)
+        log.debug("warning: %s", message)
+
+    def summary(self) -> dict:
+        step = self.step
+        return {
+            "id": step.id,
+            "name": step.name,
+            "dependsOn": list(step.depends_on),
+            "declaredTypes": list(step.declared_types),
+            "partialTypes": list(step.partial_types),
+            "encounteredTypes": sorted(self.counts),
+            "encounteredTypeCounts": dict(sorted(self.counts.items())),
+            "status": self.status,
+            "startTime": self.start_ms,
+            "endTime": self.end_ms,
+            "duration": self.end_ms - self.start_ms,
+        }
+
+
+@dataclass
+class RunResult:
+    plan: Plan
+    output: Path
+    steps: list[StepResult]
+    partial_types: list[str]
+    graph_notes: list[str]
+
+    @property
+    def exit_code(self) -> int:
+        if any(r.status not in (SUCCESS, DISABLED) for r in self.steps) or self.has_losses:
+            return EXIT_PARTIAL
+        return EXIT_OK
+
+    @property
+    def has_losses(self) -> bool:
+        """Some type is partial for a reason other than being declared partial."""
+        declared_partial = {t for r in self.steps for t in r.step.partial_types}
+        return bool(set(self.partial_types) - declared_partial)
+
+
+def format_result(result: RunResult) -> str:
+    plan = result.plan
+    lines = [f"{plan.integration_name} ({plan.path}) -> {result.output}"]
+    width = max(len(r.step.id) for r in result.steps) if result.steps else 0
+    for step in result.steps:
+        counts = ", ".join(f"{t} {n}" for t, n in sorted(step.counts.items())) or "nothing"
+        lines.append(f"  {step.step.id:<{width}}  {step.status:<9}  {counts}")
+        if step.error:
+            lines.append(f"  {'':<{width}}  error: {step.error}")
+        if step.warning_count:
+            lines.append(f"  {'':<{width}}  {step.warning_count} warning(s); first: {step.warnings[0]}")
+    entities = sum(n for s in result.steps for t, n in s.counts.items() if t in _entity_types(plan))
+    relationships = sum(n for s in result.steps for n in s.counts.values()) - entities
+    lines.append(f"Graph: {entities} entities, {relationships} relationships")
+    for note in result.graph_notes:
+        lines.append(f"  note: {note}")
+    partial = ", ".join(result.partial_types) or "none"
+    lines.append(f"Partial datasets: {partial}")
+    return "\n".join(lines)
+
+
+def _entity_types(plan: Plan) -> set[str]:
+    return {e.type for s in plan.steps for e in s.entities}
