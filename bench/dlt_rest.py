@@ -20,21 +20,30 @@ KEY = "bench-digicert-key"
 
 
 def source(base_url: str):
-    return rest_api_source({
-        "client": {
-            "base_url": base_url,
-            "auth": {"type": "api_key", "name": "X-DC-DEVKEY", "api_key": KEY, "location": "header"},
-        },
-        "resources": [{
-            "name": "orders",
-            "endpoint": {
-                "path": "order/certificate",
-                "data_selector": "orders",
-                "paginator": {"type": "offset", "limit": 1000, "offset_param": "offset", "limit_param": "limit",
-                              "total_path": "page.total"},
+    return rest_api_source(
+        {
+            "client": {
+                "base_url": base_url,
+                "auth": {"type": "api_key", "name": "X-DC-DEVKEY", "api_key": KEY, "location": "header"},
             },
-        }],
-    })
+            "resources": [
+                {
+                    "name": "orders",
+                    "endpoint": {
+                        "path": "order/certificate",
+                        "data_selector": "orders",
+                        "paginator": {
+                            "type": "offset",
+                            "limit": 1000,
+                            "offset_param": "offset",
+                            "limit_param": "limit",
+                            "total_path": "page.total",
+                        },
+                    },
+                }
+            ],
+        }
+    )
 
 
 def main() -> None:
@@ -50,8 +59,12 @@ def main() -> None:
         count = sum(1 for _ in source(args.base_url).resources["orders"])
         print(count)
         return
-    pipeline = dlt.pipeline(pipeline_name="bench", destination=dlt.destinations.duckdb(str(workdir / "bench.duckdb")),
-                            dataset_name="digicert", pipelines_dir=str(workdir / "pipelines"))
+    pipeline = dlt.pipeline(
+        pipeline_name="bench",
+        destination=dlt.destinations.duckdb(str(workdir / "bench.duckdb")),
+        dataset_name="digicert",
+        pipelines_dir=str(workdir / "pipelines"),
+    )
     print(pipeline.run(source(args.base_url)))
 
 

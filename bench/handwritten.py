@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import requests
 
@@ -27,7 +27,7 @@ def epoch_ms(text):
         return None
     parsed = datetime.fromisoformat(text)
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
+        parsed = parsed.replace(tzinfo=UTC)
     return int(parsed.timestamp() * 1000)
 
 
@@ -85,71 +85,137 @@ def main():
     account = session.get(f"{base}/account", timeout=60).json()
     account_key = f"digicert_account:{account['id']}"
     admin = account.get("admin_email")
-    writer.add("fetch-account", "entities", {
-        "_key": account_key, "_type": "digicert_account", "_class": ["Account"], "id": str(account["id"]),
-        "name": str(account["id"]), "accountId": account["id"], "displayName": f"DigiCert:{account['id']}",
-        "adminEmail": [e.strip() for e in admin.split(",")] if admin and "," in admin else admin,
-        "_rawData": [{"name": "default", "rawData": account}],
-    })
+    writer.add(
+        "fetch-account",
+        "entities",
+        {
+            "_key": account_key,
+            "_type": "digicert_account",
+            "_class": ["Account"],
+            "id": str(account["id"]),
+            "name": str(account["id"]),
+            "accountId": account["id"],
+            "displayName": f"DigiCert:{account['id']}",
+            "adminEmail": [e.strip() for e in admin.split(",")] if admin and "," in admin else admin,
+            "_rawData": [{"name": "default", "rawData": account}],
+        },
+    )
 
     for users in pages(session, f"{base}/user", "users"):
         for user in users:
             roles = [r["name"] for r in user.get("access_roles") or []]
             entity = {
-                "_key": f"digicert_user:{user['account_id']}:{user['id']}", "_type": "digicert_user",
-                "_class": ["User"], "id": f"{user['account_id']}:{user['id']}", "accountId": user["account_id"],
-                "userId": user["id"], "firstName": user.get("first_name"), "lastName": user.get("last_name"),
+                "_key": f"digicert_user:{user['account_id']}:{user['id']}",
+                "_type": "digicert_user",
+                "_class": ["User"],
+                "id": f"{user['account_id']}:{user['id']}",
+                "accountId": user["account_id"],
+                "userId": user["id"],
+                "firstName": user.get("first_name"),
+                "lastName": user.get("last_name"),
                 "name": " ".join(p for p in (user.get("first_name"), user.get("last_name")) if p),
-                "displayName": user.get("email"), "email": user.get("email"), "username": user.get("username"),
-                "status": user.get("status"), "active": user.get("status") == "active",
-                "phone": user.get("telephone"), "jobTitle": user.get("job_title"), "type": user.get("type"),
-                "roles": roles, "admin": "Administrator" in roles,
+                "displayName": user.get("email"),
+                "email": user.get("email"),
+                "username": user.get("username"),
+                "status": user.get("status"),
+                "active": user.get("status") == "active",
+                "phone": user.get("telephone"),
+                "jobTitle": user.get("job_title"),
+                "type": user.get("type"),
+                "roles": roles,
+                "admin": "Administrator" in roles,
                 "lastLoginOn": epoch_ms(user.get("last_login_date")),
                 "_rawData": [{"name": "default", "rawData": user}],
             }
             writer.add("fetch-users", "entities", {k: v for k, v in entity.items() if v is not None})
-            writer.add("fetch-users", "relationships", {
-                "_key": f"{account_key}|has|{entity['_key']}", "_type": "digicert_account_has_user",
-                "_class": "HAS", "_fromEntityKey": account_key, "_toEntityKey": entity["_key"], "displayName": "HAS"})
+            writer.add(
+                "fetch-users",
+                "relationships",
+                {
+                    "_key": f"{account_key}|has|{entity['_key']}",
+                    "_type": "digicert_account_has_user",
+                    "_class": "HAS",
+                    "_fromEntityKey": account_key,
+                    "_toEntityKey": entity["_key"],
+                    "displayName": "HAS",
+                },
+            )
 
     for orders in pages(session, f"{base}/order/certificate", "orders"):
         for order in orders:
             cert = order.get("certificate") or {}
             key = f"digicert_certificate:{order['id']}"
             entity = {
-                "_key": key, "_type": "digicert_certificate", "_class": ["Certificate"], "id": str(order["id"]),
-                "orderId": order["id"], "certificateId": cert.get("id"), "name": cert.get("common_name"),
-                "displayName": cert.get("common_name"), "domainName": cert.get("common_name"),
-                "dnsNames": cert.get("dns_names"), "alternativeNames": cert.get("dns_names"),
-                "active": (cert.get("days_remaining") or 0) > 0, "signatureHash": cert.get("signature_hash"),
-                "type": order["product"]["type"], "productName": order["product"]["name"],
-                "productId": order["product"]["name_id"], "validityYears": order.get("validity_years"),
-                "hasDuplicates": order.get("has_duplicates"), "renewed": order.get("is_renewed"),
+                "_key": key,
+                "_type": "digicert_certificate",
+                "_class": ["Certificate"],
+                "id": str(order["id"]),
+                "orderId": order["id"],
+                "certificateId": cert.get("id"),
+                "name": cert.get("common_name"),
+                "displayName": cert.get("common_name"),
+                "domainName": cert.get("common_name"),
+                "dnsNames": cert.get("dns_names"),
+                "alternativeNames": cert.get("dns_names"),
+                "active": (cert.get("days_remaining") or 0) > 0,
+                "signatureHash": cert.get("signature_hash"),
+                "type": order["product"]["type"],
+                "productName": order["product"]["name"],
+                "productId": order["product"]["name_id"],
+                "validityYears": order.get("validity_years"),
+                "hasDuplicates": order.get("has_duplicates"),
+                "renewed": order.get("is_renewed"),
                 "renewalNotification": not order.get("disable_renewal_notifications"),
                 "status": order.get("status"),
                 "issuedOn": epoch_ms(order["date_created"]) if order.get("status") == "issued" else None,
-                "createdOn": epoch_ms(order.get("date_created")), "expiresOn": epoch_ms(cert.get("valid_till")),
+                "createdOn": epoch_ms(order.get("date_created")),
+                "expiresOn": epoch_ms(cert.get("valid_till")),
             }
             entity = {k: v for k, v in entity.items() if v is not None}
             for field in order.get("custom_fields") or []:
                 entity[f"tag.{field['label']}"] = field["value"]
             entity["_rawData"] = [{"name": "default", "rawData": order}]
             writer.add("fetch-orders", "entities", entity)
-            writer.add("fetch-orders", "relationships", {
-                "_key": f"{account_key}|has|{key}", "_type": "digicert_account_has_certificate", "_class": "HAS",
-                "_fromEntityKey": account_key, "_toEntityKey": key, "displayName": "HAS"})
+            writer.add(
+                "fetch-orders",
+                "relationships",
+                {
+                    "_key": f"{account_key}|has|{key}",
+                    "_type": "digicert_account_has_certificate",
+                    "_class": "HAS",
+                    "_fromEntityKey": account_key,
+                    "_toEntityKey": key,
+                    "displayName": "HAS",
+                },
+            )
             common = (cert.get("common_name") or "").removeprefix("*.")
-            names = [common] + [n for n in dict.fromkeys(d.removeprefix("*.") for d in cert.get("dns_names") or [])
-                                if n != common]
+            names = [common] + [
+                n for n in dict.fromkeys(d.removeprefix("*.") for d in cert.get("dns_names") or []) if n != common
+            ]
             for number, name in enumerate(names):
-                writer.add("fetch-orders", "relationships", {
-                    "_key": f"{key}|has|REVERSE:_class=Domain:domainName={name}",
-                    "_type": "domain_has_digicert_certificate", "_class": "HAS", "displayName": "HAS",
-                    "_mapping": {"relationshipDirection": "REVERSE", "sourceEntityKey": key,
-                                 "targetFilterKeys": [["_class", "domainName"]],
-                                 "targetEntity": {"_type": "domain", "_class": "Domain", "domainName": name,
-                                                  "name": name, "displayName": name},
-                                 "skipTargetCreation": number > 0}})
+                writer.add(
+                    "fetch-orders",
+                    "relationships",
+                    {
+                        "_key": f"{key}|has|REVERSE:_class=Domain:domainName={name}",
+                        "_type": "domain_has_digicert_certificate",
+                        "_class": "HAS",
+                        "displayName": "HAS",
+                        "_mapping": {
+                            "relationshipDirection": "REVERSE",
+                            "sourceEntityKey": key,
+                            "targetFilterKeys": [["_class", "domainName"]],
+                            "targetEntity": {
+                                "_type": "domain",
+                                "_class": "Domain",
+                                "domainName": name,
+                                "name": name,
+                                "displayName": name,
+                            },
+                            "skipTargetCreation": number > 0,
+                        },
+                    },
+                )
     writer.close()
     summary = {"metadata": {"partialDatasets": {"types": []}}, "counts": writer.counts}
     with open(os.path.join(args.output, "summary.json"), "w") as out:

@@ -22,7 +22,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,8 +58,9 @@ def api(**options):
 def measure(command: list[str], env: dict | None = None) -> Sample:
     """Run ``command``; its wall time and peak resident memory."""
     started = time.perf_counter()
-    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **(env or {})},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        command, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - started
     errors = process.stderr.read().decode(errors="replace")
@@ -71,8 +72,20 @@ def measure(command: list[str], env: dict | None = None) -> Sample:
 
 
 def etl_digicert(base: str, out: Path) -> list[str]:
-    return [PYTHON, "-m", "engine", "run", "mappings/digicert.yaml", "--base-url", f"{base}/services/v2",
-            "--output", str(out), "--config", f"apiKey={DIGICERT_KEY}", "-q"]
+    return [
+        PYTHON,
+        "-m",
+        "engine",
+        "run",
+        "mappings/digicert.yaml",
+        "--base-url",
+        f"{base}/services/v2",
+        "--output",
+        str(out),
+        "--config",
+        f"apiKey={DIGICERT_KEY}",
+        "-q",
+    ]
 
 
 def handwritten(base: str, out: Path) -> list[str]:
@@ -80,8 +93,7 @@ def handwritten(base: str, out: Path) -> list[str]:
 
 
 def dlt_command(base: str, out: Path, mode: str) -> list[str]:
-    return [PYTHON, "-m", "bench.dlt_rest", "--base-url", f"{base}/services/v2", "--workdir", str(out),
-            "--mode", mode]
+    return [PYTHON, "-m", "bench.dlt_rest", "--base-url", f"{base}/services/v2", "--workdir", str(out), "--mode", mode]
 
 
 def dlt_available() -> bool:
@@ -112,8 +124,11 @@ def bulk(repeat: int, certificates: int, scratch: Path) -> dict:
                 runs["dlt (fetch and parse)"] = measure(dlt_command(base, scratch / "dlt", "extract"))
                 runs["dlt (default pipeline to duckdb)"] = measure(dlt_command(base, scratch / "dlt", "pipeline"))
             rounds.append(runs)
-            print(f"  bulk round {number + 1}: " + ", ".join(f"{k} {v.seconds:.2f}s/{v.peak_mb:.0f}MB"
-                                                            for k, v in runs.items()), flush=True)
+            print(
+                f"  bulk round {number + 1}: "
+                + ", ".join(f"{k} {v.seconds:.2f}s/{v.peak_mb:.0f}MB" for k, v in runs.items()),
+                flush=True,
+            )
     return {"rounds": rounds, "dlt": with_dlt}
 
 
@@ -132,16 +147,37 @@ def fanout(repeat: int, apps: int, latency_ms: float, concurrency: int, scratch:
     with api(certificates=0, apps=apps, vuln_latency_ms=latency_ms) as base:
         for _ in range(repeat):
             out = scratch / "fanout"
-            sample = measure([PYTHON, "-m", "engine", "run", "mappings/nowsecure.yaml", "--base-url", f"lab={base}",
-                              "--output", str(out), "--concurrency", str(concurrency), "--as-of",
-                              "2026-11-23T00:00:00Z", "-q"], env={"NOWSECURE_API_TOKEN": NOWSECURE_TOKEN})
+            sample = measure(
+                [
+                    PYTHON,
+                    "-m",
+                    "engine",
+                    "run",
+                    "mappings/nowsecure.yaml",
+                    "--base-url",
+                    f"lab={base}",
+                    "--output",
+                    str(out),
+                    "--concurrency",
+                    str(concurrency),
+                    "--as-of",
+                    "2026-11-23T00:00:00Z",
+                    "-q",
+                ],
+                env={"NOWSECURE_API_TOKEN": NOWSECURE_TOKEN},
+            )
             summary = json.loads((out / "summary.json").read_text())
             step = next(s for s in summary["integrationStepResults"] if s["id"] == "fetch-findings")
             sample.extra["fanout_seconds"] = step["duration"] / 1000
             results.append(sample)
     ideal = apps * latency_ms / 1000 / concurrency
-    return {"samples": results, "ideal": ideal, "requests": apps, "latency": latency_ms / 1000,
-            "concurrency": concurrency}
+    return {
+        "samples": results,
+        "ideal": ideal,
+        "requests": apps,
+        "latency": latency_ms / 1000,
+        "concurrency": concurrency,
+    }
 
 
 # ----------------------------------------------------------------------------------------
@@ -158,8 +194,10 @@ def machine() -> str:
     except OSError:
         pass
     memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (f"{cpu}, {os.cpu_count()} cores, {memory_gb:.0f} GiB; {platform.system()} {platform.release()}; "
-            f"Python {platform.python_version()}")
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {memory_gb:.0f} GiB; {platform.system()} {platform.release()}; "
+        f"Python {platform.python_version()}"
+    )
 
 
 def report(command: str, bulk_result: dict, peaks: dict, fan: dict, certificates: int) -> str:
@@ -170,7 +208,7 @@ def report(command: str, bulk_result: dict, peaks: dict, fan: dict, certificates
         "",
         f"- Command: `{command}`",
         f"- Machine: {machine()}",
-        f"- Date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- Date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- Rounds: {len(rounds)} (medians, with min and max; ratios are per round, then the median)",
         "",
         f"## Bulk: {certificates:,} DigiCert certificates in pages of 1,000",
@@ -184,8 +222,9 @@ def report(command: str, bulk_result: dict, peaks: dict, fan: dict, certificates
         "| --- | --- | --- |",
     ]
     for name in names:
-        lines.append(f"| {name} | {stats([r[name].seconds for r in rounds])} | "
-                     f"{stats([r[name].peak_mb for r in rounds])} |")
+        lines.append(
+            f"| {name} | {stats([r[name].seconds for r in rounds])} | {stats([r[name].peak_mb for r in rounds])} |"
+        )
     ratio_hw = [r["etl"].seconds / r["handwritten"].seconds for r in rounds]
     lines += ["", f"- etl / hand-written, wall time: **{stats(ratio_hw)}** (target ≤ 1.00)"]
     checks = [("bulk time ≤ 1.0 × hand-written", statistics.median(ratio_hw) <= 1.0)]
@@ -195,24 +234,35 @@ def report(command: str, bulk_result: dict, peaks: dict, fan: dict, certificates
         lines.append(f"- dlt default pipeline / etl, wall time: **{stats(speedup)}×** (target ≥ 5)")
         checks.append(("≥ 5× faster than dlt's default pipeline", statistics.median(speedup) >= 5))
     else:
-        lines.append("- dlt was not installed (`pip install -e \".[bench]\"`): no dlt figures this time.")
+        lines.append('- dlt was not installed (`pip install -e ".[bench]"`): no dlt figures this time.')
     small, large = min(peaks), max(peaks)
-    lines += ["", "## Memory: peak RSS of `etl run` (streaming)", "", "| Certificates | Peak RSS (MB) |",
-              "| --- | --- |"]
+    lines += [
+        "",
+        "## Memory: peak RSS of `etl run` (streaming)",
+        "",
+        "| Certificates | Peak RSS (MB) |",
+        "| --- | --- |",
+    ]
     for size, values in sorted(peaks.items()):
         lines.append(f"| {size:,} | {stats(values)} |")
     large_peak, small_peak = statistics.median(peaks[large]), statistics.median(peaks[small])
-    lines += ["", f"- {large:,} / {small:,} certificates: {large_peak / small_peak:.2f}× "
-                  f"(target ≤ 1.5×; the graph is streamed, not held)"]
+    lines += [
+        "",
+        f"- {large:,} / {small:,} certificates: {large_peak / small_peak:.2f}× "
+        f"(target ≤ 1.5×; the graph is streamed, not held)",
+    ]
     checks.append((f"peak RSS ≤ 100 MB at {large:,} certificates", large_peak <= 100))
     checks.append((f"peak RSS at {large:,} ≤ 1.5 × at {small:,}", large_peak <= 1.5 * small_peak))
     samples = fan["samples"]
     fan_times = [s.extra["fanout_seconds"] for s in samples]
     effective = [fan["requests"] * fan["latency"] / t for t in fan_times]
     lines += [
-        "", f"## Fan-out: {fan['requests']} NowSecure apps, each vulnerability request taking "
-            f"{fan['latency'] * 1000:.0f} ms, concurrency {fan['concurrency']}", "",
-        "| | Seconds |", "| --- | --- |",
+        "",
+        f"## Fan-out: {fan['requests']} NowSecure apps, each vulnerability request taking "
+        f"{fan['latency'] * 1000:.0f} ms, concurrency {fan['concurrency']}",
+        "",
+        "| | Seconds |",
+        "| --- | --- |",
         f"| the fan-out step (summary.json) | {stats(fan_times)} |",
         f"| ideal: requests × latency / concurrency | {fan['ideal']:.2f} |",
         f"| whole run | {stats([s.seconds for s in samples])} |",
@@ -220,8 +270,9 @@ def report(command: str, bulk_result: dict, peaks: dict, fan: dict, certificates
         f"- Effective concurrency (requests × latency / step time): **{stats(effective)}** "
         f"(target ≥ {0.8 * fan['concurrency']:.1f} = 0.8 × {fan['concurrency']})",
     ]
-    checks.append(("fan-out effective concurrency ≥ 0.8 × configured",
-                   statistics.median(effective) >= 0.8 * fan["concurrency"]))
+    checks.append(
+        ("fan-out effective concurrency ≥ 0.8 × configured", statistics.median(effective) >= 0.8 * fan["concurrency"])
+    )
     lines += ["", "## Targets", "", "| Target | Met |", "| --- | --- |"]
     lines += [f"| {name} | {'yes' if ok else '**no**'} |" for name, ok in checks]
     lines += ["", OPTIMISATIONS.read_text().replace("# ", "## ", 1).rstrip()]
@@ -247,8 +298,11 @@ def main() -> None:
         fan = fanout(repeat, apps=240, latency_ms=50, concurrency=8, scratch=scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    command = "python -m bench.run" + (" --quick" if args.quick else f" --repeat {args.repeat}") + \
-        (" --million" if args.million else "")
+    command = (
+        "python -m bench.run"
+        + (" --quick" if args.quick else f" --repeat {args.repeat}")
+        + (" --million" if args.million else "")
+    )
     text = report(command, bulk_result, peaks, fan, certificates)
     if not args.quick:
         RESULTS.write_text(text)

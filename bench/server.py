@@ -20,7 +20,7 @@ import json
 import socket
 import sys
 import time
-from functools import lru_cache
+from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -30,17 +30,27 @@ TOKEN = "bench-nowsecure-token"
 
 def order(i: int) -> dict:
     issued = i % 5 != 1
-    certificate = {"id": 500000 + i, "common_name": f"host{i}.example.com",
-                   "dns_names": [f"host{i}.example.com", f"www.host{i}.example.com"], "signature_hash": "sha256"}
+    certificate = {
+        "id": 500000 + i,
+        "common_name": f"host{i}.example.com",
+        "dns_names": [f"host{i}.example.com", f"www.host{i}.example.com"],
+        "signature_hash": "sha256",
+    }
     if issued:
         certificate.update(valid_till="2027-06-30", days_remaining=200 + i % 300)
     record = {
-        "id": 100000 + i, "certificate": certificate, "status": "issued" if issued else "pending",
-        "is_renewed": i % 7 == 0, "date_created": "2024-06-20T17:29:56+00:00",
-        "organization": {"id": 7654321, "name": "Example Corp"}, "validity_years": 1,
-        "disable_renewal_notifications": False, "container": {"id": 345678, "name": "Example Corp"},
+        "id": 100000 + i,
+        "certificate": certificate,
+        "status": "issued" if issued else "pending",
+        "is_renewed": i % 7 == 0,
+        "date_created": "2024-06-20T17:29:56+00:00",
+        "organization": {"id": 7654321, "name": "Example Corp"},
+        "validity_years": 1,
+        "disable_renewal_notifications": False,
+        "container": {"id": 345678, "name": "Example Corp"},
         "product": {"name_id": "ssl_plus", "name": "Standard SSL", "type": "ssl_certificate"},
-        "has_duplicates": False, "product_name_id": "ssl_plus",
+        "has_duplicates": False,
+        "product_name_id": "ssl_plus",
     }
     if i % 3 == 0:
         record["custom_fields"] = [{"metadata_id": 112, "label": "Cost center", "value": f"CC-{i % 97}"}]
@@ -48,31 +58,60 @@ def order(i: int) -> dict:
 
 
 def user(i: int) -> dict:
-    return {"id": 2000000 + i, "username": f"user{i}@example.com", "account_id": 1234567, "first_name": "User",
-            "last_name": str(i), "email": f"user{i}@example.com", "status": "active",
-            "access_roles": [{"id": 1, "name": "Administrator" if i % 10 == 0 else "User"}], "type": "standard",
-            "container": {"id": 345678, "name": "Example Corp"}, "has_container_assignments": False}
+    return {
+        "id": 2000000 + i,
+        "username": f"user{i}@example.com",
+        "account_id": 1234567,
+        "first_name": "User",
+        "last_name": str(i),
+        "email": f"user{i}@example.com",
+        "status": "active",
+        "access_roles": [{"id": 1, "name": "Administrator" if i % 10 == 0 else "User"}],
+        "type": "standard",
+        "container": {"id": 345678, "name": "Example Corp"},
+        "has_container_assignments": False,
+    }
 
 
-ACCOUNT = {"id": 1234567, "primary_organization_id": 7654321, "primary_organization_name": "Example Corp",
-           "admin_email": "admin@example.com", "cert_central_type": "retail"}
+ACCOUNT = {
+    "id": 1234567,
+    "primary_organization_id": 7654321,
+    "primary_organization_name": "Example Corp",
+    "admin_email": "admin@example.com",
+    "cert_central_type": "retail",
+}
 
 
 def app(i: int) -> dict:
-    return {"ref": f"00000000-0000-1000-8000-{i:012d}", "platform": "android" if i % 2 else "ios",
-            "package": f"com.example.app{i}", "title": f"App {i}", "created": "2024-02-07T20:29:15.769Z"}
+    return {
+        "ref": f"00000000-0000-1000-8000-{i:012d}",
+        "platform": "android" if i % 2 else "ios",
+        "package": f"com.example.app{i}",
+        "title": f"App {i}",
+        "created": "2024-02-07T20:29:15.769Z",
+    }
 
 
 def vulnerabilities(i: int) -> list:
-    return [{"unique_vulnerability_id": 900000000 + i * 10 + k, "finding_id": f"check_{k}",
-             "finding_title": f"Check {k}", "opened_at": "2026-10-01T00:00:00.000Z",
-             "last_seen_at": "2026-11-20T00:00:00.000Z", "last_seen_cvss": (k * 2.5) % 10, "closed_at": None,
-             "opened_in_app_version": "1.0", "last_seen_in_app_version": "1.1", "closed_in_app_version": None}
-            for k in range(3)]
+    return [
+        {
+            "unique_vulnerability_id": 900000000 + i * 10 + k,
+            "finding_id": f"check_{k}",
+            "finding_title": f"Check {k}",
+            "opened_at": "2026-10-01T00:00:00.000Z",
+            "last_seen_at": "2026-11-20T00:00:00.000Z",
+            "last_seen_cvss": (k * 2.5) % 10,
+            "closed_at": None,
+            "opened_in_app_version": "1.0",
+            "last_seen_in_app_version": "1.1",
+            "closed_in_app_version": None,
+        }
+        for k in range(3)
+    ]
 
 
 def make_handler(args):
-    @lru_cache(maxsize=None)  # each page is built once: afterwards the server costs almost nothing
+    @cache  # each page is built once: afterwards the server costs almost nothing
     def listing(kind: str, offset: int, limit: int) -> bytes:
         count = args.certificates if kind == "orders" else args.users
         make = order if kind == "orders" else user
@@ -118,10 +157,21 @@ def make_handler(args):
             if self.headers.get("Authorization") != f"Bearer {TOKEN}":
                 return self.send(b'{"message":"Unauthorized"}', 401)
             if path == "/account/user/":
-                return self.send(json.dumps([{**user(i), "id": i, "name": f"User {i}",
-                                              "created_at": "2023-01-10T14:03:22.512Z",
-                                              "updated_at": "2024-05-02T08:11:09.004Z",
-                                              "roles": [{"label": "Analyst"}]} for i in range(args.users)]).encode())
+                return self.send(
+                    json.dumps(
+                        [
+                            {
+                                **user(i),
+                                "id": i,
+                                "name": f"User {i}",
+                                "created_at": "2023-01-10T14:03:22.512Z",
+                                "updated_at": "2024-05-02T08:11:09.004Z",
+                                "roles": [{"label": "Analyst"}],
+                            }
+                            for i in range(args.users)
+                        ]
+                    ).encode()
+                )
             if path == "/app/":
                 return self.send(json.dumps([app(i) for i in range(args.apps)]).encode())
             if path.startswith("/resource/app/"):

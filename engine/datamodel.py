@@ -6,14 +6,17 @@ summarised in ``../shared/reference/jupiterone-sdk.md`` §2-3.
 
 from __future__ import annotations
 
-RELATIONSHIP_CLASSES = frozenset("""
+RELATIONSHIP_CLASSES = frozenset(
+    """
 ALLOWS APPROVED ASSIGNED CONNECTS CONTAINS COMPLETED CREATED DEFINES DENIES DEPLOYED ENFORCES
 EVALUATES EXPLOITS EXTENDS GENERATED HAS HOSTS IDENTIFIED IMPLEMENTS IS KNOWS LIMITS LOGS MANAGES
 MITIGATES MONITORS NOTIFIES OPENED OVERRIDES OWNS PERFORMED PROTECTS PROVIDES PUBLISHED PUBLISHES
 RESTRICTS REVIEWED REPORTED RUNS SCANS SENDS TRIGGERS TRUSTS UPDATED USES INSTALLED VIOLATES
-""".split())
+""".split()
+)
 
-ENTITY_CLASSES = frozenset("""
+ENTITY_CLASSES = frozenset(
+    """
 AccessKey AccessPolicy AccessRole Account Alert Application ApplicationEndpoint Assessment Attacker
 Backup Certificate Channel Cluster CodeCommit CodeDeploy CodeModule CodeRepo CodeReview
 ConfigurableHostAgent Configuration Contact Container Control ControlPolicy CryptoKey DataCollection
@@ -24,7 +27,8 @@ Organization PR PasswordPolicy Person Policy Problem Procedure Process Product P
 Question Queue Record Repository Requirement Resource Review Risk Root Rule Ruleset Scanner Secret
 Section Service Site Standard Subscription Task Team ThreatIntel Training User UserGroup Vault Vendor
 Vulnerability Weakness Workflow Workload
-""".split())
+""".split()
+)
 
 # Required properties beyond the GraphObject/Entity basics (_key, _type, _class, name, displayName).
 # Each entry: property -> the JSON types allowed ("array" means an array of primitives).
@@ -73,11 +77,7 @@ def relationship_type(relationship_class: str, from_type: str, to_type: str) -> 
     from_parts = from_type.split("_")
     to_parts = to_type.split("_")
     shared = 0
-    while (
-        shared < len(from_parts)
-        and shared < len(to_parts) - 1
-        and from_parts[shared] == to_parts[shared]
-    ):
+    while shared < len(from_parts) and shared < len(to_parts) - 1 and from_parts[shared] == to_parts[shared]:
         shared += 1
     suffix = "_".join(to_parts[shared:])
     return f"{from_type}_{relationship_class.lower()}_{suffix}"

@@ -15,8 +15,8 @@ caught and turned into a located message before a user sees it.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 # -- exit codes (README.md "Exit codes" and each command's --help) -------------------------
 

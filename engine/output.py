@@ -15,9 +15,10 @@ by name), so memory holds one file, not the graph. Every problem is an
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .errors import OutputDirError
 from .jsonio import decode_json
@@ -76,8 +77,9 @@ class OutputDir:
         if not self.graph.is_dir():
             return []
         order = {str(s.get("id")): n for n, s in enumerate(self.steps)}
-        step_dirs = sorted((p for p in self.graph.iterdir() if p.is_dir()),
-                           key=lambda p: (order.get(p.name, len(order)), p.name))
+        step_dirs = sorted(
+            (p for p in self.graph.iterdir() if p.is_dir()), key=lambda p: (order.get(p.name, len(order)), p.name)
+        )
         return [f for d in step_dirs for f in sorted((d / collection).glob("*.json")) if f.is_file()]
 
     def objects(self, collection: str, drop: frozenset[str] = frozenset()) -> Iterator[dict]:
@@ -104,8 +106,9 @@ def read_graph_file(path: Path, collection: str) -> list[dict]:
         raise OutputDirError(f'{path} is not a graph file of {collection} (expected {{"{collection}": [...]}})')
     for number, obj in enumerate(objects):
         if not isinstance(obj, dict) or not isinstance(obj.get("_key"), str) or not isinstance(obj.get("_type"), str):
-            raise OutputDirError(f"{path}: {collection}[{number}] is not a graph object "
-                                 f"(an object with a string _key and _type)")
+            raise OutputDirError(
+                f"{path}: {collection}[{number}] is not a graph object (an object with a string _key and _type)"
+            )
     return objects
 
 

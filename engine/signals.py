@@ -11,7 +11,7 @@ from typing import Any
 class terminate_as_interrupt:
     """While in this block (on the main thread), SIGTERM raises KeyboardInterrupt."""
 
-    def __enter__(self) -> "terminate_as_interrupt":
+    def __enter__(self) -> terminate_as_interrupt:
         def handler(signum: int, frame: FrameType | None) -> None:
             raise KeyboardInterrupt
 
@@ -22,8 +22,9 @@ class terminate_as_interrupt:
             self.previous = None
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 traceback: TracebackType | None) -> bool:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> bool:
         if self.previous is not None:
             signal.signal(signal.SIGTERM, self.previous)
         return False

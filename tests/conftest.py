@@ -4,8 +4,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from engine.http import clock as http_clock
 from engine.cli import main
+from engine.http import clock as http_clock
 
 ROOT = Path(__file__).resolve().parents[1]
 MAPPINGS = ROOT / "mappings"
@@ -13,8 +13,14 @@ CASSETTES = ROOT / "cassettes"
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 UPDATE_SNAPSHOTS = os.environ.get("ETL_UPDATE_SNAPSHOTS") == "1"
 
-VENDOR_ENV = ("DIGICERT_API_KEY", "DIGICERT_ACCOUNT_NAME", "DIGICERT_TAG_ACCOUNT_NAME", "DIGICERT_BASE_URL",
-              "DIGICERT_PAGE_SIZE", "NOWSECURE_API_TOKEN")
+VENDOR_ENV = (
+    "DIGICERT_API_KEY",
+    "DIGICERT_ACCOUNT_NAME",
+    "DIGICERT_TAG_ACCOUNT_NAME",
+    "DIGICERT_BASE_URL",
+    "DIGICERT_PAGE_SIZE",
+    "NOWSECURE_API_TOKEN",
+)
 
 
 @pytest.fixture(autouse=True)

@@ -16,7 +16,7 @@ def read_output(root: Path) -> dict:
     entities, relationships, files = [], [], []
     for path in sorted((root / "graph").rglob("*.json")):
         data = json.loads(path.read_text())
-        (collection, objects), = data.items()
+        ((collection, objects),) = data.items()
         files.append((path, collection, objects))
         (entities if collection == "entities" else relationships).extend(objects)
     summary = json.loads((root / "summary.json").read_text())
@@ -25,6 +25,7 @@ def read_output(root: Path) -> dict:
 
 def snapshot_of(output: dict) -> dict:
     """A deterministic, readable view of a run: objects sorted by key, raw data and timings left out."""
+
     def strip(obj: dict) -> dict:
         return {k: v for k, v in sorted(obj.items()) if k != "_rawData"}
 
@@ -56,7 +57,7 @@ def conformance_problems(plan: Plan, output: dict, *, all_types_expected: bool =
     keys: set[str] = set()
     entity_keys = {e["_key"] for e in output["entities"]}
 
-    for path, collection, objects in output["files"]:
+    for path, _collection, objects in output["files"]:
         if len(objects) > 500:
             problems.append(f"{path}: {len(objects)} objects (> 500)")
         if len({o["_type"] for o in objects}) != 1:

@@ -82,8 +82,15 @@ def test_bearer(etl, api, tmp_path):
 
 def test_bearer_from_the_environment(etl, api, tmp_path):
     api.auth = require_bearer(TOKEN)
-    result = etl("run", EXAMPLES / "auth-bearer.yaml", "--base-url", api.url, "--output", tmp_path / "out",
-                 env={"EXAMPLE_API_TOKEN": TOKEN})
+    result = etl(
+        "run",
+        EXAMPLES / "auth-bearer.yaml",
+        "--base-url",
+        api.url,
+        "--output",
+        tmp_path / "out",
+        env={"EXAMPLE_API_TOKEN": TOKEN},
+    )
     assert_complete(result, tmp_path / "out")
 
 
@@ -99,10 +106,11 @@ def test_wrong_bearer_token_fails_the_step_naming_the_url(etl, api, tmp_path):
 
 def test_auth_applies_to_the_validate_request_whose_401_is_an_authentication_error(etl, api, tmp_path):
     api.auth = require_bearer(TOKEN)
-    data = item_mapping({"kind": "offset", "limit": 10, "total": "meta.total"},
-                        config={"apiToken": {"secret": True}},
-                        source={"auth": {"kind": "bearer", "token": "{{ config.apiToken }}"},
-                                "validate": {"path": "/account"}})
+    data = item_mapping(
+        {"kind": "offset", "limit": 10, "total": "meta.total"},
+        config={"apiToken": {"secret": True}},
+        source={"auth": {"kind": "bearer", "token": "{{ config.apiToken }}"}, "validate": {"path": "/account"}},
+    )
     mapping = write_mapping(tmp_path / "m.yaml", data)
     good = run(etl, mapping, api, tmp_path / "out", "--config", f"apiToken={TOKEN}")
     assert_complete(good, tmp_path / "out")
@@ -115,8 +123,17 @@ def test_auth_applies_to_the_validate_request_whose_401_is_an_authentication_err
 
 def test_basic(etl, api, tmp_path):
     api.auth = require_basic("alice", PASSWORD)
-    result = run(etl, EXAMPLES / "auth-basic.yaml", api, tmp_path / "out",
-                 "--config", "username=alice", "--config", f"password={PASSWORD}", "-vv")
+    result = run(
+        etl,
+        EXAMPLES / "auth-basic.yaml",
+        api,
+        tmp_path / "out",
+        "--config",
+        "username=alice",
+        "--config",
+        f"password={PASSWORD}",
+        "-vv",
+    )
     assert_complete(result, tmp_path / "out")
     expected = "Basic " + base64.b64encode(f"alice:{PASSWORD}".encode()).decode()
     assert [r.headers["authorization"] for r in api.log] == [expected] * 3
@@ -126,8 +143,16 @@ def test_basic(etl, api, tmp_path):
 
 def test_wrong_basic_password(etl, api, tmp_path):
     api.auth = require_basic("alice", PASSWORD)
-    result = run(etl, EXAMPLES / "auth-basic.yaml", api, tmp_path / "out",
-                 "--config", "username=alice", "--config", "password=guessed-password")
+    result = run(
+        etl,
+        EXAMPLES / "auth-basic.yaml",
+        api,
+        tmp_path / "out",
+        "--config",
+        "username=alice",
+        "--config",
+        "password=guessed-password",
+    )
     assert result.exit_code == 1
     assert "HTTP 401" in result.stdout + result.stderr and "invalid username or password" in result.stdout
 
@@ -143,12 +168,14 @@ def test_api_key_in_a_header(etl, api, tmp_path):
 
 def test_api_key_in_the_query_string_is_redacted_in_logs(etl, api, tmp_path):
     api.auth = require_query("api_key", API_KEY)
-    data = item_mapping({"kind": "offset", "limit": 10, "total": "meta.total"},
-                        config={"apiKey": {"secret": True}},
-                        source={"auth": {"kind": "api_key", "in": "query", "name": "api_key",
-                                         "value": "{{ config.apiKey }}"}})
-    result = run(etl, write_mapping(tmp_path / "m.yaml", data), api, tmp_path / "out",
-                 "--config", f"apiKey={API_KEY}", "-vv")
+    data = item_mapping(
+        {"kind": "offset", "limit": 10, "total": "meta.total"},
+        config={"apiKey": {"secret": True}},
+        source={"auth": {"kind": "api_key", "in": "query", "name": "api_key", "value": "{{ config.apiKey }}"}},
+    )
+    result = run(
+        etl, write_mapping(tmp_path / "m.yaml", data), api, tmp_path / "out", "--config", f"apiKey={API_KEY}", "-vv"
+    )
     assert_complete(result, tmp_path / "out")
     assert [(r.query["api_key"], r.query["offset"]) for r in api.log] == [(API_KEY, o) for o in OFFSETS]
     assert API_KEY not in all_text(result, tmp_path / "out")
@@ -157,14 +184,17 @@ def test_api_key_in_the_query_string_is_redacted_in_logs(etl, api, tmp_path):
 
 def test_api_key_in_the_query_string_is_redacted_in_errors(etl, api, tmp_path):
     api.fail_next("/items", Response(400, {"message": "bad request"}))
-    data = item_mapping({"kind": "offset", "limit": 10, "total": "meta.total"},
-                        config={"apiKey": {"secret": True}},
-                        source={"auth": {"kind": "api_key", "in": "query", "name": "api_key",
-                                         "value": "{{ config.apiKey }}"}})
+    data = item_mapping(
+        {"kind": "offset", "limit": 10, "total": "meta.total"},
+        config={"apiKey": {"secret": True}},
+        source={"auth": {"kind": "api_key", "in": "query", "name": "api_key", "value": "{{ config.apiKey }}"}},
+    )
     result = run(etl, write_mapping(tmp_path / "m.yaml", data), api, tmp_path / "out", "--config", f"apiKey={API_KEY}")
     assert result.exit_code == 1
-    assert f"GET {api.url}/items?api_key=[REDACTED]&offset=0&limit=10 failed: HTTP 400 Bad Request: bad request" \
-           in result.stdout
+    assert (
+        f"GET {api.url}/items?api_key=[REDACTED]&offset=0&limit=10 failed: HTTP 400 Bad Request: bad request"
+        in result.stdout
+    )
     assert API_KEY not in all_text(result, tmp_path / "out")
 
 
@@ -177,8 +207,9 @@ def oauth_server(**kwargs) -> OAuthServer:
 
 
 def run_oauth(etl, mapping, api, out, *extra):
-    return run(etl, mapping, api, out, "--config", f"clientId={CLIENT_ID}", "--config",
-               f"clientSecret={CLIENT_SECRET}", *extra)
+    return run(
+        etl, mapping, api, out, "--config", f"clientId={CLIENT_ID}", "--config", f"clientSecret={CLIENT_SECRET}", *extra
+    )
 
 
 OAUTH_EXAMPLE = EXAMPLES / "auth-oauth2-client-credentials.yaml"
@@ -192,8 +223,13 @@ def test_oauth_one_token_for_every_request(etl, api, tmp_path):
     assert [r.path for r in api.log] == ["/oauth/token", "/items", "/items", "/items"]
     assert [r.headers["authorization"] for r in api.log[1:]] == [f"Bearer {token}"] * 3
     (form,) = oauth.token_requests
-    assert form == {"grant_type": "client_credentials", "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
-                    "scope": "items:read", "audience": "https://api.example.com"}
+    assert form == {
+        "grant_type": "client_credentials",
+        "client_id": CLIENT_ID,
+        "client_secret": CLIENT_SECRET,
+        "scope": "items:read",
+        "audience": "https://api.example.com",
+    }
     token_request = api.log[0]
     assert token_request.method == "POST"
     assert token_request.headers["content-type"].startswith("application/x-www-form-urlencoded")
@@ -206,22 +242,30 @@ def test_oauth_client_auth_basic_and_an_absolute_token_url(etl, api, tmp_path):
     with PagingApi("none", 0) as auth_server:
         auth_server.oauth = oauth  # the token endpoint lives on another host
         api.oauth = oauth  # the API accepts the tokens it issues
-        data = item_mapping({"kind": "offset", "limit": 10, "total": "meta.total"},
-                            config={"clientId": {}, "clientSecret": {"secret": True}},
-                            source={"auth": {"kind": "oauth2_client_credentials",
-                                             "token_url": f"{auth_server.url}/oauth/token",
-                                             "client_id": "{{ config.clientId }}",
-                                             "client_secret": "{{ config.clientSecret }}",
-                                             "scope": "items:read", "params": {"audience": "https://api.example.com"},
-                                             "client_auth": "basic"}})
+        data = item_mapping(
+            {"kind": "offset", "limit": 10, "total": "meta.total"},
+            config={"clientId": {}, "clientSecret": {"secret": True}},
+            source={
+                "auth": {
+                    "kind": "oauth2_client_credentials",
+                    "token_url": f"{auth_server.url}/oauth/token",
+                    "client_id": "{{ config.clientId }}",
+                    "client_secret": "{{ config.clientSecret }}",
+                    "scope": "items:read",
+                    "params": {"audience": "https://api.example.com"},
+                    "client_auth": "basic",
+                }
+            },
+        )
         result = run_oauth(etl, write_mapping(tmp_path / "m.yaml", data), api, tmp_path / "out", "-vv")
         assert_complete(result, tmp_path / "out")
         assert [r.path for r in auth_server.log] == ["/oauth/token"]
         assert [r.path for r in api.log] == ["/items"] * 3
         expected = "Basic " + base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
         assert auth_server.log[0].headers["authorization"] == expected
-        assert oauth.token_requests == [{"grant_type": "client_credentials", "scope": "items:read",
-                                         "audience": "https://api.example.com"}]
+        assert oauth.token_requests == [
+            {"grant_type": "client_credentials", "scope": "items:read", "audience": "https://api.example.com"}
+        ]
         text = all_text(result, tmp_path / "out")
         assert CLIENT_SECRET not in text and oauth.issued[0] not in text
 
@@ -229,22 +273,37 @@ def test_oauth_client_auth_basic_and_an_absolute_token_url(etl, api, tmp_path):
 # The client-credentials source the OAuth2 tests share: secret from config, scope and an extra param.
 OAUTH_MAPPING = {
     "config": {"clientId": {}, "clientSecret": {"secret": True}},
-    "source": {"auth": {"kind": "oauth2_client_credentials", "token_url": "/oauth/token",
-                        "client_id": "{{ config.clientId }}", "client_secret": "{{ config.clientSecret }}",
-                        "scope": "items:read", "params": {"audience": "https://api.example.com"}}},
+    "source": {
+        "auth": {
+            "kind": "oauth2_client_credentials",
+            "token_url": "/oauth/token",
+            "client_id": "{{ config.clientId }}",
+            "client_secret": "{{ config.clientSecret }}",
+            "scope": "items:read",
+            "params": {"audience": "https://api.example.com"},
+        }
+    },
 }
 
 
 def test_oauth_token_shared_by_concurrent_fan_out_requests(etl, api, tmp_path):
     api.oauth = oauth = oauth_server()
     tags = {
-        "id": "fetch-tags", "name": "Fetch tags", "depends_on": ["fetch-items"], "for_each": "example_item",
+        "id": "fetch-tags",
+        "name": "Fetch tags",
+        "depends_on": ["fetch-items"],
+        "for_each": "example_item",
         "request": {"path": "/items/{{ parent.itemId }}/tags"},
-        "entities": [{"type": "example_tag", "class": "Record", "key": "example_tag:{{ record.id }}",
-                      "properties": {"name": "name"}}],
+        "entities": [
+            {
+                "type": "example_tag",
+                "class": "Record",
+                "key": "example_tag:{{ record.id }}",
+                "properties": {"name": "name"},
+            }
+        ],
     }
-    data = item_mapping({"kind": "offset", "limit": 10, "total": "meta.total"},
-                        **OAUTH_MAPPING, steps_after=[tags])
+    data = item_mapping({"kind": "offset", "limit": 10, "total": "meta.total"}, **OAUTH_MAPPING, steps_after=[tags])
     result = run_oauth(etl, write_mapping(tmp_path / "m.yaml", data), api, tmp_path / "out", "--concurrency", "8")
     assert result.exit_code == 0, result.stdout + result.stderr
     output = read_output(tmp_path / "out")
@@ -260,8 +319,7 @@ def test_oauth_token_is_renewed_before_it_expires(etl, api, tmp_path, monkeypatc
     # Tokens live an hour on the fake clock; each API call takes 20 minutes of it.
     api.oauth = oauth = oauth_server(expires_in=3600, clock=clock)
     api.clock, api.clock_step = clock, 1200
-    data = item_mapping({"kind": "offset", "limit": 5, "total": "meta.total"},
-                        **OAUTH_MAPPING)
+    data = item_mapping({"kind": "offset", "limit": 5, "total": "meta.total"}, **OAUTH_MAPPING)
     result = run_oauth(etl, write_mapping(tmp_path / "m.yaml", data), api, tmp_path / "out")
     assert_complete(result, tmp_path / "out")
     # Calls at t=0, 1200 and 2400 use the first token; at t=3600 it has expired, so a new
@@ -269,23 +327,36 @@ def test_oauth_token_is_renewed_before_it_expires(etl, api, tmp_path, monkeypatc
     first, second = oauth.issued
     assert oauth.used == [first, first, first, second, second]
     assert oauth.rejected == []
-    assert [r.path for r in api.log] == ["/oauth/token", "/items", "/items", "/items", "/oauth/token",
-                                         "/items", "/items"]
+    assert [r.path for r in api.log] == [
+        "/oauth/token",
+        "/items",
+        "/items",
+        "/items",
+        "/oauth/token",
+        "/items",
+        "/items",
+    ]
 
 
 def test_oauth_401_refreshes_the_token_once_and_retries(etl, api, tmp_path):
     # The API revokes each token after 3 calls, long before its expires_in.
     api.oauth = oauth = oauth_server(max_uses=3)
-    data = item_mapping({"kind": "offset", "limit": 5, "total": "meta.total"},
-                        **OAUTH_MAPPING)
+    data = item_mapping({"kind": "offset", "limit": 5, "total": "meta.total"}, **OAUTH_MAPPING)
     result = run_oauth(etl, write_mapping(tmp_path / "m.yaml", data), api, tmp_path / "out")
     assert_complete(result, tmp_path / "out")
     first, second = oauth.issued
     assert oauth.used == [first, first, first, first, second, second]
     assert oauth.rejected == [first]
     assert [(r.path, r.query.get("offset")) for r in api.log] == [
-        ("/oauth/token", None), ("/items", "0"), ("/items", "5"), ("/items", "10"), ("/items", "15"),
-        ("/oauth/token", None), ("/items", "15"), ("/items", "20")]
+        ("/oauth/token", None),
+        ("/items", "0"),
+        ("/items", "5"),
+        ("/items", "10"),
+        ("/items", "15"),
+        ("/oauth/token", None),
+        ("/items", "15"),
+        ("/items", "20"),
+    ]
 
 
 def test_oauth_401_after_a_fresh_token_is_not_retried_forever(etl, api, tmp_path):
@@ -300,12 +371,18 @@ def test_oauth_401_after_a_fresh_token_is_not_retried_forever(etl, api, tmp_path
     assert not any(token in text for token in oauth.issued)
 
 
-@pytest.mark.parametrize("response, message", [
-    (Response(400, {"error": "invalid_client", "error_description": "unknown client"}), "invalid_client|unknown client"),
-    (Response(401, {"error": "invalid_client"}), "invalid_client"),
-    (Response(200, {"token_type": "Bearer"}), "access_token"),  # the message says what is missing
-    (Response(200, b"<html>login</html>", headers={"Content-Type": "text/html"}), "not JSON|<html>login</html>"),
-])
+@pytest.mark.parametrize(
+    "response, message",
+    [
+        (
+            Response(400, {"error": "invalid_client", "error_description": "unknown client"}),
+            "invalid_client|unknown client",
+        ),
+        (Response(401, {"error": "invalid_client"}), "invalid_client"),
+        (Response(200, {"token_type": "Bearer"}), "access_token"),  # the message says what is missing
+        (Response(200, b"<html>login</html>", headers={"Content-Type": "text/html"}), "not JSON|<html>login</html>"),
+    ],
+)
 def test_oauth_token_endpoint_failure_is_an_authentication_error(etl, api, tmp_path, response, message):
     api.oauth = oauth = oauth_server()
     assert_complete(run_oauth(etl, OAUTH_EXAMPLE, api, tmp_path / "out"), tmp_path / "out")  # a previous output
@@ -323,8 +400,16 @@ def test_oauth_token_endpoint_failure_is_an_authentication_error(etl, api, tmp_p
 
 def test_oauth_wrong_client_secret(etl, api, tmp_path):
     api.oauth = oauth_server()
-    result = run(etl, OAUTH_EXAMPLE, api, tmp_path / "out", "--config", f"clientId={CLIENT_ID}",
-                 "--config", "clientSecret=not-the-client-secret")
+    result = run(
+        etl,
+        OAUTH_EXAMPLE,
+        api,
+        tmp_path / "out",
+        "--config",
+        f"clientId={CLIENT_ID}",
+        "--config",
+        "clientSecret=not-the-client-secret",
+    )
     assert result.exit_code == 5
     assert "invalid_client" in result.stderr and "not-the-client-secret" not in result.stdout + result.stderr
 
@@ -351,8 +436,18 @@ def test_oauth_token_and_secret_are_redacted_in_a_recorded_cassette(etl, api, tm
     assert "[REDACTED]" in recorded
     assert "/oauth/token" in recorded and recorded.count("/items?") == 3
     # The recording replays offline, without the secret.
-    replay = etl("run", OAUTH_EXAMPLE, "--base-url", api.url, "--output", tmp_path / "replayed",
-                 "--cassette", cassette, "--config", f"clientId={CLIENT_ID}")
+    replay = etl(
+        "run",
+        OAUTH_EXAMPLE,
+        "--base-url",
+        api.url,
+        "--output",
+        tmp_path / "replayed",
+        "--cassette",
+        cassette,
+        "--config",
+        f"clientId={CLIENT_ID}",
+    )
     assert replay.exit_code == 0, replay.stdout + replay.stderr
     assert item_ids(read_output(tmp_path / "replayed")) == ALL
     assert len(api.log) == 4  # nothing more reached the server

@@ -26,8 +26,10 @@ def test_preview_shows_requests_records_and_what_was_built(etl, tmp_path):
 def test_preview_of_a_fan_out_step_names_the_parent(etl):
     result = etl("preview", NOWSECURE, "--offline", "--step", "fetch-findings", "--limit", "2")
     assert result.exit_code == 0, result.stderr
-    assert (f"GET https://lab-api.nowsecure.com/resource/app/{ANDROID}/vulnerability/ -> 200, 5 record(s) "
-            f"(for app:mobile:android:com.example.mobile)") in result.stdout
+    assert (
+        f"GET https://lab-api.nowsecure.com/resource/app/{ANDROID}/vulnerability/ -> 200, 5 record(s) "
+        f"(for app:mobile:android:com.example.mobile)"
+    ) in result.stdout
 
 
 def test_coverage_lists_unread_fields_and_empty_properties(etl, tmp_path):
@@ -61,11 +63,12 @@ def test_explain_an_entity(etl):
     assert result.exit_code == 0, result.stderr
     text = result.stdout
     assert "an entity of type digicert_certificate, built by step fetch-orders (Fetch Orders)" in text
-    assert ("from fetch-orders: page 2 (https://www.digicert.com/services/v2/order/certificate?offset=2&limit=2) "
-            "record 0") in text
+    assert (
+        "from fetch-orders: page 2 (https://www.digicert.com/services/v2/order/certificate?offset=2&limit=2) record 0"
+    ) in text
     assert f"by the rule at {DIGICERT}:" in text
     assert 'name = "*.example.org"  <- certificate.common_name  (' in text
-    assert 'tag.Cost center = 1042  <- tags_from: from_entries(custom_fields, \'label\', \'value\')' in text
+    assert "tag.Cost center = 1042  <- tags_from: from_entries(custom_fields, 'label', 'value')" in text
     assert '"common_name": "*.example.org"' in text  # the record itself
 
 

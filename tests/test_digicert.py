@@ -19,8 +19,16 @@ REPLAY_CONFIG = ("--config", "pageSize=2", "--config", "accountName=Example Corp
 
 
 def replay(etl, cassette: str, out: Path, *extra):
-    return etl("run", MAPPING, "--cassette", CASSETTES / "digicert" / f"{cassette}.yaml", "--output", out,
-               *REPLAY_CONFIG, *extra)
+    return etl(
+        "run",
+        MAPPING,
+        "--cassette",
+        CASSETTES / "digicert" / f"{cassette}.yaml",
+        "--output",
+        out,
+        *REPLAY_CONFIG,
+        *extra,
+    )
 
 
 def by_key(objects: list[dict]) -> dict[str, dict]:
@@ -87,12 +95,26 @@ def test_user_entities(graph):
     entities, _, _ = graph
     alice = entities["digicert_user:1234567:2000001"]
     assert {k: v for k, v in alice.items() if k != "_rawData"} == {
-        "_key": "digicert_user:1234567:2000001", "_type": "digicert_user", "_class": ["User"],
-        "id": "1234567:2000001", "accountId": 1234567, "userId": 2000001, "firstName": "Alice",
-        "lastName": "Admin", "name": "Alice Admin", "displayName": "alice.admin@example.com",
-        "email": "alice.admin@example.com", "username": "alice.admin@example.com", "status": "active",
-        "active": True, "phone": "+15555550100", "jobTitle": "Security Engineer", "type": "standard",
-        "roles": ["Administrator"], "admin": True, "lastLoginOn": 1697210113000,
+        "_key": "digicert_user:1234567:2000001",
+        "_type": "digicert_user",
+        "_class": ["User"],
+        "id": "1234567:2000001",
+        "accountId": 1234567,
+        "userId": 2000001,
+        "firstName": "Alice",
+        "lastName": "Admin",
+        "name": "Alice Admin",
+        "displayName": "alice.admin@example.com",
+        "email": "alice.admin@example.com",
+        "username": "alice.admin@example.com",
+        "status": "active",
+        "active": True,
+        "phone": "+15555550100",
+        "jobTitle": "Security Engineer",
+        "type": "standard",
+        "roles": ["Administrator"],
+        "admin": True,
+        "lastLoginOn": 1697210113000,
         "tag.AccountName": "Example Corp",
     }
     bob = entities["digicert_user:1234567:2000002"]
@@ -115,7 +137,10 @@ def test_certificate_entities(graph):
     assert issued["expiresOn"] == 1751241600000  # 2025-06-30T00:00:00Z
     assert issued["renewalNotification"] is True and issued["renewed"] is False
     assert (issued["type"], issued["productName"], issued["productId"]) == (
-        "ssl_certificate", "Standard SSL", "ssl_plus")
+        "ssl_certificate",
+        "Standard SSL",
+        "ssl_plus",
+    )
     assert issued["tag.Cost center"] == "CC-42"
     assert issued["tag.Auto renew"] is True and issued["tags"] == ["Auto renew"]
 
@@ -134,13 +159,17 @@ def test_direct_relationships(graph):
     entities, relationships, _ = graph
     key = "digicert_account:1234567|has|digicert_user:1234567:2000001"
     assert relationships[key] == {
-        "_key": key, "_type": "digicert_account_has_user", "_class": "HAS",
-        "_fromEntityKey": "digicert_account:1234567", "_toEntityKey": "digicert_user:1234567:2000001",
+        "_key": key,
+        "_type": "digicert_account_has_user",
+        "_class": "HAS",
+        "_fromEntityKey": "digicert_account:1234567",
+        "_toEntityKey": "digicert_user:1234567:2000001",
         "displayName": "HAS",
     }
     has_cert = [r for r in relationships.values() if r["_type"] == "digicert_account_has_certificate"]
     assert sorted(r["_toEntityKey"] for r in has_cert) == sorted(
-        k for k in entities if k.startswith("digicert_certificate:"))
+        k for k in entities if k.startswith("digicert_certificate:")
+    )
 
 
 def test_domain_has_certificate_mapped_relationships(graph):
@@ -152,8 +181,13 @@ def test_domain_has_certificate_mapped_relationships(graph):
         "relationshipDirection": "REVERSE",
         "sourceEntityKey": "digicert_certificate:100003",
         "targetFilterKeys": [["_class", "domainName"]],
-        "targetEntity": {"_type": "domain", "_class": "Domain", "domainName": "example.org",
-                         "name": "example.org", "displayName": "example.org"},
+        "targetEntity": {
+            "_type": "domain",
+            "_class": "Domain",
+            "domainName": "example.org",
+            "name": "example.org",
+            "displayName": "example.org",
+        },
         "skipTargetCreation": False,
     }
     # Every certificate maps its common name; SANs map only to existing domains; "*.x" is "x".
@@ -163,7 +197,9 @@ def test_domain_has_certificate_mapped_relationships(graph):
     assert len(by_source) == 5
     wildcard = by_source["digicert_certificate:100003"]
     assert [(m["targetEntity"]["domainName"], m["skipTargetCreation"]) for m in wildcard] == [
-        ("example.org", False), ("api.example.org", True)]
+        ("example.org", False),
+        ("api.example.org", True),
+    ]
 
 
 # -- a live local server that behaves like DigiCert -------------------------------------------
@@ -172,15 +208,26 @@ def test_domain_has_certificate_mapped_relationships(graph):
 def test_run_against_local_api_matches_snapshot(etl, tmp_path):
     with LocalApi() as api:
         digicert.install(api)
-        result = etl("run", MAPPING, "--base-url", f"{api.url}/services/v2", "--output", tmp_path / "out",
-                     *REPLAY_CONFIG, env={"DIGICERT_API_KEY": digicert.API_KEY})
+        result = etl(
+            "run",
+            MAPPING,
+            "--base-url",
+            f"{api.url}/services/v2",
+            "--output",
+            tmp_path / "out",
+            *REPLAY_CONFIG,
+            env={"DIGICERT_API_KEY": digicert.API_KEY},
+        )
         paths = [r.path + "?" + "&".join(f"{k}={v}" for k, v in r.query.items()) for r in api.log]
     assert result.exit_code == 0, result.stderr
     assert paths == [
-        "/services/v2/account?", "/services/v2/account?",
-        "/services/v2/user?offset=0&limit=2", "/services/v2/user?offset=2&limit=2",
+        "/services/v2/account?",
+        "/services/v2/account?",
+        "/services/v2/user?offset=0&limit=2",
+        "/services/v2/user?offset=2&limit=2",
         "/services/v2/user?offset=4&limit=2",
-        "/services/v2/order/certificate?offset=0&limit=2", "/services/v2/order/certificate?offset=2&limit=2",
+        "/services/v2/order/certificate?offset=0&limit=2",
+        "/services/v2/order/certificate?offset=2&limit=2",
         "/services/v2/order/certificate?offset=4&limit=2",
     ]
     compare_snapshot(snapshot_of(read_output(tmp_path / "out")), SNAPSHOTS / "digicert" / "full-run.json", False)
@@ -194,8 +241,11 @@ def test_default_page_size_is_1000_and_key_comes_from_dotenv(etl, tmp_path):
         result = etl("run", MAPPING, "--base-url", f"{api.url}/services/v2", "--output", tmp_path / "out")
         user_pages = [r.query for r in api.log if r.path.endswith("/user")]
     assert result.exit_code == 0, result.stderr
-    assert user_pages == [{"offset": "0", "limit": "1000"}, {"offset": "1000", "limit": "1000"},
-                          {"offset": "2000", "limit": "1000"}]
+    assert user_pages == [
+        {"offset": "0", "limit": "1000"},
+        {"offset": "1000", "limit": "1000"},
+        {"offset": "2000", "limit": "1000"},
+    ]
     output = read_output(tmp_path / "out")
     users = [e for e in output["entities"] if e["_type"] == "digicert_user"]
     assert len(users) == 2345
@@ -235,14 +285,15 @@ def test_step_option_runs_a_step_and_its_dependencies(etl, tmp_path):
 def test_forbidden_list_keeps_other_steps_and_marks_types_partial(etl, tmp_path):
     result = replay(etl, "forbidden-users", tmp_path / "out")
     assert result.exit_code == 1
-    assert ("1 warning(s); first: GET https://www.digicert.com/services/v2/user?offset=0&limit=2 failed: "
-            "HTTP 403 Forbidden: access_denied|missing_permission: Access denied due to missing_permission. "
-            "- no data from this request; the step's types are marked partial") in result.stdout
+    assert (
+        "1 warning(s); first: GET https://www.digicert.com/services/v2/user?offset=0&limit=2 failed: "
+        "HTTP 403 Forbidden: access_denied|missing_permission: Access denied due to missing_permission. "
+        "- no data from this request; the step's types are marked partial"
+    ) in result.stdout
     output = read_output(tmp_path / "out")
     types = {o["_type"] for o in output["entities"] + output["relationships"]}
     assert {"digicert_account", "digicert_certificate", "digicert_account_has_certificate"} <= types
-    assert output["summary"]["metadata"]["partialDatasets"]["types"] == [
-        "digicert_account_has_user", "digicert_user"]
+    assert output["summary"]["metadata"]["partialDatasets"]["types"] == ["digicert_account_has_user", "digicert_user"]
     statuses = {s["id"]: s["status"] for s in output["summary"]["integrationStepResults"]}
     # A missing permission is a warning, not a failed step (on_status 403: partial in the mapping).
     assert statuses == {"fetch-account": "success", "fetch-users": "success", "fetch-orders": "success"}
@@ -272,8 +323,17 @@ def test_missing_api_key_names_the_env_var_and_the_option(etl, tmp_path):
 def test_config_option_beats_environment(etl, tmp_path):
     with LocalApi() as api:
         digicert.install(api)
-        result = etl("run", MAPPING, "--base-url", f"{api.url}/services/v2", "--output", tmp_path / "out",
-                     "--config", f"apiKey={digicert.API_KEY}", env={"DIGICERT_API_KEY": "wrong-key-from-env"})
+        result = etl(
+            "run",
+            MAPPING,
+            "--base-url",
+            f"{api.url}/services/v2",
+            "--output",
+            tmp_path / "out",
+            "--config",
+            f"apiKey={digicert.API_KEY}",
+            env={"DIGICERT_API_KEY": "wrong-key-from-env"},
+        )
     assert result.exit_code == 0, result.stderr
 
 
@@ -281,13 +341,21 @@ def test_non_json_response_names_the_url(etl, tmp_path):
     with LocalApi() as api:
         digicert.install(api)
         html = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
-        api.fail_next("/services/v2/order/certificate",
-                      Response(200, html, headers={"Content-Type": "text/html"}))
-        result = etl("run", MAPPING, "--base-url", f"{api.url}/services/v2", "--output", tmp_path / "out",
-                     env={"DIGICERT_API_KEY": digicert.API_KEY})
+        api.fail_next("/services/v2/order/certificate", Response(200, html, headers={"Content-Type": "text/html"}))
+        result = etl(
+            "run",
+            MAPPING,
+            "--base-url",
+            f"{api.url}/services/v2",
+            "--output",
+            tmp_path / "out",
+            env={"DIGICERT_API_KEY": digicert.API_KEY},
+        )
     assert result.exit_code == 1
-    assert (f"GET {api.url}/services/v2/order/certificate?offset=0&limit=1000 returned HTTP 200 with a body "
-            f"that is not JSON (text/html") in result.stdout
+    assert (
+        f"GET {api.url}/services/v2/order/certificate?offset=0&limit=1000 returned HTTP 200 with a body "
+        f"that is not JSON (text/html"
+    ) in result.stdout
     assert "502 Bad Gateway" in result.stdout
     assert digicert.API_KEY not in result.stdout + result.stderr
 
@@ -307,8 +375,19 @@ def test_summary_has_jupiterone_shape(graph):
     summary = output["summary"]
     assert list(summary) == ["integrationStepResults", "metadata"]
     first = summary["integrationStepResults"][0]
-    assert list(first) == ["id", "name", "dependsOn", "declaredTypes", "partialTypes", "encounteredTypes",
-                           "encounteredTypeCounts", "status", "startTime", "endTime", "duration"]
+    assert list(first) == [
+        "id",
+        "name",
+        "dependsOn",
+        "declaredTypes",
+        "partialTypes",
+        "encounteredTypes",
+        "encounteredTypeCounts",
+        "status",
+        "startTime",
+        "endTime",
+        "duration",
+    ]
     users = summary["integrationStepResults"][1]
     assert users["declaredTypes"] == ["digicert_user", "digicert_account_has_user"]
     assert users["encounteredTypeCounts"] == {"digicert_account_has_user": 5, "digicert_user": 5}

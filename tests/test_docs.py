@@ -54,14 +54,24 @@ def schema_properties(node: object = None, where: str = "") -> list[tuple[str, s
 
 
 def undescribed_properties() -> list[str]:
-    return [where for where, _, sub in schema_properties()
-            if not (isinstance(sub, dict) and str(sub.get("description") or "").strip())]
+    return [
+        where
+        for where, _, sub in schema_properties()
+        if not (isinstance(sub, dict) and str(sub.get("description") or "").strip())
+    ]
 
 
 def test_schema_walk_finds_the_properties():
     names = {where for where, _, _ in schema_properties()}
-    assert {"version", "steps", "source.base_url", "source.rate_limits[].requests", "auth.client_auth",
-            "mappedRelationship.target.properties", "value.jmespath"} <= names
+    assert {
+        "version",
+        "steps",
+        "source.base_url",
+        "source.rate_limits[].requests",
+        "auth.client_auth",
+        "mappedRelationship.target.properties",
+        "value.jmespath",
+    } <= names
 
 
 def test_every_schema_property_is_named_in_the_reference():
@@ -87,8 +97,11 @@ def complete_mappings(doc: Path) -> list[tuple[int, str]]:
     blocks = []
     for match in FENCE.finditer(text):
         body = match["body"]
-        if match["lang"] in ("yaml", "yml") and re.search(r"^version:", body, re.M) \
-                and re.search(r"^steps:", body, re.M):
+        if (
+            match["lang"] in ("yaml", "yml")
+            and re.search(r"^version:", body, re.M)
+            and re.search(r"^steps:", body, re.M)
+        ):
             blocks.append((text.count("\n", 0, match.start()) + 1, body))
     return blocks
 

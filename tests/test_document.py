@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from engine.errors import EXIT_INVALID_MAPPING, EXIT_RUN_FAILED
+from engine.pipeline.compile import compile_file
 from engine.tools.document import (
     MARKER_END,
     MARKER_START,
@@ -25,8 +27,6 @@ from engine.tools.document import (
     render_section,
     replace_section,
 )
-from engine.errors import EXIT_INVALID_MAPPING, EXIT_RUN_FAILED
-from engine.pipeline.compile import compile_file
 from tests.conftest import MAPPINGS, ROOT
 
 SEEDS = Path("/work/shared/seeds")
@@ -104,18 +104,12 @@ def table_rows(text: str, heading: str, occurrence: int = 0) -> list[tuple[str, 
 
 def test_table_pads_every_column_to_its_widest_cell():
     assert markdown_table([("A", "Long header"), ("wide cell", "x")]) == (
-        "| A         | Long header |\n"
-        "| --------- | ----------- |\n"
-        "| wide cell | x           |"
+        "| A         | Long header |\n| --------- | ----------- |\n| wide cell | x           |"
     )
 
 
 def test_table_separator_is_at_least_three_dashes():
-    assert markdown_table([("a", "bc"), ("", "d")]) == (
-        "| a   | bc  |\n"
-        "| --- | --- |\n"
-        "|     | d   |"
-    )
+    assert markdown_table([("a", "bc"), ("", "d")]) == ("| a   | bc  |\n| --- | --- |\n|     | d   |")
 
 
 def test_section_layout_is_the_sdk_template():
@@ -124,7 +118,9 @@ def test_section_layout_is_the_sdk_template():
         relationships=(RelationshipRow("t_a", "HAS", "t_thing", "t_a_has_thing"),),
         mapped_relationships=(MappedRelationshipRow("t_thing", "IS", "person", "FORWARD", "t_is_person"),),
     )
-    assert render_section(model) == """\
+    assert (
+        render_section(model)
+        == """\
 <!-- {J1_DOCUMENTATION_MARKER_START} -->
 <!--
 ********************************************************************************
@@ -168,6 +164,7 @@ END OF GENERATED DOCUMENTATION AFTER BELOW MARKER
 ********************************************************************************
 -->
 <!-- {J1_DOCUMENTATION_MARKER_END} -->"""
+    )
 
 
 def test_sections_without_rows_are_omitted():
@@ -175,9 +172,13 @@ def test_sections_without_rows_are_omitted():
     section = render_section(entities_only)
     assert "### Entities" in section
     assert "### Relationships" not in section and "### Mapped Relationships" not in section
-    assert section.endswith("`Entity`        |\n\n<!--\n" + "*" * 80
-                            + "\nEND OF GENERATED DOCUMENTATION AFTER BELOW MARKER\n" + "*" * 80
-                            + f"\n-->\n{MARKER_END}")
+    assert section.endswith(
+        "`Entity`        |\n\n<!--\n"
+        + "*" * 80
+        + "\nEND OF GENERATED DOCUMENTATION AFTER BELOW MARKER\n"
+        + "*" * 80
+        + f"\n-->\n{MARKER_END}"
+    )
 
     relationships_only = DataModel((), (RelationshipRow("t_a", "HAS", "t_b", "t_a_has_b"),), ())
     section = render_section(relationships_only)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import re
 import textwrap
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -70,11 +70,12 @@ steps:
 def teams_handler(teams):
     def handler(request):
         offset, limit = int(request.query["offset"]), int(request.query["limit"])
-        return Response(200, {"items": teams[offset:offset + limit], "meta": {"total": len(teams)}})
+        return Response(200, {"items": teams[offset : offset + limit], "meta": {"total": len(teams)}})
+
     return handler
 
 
-TEAMS = [{"id": i, "name": f"Team {i}", "created": "2024-01-0%dT00:00:00Z" % i} for i in range(1, 6)]
+TEAMS = [{"id": i, "name": f"Team {i}", "created": f"2024-01-0{i}T00:00:00Z"} for i in range(1, 6)]
 USERS = [
     {"id": 1, "name": "Ann", "email": "ann@example.com", "teams": [1, 2], "labels": {"Env": "prod", "Vip": "true"}},
     {"id": 2, "name": "Ben", "email": "ben@example.com", "teams": [9], "profile": {"nested": True}},
@@ -98,6 +99,7 @@ def mapping(tmp_path):
         path = tmp_path / "acme.yaml"
         path.write_text(textwrap.dedent(text))
         return str(path)
+
     return write
 
 
@@ -131,9 +133,12 @@ def test_pagination_records_relationships_and_graph_checks(etl, api, mapping, tm
 
 
 def test_retry_after_seconds_and_http_date_are_honoured(etl, api, mapping, tmp_path, sleeps):
-    later = format_datetime(datetime.now(timezone.utc) + timedelta(seconds=3), usegmt=True)
-    api.fail_next("/users", Response(429, {"message": "slow down"}, headers={"Retry-After": "2"}),
-                  Response(503, {"message": "busy"}, headers={"Retry-After": later}))
+    later = format_datetime(datetime.now(UTC) + timedelta(seconds=3), usegmt=True)
+    api.fail_next(
+        "/users",
+        Response(429, {"message": "slow down"}, headers={"Retry-After": "2"}),
+        Response(503, {"message": "busy"}, headers={"Retry-After": later}),
+    )
     result = run(etl, mapping(), api, tmp_path / "out")
     assert result.exit_code == 1  # the graph problems above; the retries themselves succeeded
     assert sleeps[0] == 2.0 and 1.0 < sleeps[1] <= 3.0
@@ -144,8 +149,10 @@ def test_retries_exhausted_fail_the_step_only(etl, api, mapping, tmp_path, sleep
     api.fail_next("/users", *[Response(502, b"<html>Bad gateway</html>", headers={"Content-Type": "text/html"})] * 3)
     result = run(etl, mapping(), api, tmp_path / "out")
     assert result.exit_code == 1
-    assert f"GET {api.url}/users?api_key=[REDACTED] failed: HTTP 502 Bad Gateway: <html>Bad gateway</html> " \
-           f"(after 3 attempts)" in result.stdout
+    assert (
+        f"GET {api.url}/users?api_key=[REDACTED] failed: HTTP 502 Bad Gateway: <html>Bad gateway</html> "
+        f"(after 3 attempts)" in result.stdout
+    )
     assert len(sleeps) == 2 and all(s <= 4 for s in sleeps)
     summary = read_output(tmp_path / "out")["summary"]
     assert [s["status"] for s in summary["integrationStepResults"]] == ["success", "failure"]
@@ -172,7 +179,10 @@ def test_secret_never_printed_or_written(etl, api, mapping, tmp_path):
 
 
 def test_step_without_request_builds_entities_from_config(etl, api, mapping, tmp_path):
-    text = BASE_MAPPING + "  " + textwrap.dedent("""\
+    text = (
+        BASE_MAPPING
+        + "  "
+        + textwrap.dedent("""\
       - id: account
         name: Account from config
         entities:
@@ -182,7 +192,11 @@ def test_step_without_request_builds_entities_from_config(etl, api, mapping, tmp
             properties:
               name: {template: "{{ config.org }}"}
               function: {value: [MAST]}
-    """).replace("\n", "\n  ").rstrip() + "\n"
+    """)
+        .replace("\n", "\n  ")
+        .rstrip()
+        + "\n"
+    )
     result = run(etl, mapping(text), api, tmp_path / "out", "--step", "account")
     assert result.exit_code == 0, result.stdout + result.stderr
     (account,) = read_output(tmp_path / "out")["entities"]
@@ -191,15 +205,16 @@ def test_step_without_request_builds_entities_from_config(etl, api, mapping, tmp
 
 
 def test_named_base_url_override(etl, api, mapping, tmp_path):
-    result = etl("run", mapping(), "--base-url", f"api={api.url}", "--output", tmp_path / "out",
-                 env={"ACME_TOKEN": SECRET})
+    result = etl(
+        "run", mapping(), "--base-url", f"api={api.url}", "--output", tmp_path / "out", env={"ACME_TOKEN": SECRET}
+    )
     assert read_output(tmp_path / "out")["entities"], result.stdout + result.stderr
 
 
 def test_bad_total_is_reported(etl, api, mapping, tmp_path):
     api.fail_next("/teams", Response(200, {"items": TEAMS[:2], "meta": {"total": "many"}}))
     result = run(etl, mapping(), api, tmp_path / "out")
-    assert "the total (meta.total) is \"many\", not a number" in result.stdout
+    assert 'the total (meta.total) is "many", not a number' in result.stdout
 
 
 def test_records_selector_of_the_wrong_shape_is_an_error(etl, api, mapping, tmp_path):
@@ -217,8 +232,16 @@ def test_summary_json_is_valid_json_with_partial_types(etl, api, mapping, tmp_pa
 
 
 def test_missing_total_falls_back_to_the_short_page_rule(etl, api, mapping, tmp_path):
-    api.routes.insert(0, ("GET", re.compile("^/teams$"), lambda request: Response(
-        200, {"items": TEAMS[int(request.query["offset"]):int(request.query["offset"]) + 2]})))
+    api.routes.insert(
+        0,
+        (
+            "GET",
+            re.compile("^/teams$"),
+            lambda request: Response(
+                200, {"items": TEAMS[int(request.query["offset"]) : int(request.query["offset"]) + 2]}
+            ),
+        ),
+    )
     run(etl, mapping(), api, tmp_path / "out")
     assert [r.query["offset"] for r in api.log if r.path == "/teams"] == ["0", "2", "4"]
     teams = [e for e in read_output(tmp_path / "out")["entities"] if e["_type"] == "acme_team"]
@@ -228,16 +251,17 @@ def test_missing_total_falls_back_to_the_short_page_rule(etl, api, mapping, tmp_
 def test_progress_line_counts_pages_records_and_objects(api, mapping, tmp_path):
     import io
 
-    from engine.pipeline.config import resolve_config
     from engine.pipeline.compile import compile_file
+    from engine.pipeline.config import resolve_config
     from engine.pipeline.progress import Progress
     from engine.pipeline.runner import RunOptions, run_plan
 
     plan = compile_file(mapping())
     config = resolve_config(plan, {"token": SECRET}, environ={}, dotenv=None)
     stream = io.StringIO()
-    run_plan(plan, config, RunOptions(output=tmp_path / "out", base_urls=((None, api.url),)),
-             Progress(stream, enabled=True))
+    run_plan(
+        plan, config, RunOptions(output=tmp_path / "out", base_urls=((None, api.url),)), Progress(stream, enabled=True)
+    )
     shown = stream.getvalue()
     assert "\r\x1b[Kfetch-teams: 3 pages, 4 records, 4 graph objects" in shown  # before the last page's records
     assert "\r\x1b[Kfetch-users: 1 page, 0 records, 0 graph objects" in shown
@@ -246,24 +270,38 @@ def test_progress_line_counts_pages_records_and_objects(api, mapping, tmp_path):
 
 def test_body_params_and_headers_are_rendered_as_an_api_expects(etl, api, mapping, tmp_path):
     seen = []
-    api.routes.insert(0, ("POST", re.compile("^/search$"), lambda request: (
-        seen.append(request), Response(200, [{"id": 7, "name": "Found"}]))[1]))
-    text = BASE_MAPPING.replace("    request: {path: /users}\n", """\
+    api.routes.insert(
+        0,
+        (
+            "POST",
+            re.compile("^/search$"),
+            lambda request: (seen.append(request), Response(200, [{"id": 7, "name": "Found"}]))[1],
+        ),
+    )
+    text = BASE_MAPPING.replace(
+        "    request: {path: /users}\n",
+        """\
     request:
       method: POST
       path: /search
       params: {active: true, org: "{{ config.org }}"}
       headers: {X-Missing: "{{ config.missing }}"}
       body: {query: "name:{{ config.org }}", size: 50, filters: [{field: kind, value: user}]}
-""").replace("  org: {required: false, default: example}\n",
-             "  org: {required: false, default: example}\n  missing: {required: false}\n")
+""",
+    ).replace(
+        "  org: {required: false, default: example}\n",
+        "  org: {required: false, default: example}\n  missing: {required: false}\n",
+    )
     result = run(etl, mapping(text), api, tmp_path / "out")
     assert result.exit_code == 0, result.stdout + result.stderr
     request = seen[0]
     assert request.query["active"] == "true" and request.query["org"] == "example"
     assert "x-missing" not in request.headers  # a null header is left out, not sent as "None"
-    assert json.loads(request.body) == {"query": "name:example", "size": 50,
-                                        "filters": [{"field": "kind", "value": "user"}]}
+    assert json.loads(request.body) == {
+        "query": "name:example",
+        "size": 50,
+        "filters": [{"field": "kind", "value": "user"}],
+    }
 
 
 def test_auth_kind_without_its_fields_is_a_mapping_error(etl, mapping):
@@ -274,8 +312,10 @@ def test_auth_kind_without_its_fields_is_a_mapping_error(etl, mapping):
 
 
 def test_max_pages_marks_the_step_partial(etl, api, mapping, tmp_path):
-    text = BASE_MAPPING.replace("pagination: {kind: offset, limit: 2, total: meta.total}",
-                                "pagination: {kind: offset, limit: 2, total: meta.total, max_pages: 2}")
+    text = BASE_MAPPING.replace(
+        "pagination: {kind: offset, limit: 2, total: meta.total}",
+        "pagination: {kind: offset, limit: 2, total: meta.total, max_pages: 2}",
+    )
     result = run(etl, mapping(text), api, tmp_path / "out", "--step", "fetch-teams")
     assert result.exit_code == 1
     assert "stopped after max_pages=2, before the last page; the step's types are marked partial" in result.stdout
@@ -285,7 +325,7 @@ def test_max_pages_marks_the_step_partial(etl, api, mapping, tmp_path):
 
 
 def test_a_filter_that_fails_on_a_record_skips_it_with_a_warning(etl, api, mapping, tmp_path):
-    text = BASE_MAPPING.replace('filter: "deleted != `true`"', 'filter: "!starts_with(name, \'Gone\')"')
+    text = BASE_MAPPING.replace('filter: "deleted != `true`"', "filter: \"!starts_with(name, 'Gone')\"")
     result = run(etl, mapping(text), api, tmp_path / "out", "--step", "fetch-users", "-vv")
     assert "record 3: filter: JMESPathTypeError" in result.stderr  # user 4 has no name
     keys = {e["_key"] for e in read_output(tmp_path / "out")["entities"]}
@@ -293,7 +333,9 @@ def test_a_filter_that_fails_on_a_record_skips_it_with_a_warning(etl, api, mappi
 
 
 def test_mapped_relationship_of_an_entity_that_was_not_written_is_not_written(etl, api, mapping, tmp_path):
-    text = BASE_MAPPING + """\
+    text = (
+        BASE_MAPPING
+        + """\
     mapped_relationships:
       - class: IS
         source: acme_user
@@ -301,6 +343,7 @@ def test_mapped_relationship_of_an_entity_that_was_not_written_is_not_written(et
         target: {type: person, class: Person, properties: {email: email}}
         filter_keys: [[_class, email]]
 """
+    )
     run(etl, mapping(text), api, tmp_path / "out", "--step", "fetch-users")
     mapped = [r for r in read_output(tmp_path / "out")["relationships"] if "_mapping" in r]
     # user 4 (no name) was refused by the graph checks: its mapped relationship went with it
@@ -308,19 +351,22 @@ def test_mapped_relationship_of_an_entity_that_was_not_written_is_not_written(et
 
 
 def test_incomplete_data_of_a_dependency_makes_dependents_partial(etl, api, mapping, tmp_path):
-    text = BASE_MAPPING.replace("pagination: {kind: offset, limit: 2, total: meta.total}",
-                                "pagination: {kind: offset, limit: 2, total: meta.total, max_pages: 1}")
+    text = BASE_MAPPING.replace(
+        "pagination: {kind: offset, limit: 2, total: meta.total}",
+        "pagination: {kind: offset, limit: 2, total: meta.total, max_pages: 1}",
+    )
     result = run(etl, mapping(text), api, tmp_path / "out", "-vv")
     assert result.exit_code == 1
-    assert ("fetch-teams, which this step depends on, has incomplete data; this step's types are marked partial "
-            "too") in result.stderr
+    assert (
+        "fetch-teams, which this step depends on, has incomplete data; this step's types are marked partial too"
+    ) in result.stderr
     summary = read_output(tmp_path / "out")["summary"]
     assert {"acme_team", "acme_user", "acme_team_has_user"} <= set(summary["metadata"]["partialDatasets"]["types"])
     assert [s["status"] for s in summary["integrationStepResults"]] == ["success", "success"]
 
 
 def test_paging_is_only_for_paginated_requests(etl, mapping):
-    text = BASE_MAPPING.replace("    request: {path: /users}", "    request: {path: \"/users/{{ paging.page }}\"}")
+    text = BASE_MAPPING.replace("    request: {path: /users}", '    request: {path: "/users/{{ paging.page }}"}')
     result = etl("validate", mapping(text))
     assert result.exit_code == 3
     assert "'paging' is not available here: only requests of paginated steps see paging" in result.stderr

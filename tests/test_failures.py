@@ -59,8 +59,10 @@ steps:
 """
 
 GROUPS = [{"id": 1, "name": "Admins"}, {"id": 2, "name": "Users"}]
-MEMBERS = [{"id": 10, "name": "Ann", "email": "ann@example.com", "group": 1},
-           {"id": 11, "name": "Bob", "email": "bob@example.com", "group": 2}]
+MEMBERS = [
+    {"id": 10, "name": "Ann", "email": "ann@example.com", "group": 1},
+    {"id": 11, "name": "Bob", "email": "bob@example.com", "group": 2},
+]
 
 
 @pytest.fixture
@@ -95,13 +97,19 @@ def test_dependents_run_with_what_exists_by_default(etl, api, tmp_path):
     # The members' relationships point at groups that do not exist: reported, not written.
     assert output["relationships"] == []
     assert output["summary"]["metadata"]["partialDatasets"]["types"] == [
-        "acme_group", "acme_group_has_member", "acme_member"]
+        "acme_group",
+        "acme_group_has_member",
+        "acme_member",
+    ]
 
 
 def test_dependents_can_be_skipped(etl, api, tmp_path):
-    mapping = write_mapping(tmp_path, MAPPING.replace("    depends_on: [fetch-groups]\n",
-                                                      "    depends_on: [fetch-groups]\n"
-                                                      "    on_dependency_failure: skip\n"))
+    mapping = write_mapping(
+        tmp_path,
+        MAPPING.replace(
+            "    depends_on: [fetch-groups]\n", "    depends_on: [fetch-groups]\n    on_dependency_failure: skip\n"
+        ),
+    )
     api.fail_next("/groups", Response(500, {"error": "down"}), Response(500, {"error": "down"}))
     result = run(etl, mapping, api, tmp_path / "out")
     assert result.exit_code == 1
@@ -111,13 +119,20 @@ def test_dependents_can_be_skipped(etl, api, tmp_path):
     assert statuses == {"fetch-groups": "failure", "fetch-members": "skipped_due_to_dependency_failure"}
     assert [r.path for r in api.log].count("/members") == 0
     assert output["summary"]["metadata"]["partialDatasets"]["types"] == [
-        "acme_group", "acme_group_has_member", "acme_member"]
+        "acme_group",
+        "acme_group_has_member",
+        "acme_member",
+    ]
 
 
 def test_strict_duplicates_fail_the_step_but_not_the_run(etl, api, tmp_path):
-    mapping = write_mapping(tmp_path, MAPPING.replace("        key: \"acme_member:{{ record.id }}\"\n",
-                                                      "        key: \"acme_member:{{ record.id }}\"\n"
-                                                      "        duplicates: strict\n"))
+    mapping = write_mapping(
+        tmp_path,
+        MAPPING.replace(
+            '        key: "acme_member:{{ record.id }}"\n',
+            '        key: "acme_member:{{ record.id }}"\n        duplicates: strict\n',
+        ),
+    )
     api.fail_next("/members", Response(200, MEMBERS + MEMBERS[:1]))
     result = run(etl, mapping, api, tmp_path / "out")
     assert result.exit_code == 1
@@ -127,8 +142,9 @@ def test_strict_duplicates_fail_the_step_but_not_the_run(etl, api, tmp_path):
 
 
 def test_a_cycle_is_a_load_time_error(etl, tmp_path):
-    mapping = write_mapping(tmp_path, MAPPING.replace("  - id: fetch-groups\n",
-                                                      "  - id: fetch-groups\n    depends_on: [fetch-members]\n"))
+    mapping = write_mapping(
+        tmp_path, MAPPING.replace("  - id: fetch-groups\n", "  - id: fetch-groups\n    depends_on: [fetch-members]\n")
+    )
     result = etl("validate", mapping)
     assert result.exit_code == 3
     assert "dependency cycle: fetch-groups -> fetch-members -> fetch-groups" in result.stderr
@@ -149,9 +165,14 @@ def test_interrupted_run_keeps_the_previous_output(etl, api, tmp_path, signum):
     before = snapshot_files(out)
     api.fail_next("/members", Response(200, MEMBERS, delay=30))  # the run hangs here
     env = {**os.environ, "ACME_TOKEN": SECRET}
-    process = subprocess.Popen([sys.executable, "-m", "engine", "run", str(mapping), "--base-url", api.url,
-                                "--output", str(out)], env=env, cwd=tmp_path,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "engine", "run", str(mapping), "--base-url", api.url, "--output", str(out)],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 20
     while not any(r.path == "/members" for r in api.log[3:]) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -167,8 +188,9 @@ def test_fatal_error_changes_nothing(etl, api, tmp_path):
     out = tmp_path / "out"
     assert run(etl, write_mapping(tmp_path), api, out).exit_code == 0
     before = snapshot_files(out)
-    mapping = write_mapping(tmp_path, MAPPING.replace("    timeout: 5\n",
-                                                      "    timeout: 5\n    validate: {path: /whoami}\n"))
+    mapping = write_mapping(
+        tmp_path, MAPPING.replace("    timeout: 5\n", "    timeout: 5\n    validate: {path: /whoami}\n")
+    )
     api.route("GET", "/whoami", lambda request: Response(401, {"message": "bad key"}))
     result = run(etl, mapping, api, out)
     assert result.exit_code == 5 and "authentication failed" in result.stderr
@@ -184,28 +206,61 @@ def everything_written(root: Path) -> str:
 
 def test_a_secret_never_leaks_from_any_command(etl, tmp_path):
     """Every command, with a known secret, in success and failure; everything printed and written is scanned."""
-    mapping = write_mapping(tmp_path, MAPPING.replace(
-        "    timeout: 5\n", "    timeout: 5\n    headers: {X-Echo: \"{{ config.token }}\"}\n"))
+    mapping = write_mapping(
+        tmp_path, MAPPING.replace("    timeout: 5\n", '    timeout: 5\n    headers: {X-Echo: "{{ config.token }}"}\n')
+    )
     printed = []
 
     def echo(request):  # an API that repeats the key back, in headers and body
-        return Response(200, [{"id": 1, "name": f"key is {request.query.get('api_key')}"}],
-                        headers={"Content-Type": "application/json", "X-Seen": request.headers.get("x-echo", "")})
+        return Response(
+            200,
+            [{"id": 1, "name": f"key is {request.query.get('api_key')}"}],
+            headers={"Content-Type": "application/json", "X-Seen": request.headers.get("x-echo", "")},
+        )
 
     with LocalApi() as server:
         server.route("GET", "/groups", echo)
-        server.route("GET", "/members", lambda request: Response(500, f"<h1>{SECRET} is wrong</h1>".encode(),
-                                                                   headers={"Content-Type": "text/html"}))
+        server.route(
+            "GET",
+            "/members",
+            lambda request: Response(
+                500, f"<h1>{SECRET} is wrong</h1>".encode(), headers={"Content-Type": "text/html"}
+            ),
+        )
         env = {"ACME_TOKEN": SECRET}
-        for args in (["validate", mapping], ["schema"], ["document", mapping],
-                     ["document", mapping, "--output", tmp_path / "doc.md"],
-                     ["run", mapping, "--base-url", server.url, "--output", tmp_path / "out", "-vv"],
-                     ["run", mapping, "--base-url", server.url, "--output", tmp_path / "out2", "--pretty"],
-                     ["run", mapping, "--base-url", server.url, "--output", tmp_path / "rec",
-                      "--cassette", tmp_path / "rec.yaml", "--record-mode", "all"],
-                     ["run", mapping, "--output", tmp_path / "replay", "--cassette", tmp_path / "rec.yaml"],
-                     ["run", mapping, "--base-url", server.url, "--output", tmp_path / "x",
-                      "--config", f"token={SECRET}", "--config", "nope=1"]):
+        for args in (
+            ["validate", mapping],
+            ["schema"],
+            ["document", mapping],
+            ["document", mapping, "--output", tmp_path / "doc.md"],
+            ["run", mapping, "--base-url", server.url, "--output", tmp_path / "out", "-vv"],
+            ["run", mapping, "--base-url", server.url, "--output", tmp_path / "out2", "--pretty"],
+            [
+                "run",
+                mapping,
+                "--base-url",
+                server.url,
+                "--output",
+                tmp_path / "rec",
+                "--cassette",
+                tmp_path / "rec.yaml",
+                "--record-mode",
+                "all",
+            ],
+            ["run", mapping, "--output", tmp_path / "replay", "--cassette", tmp_path / "rec.yaml"],
+            [
+                "run",
+                mapping,
+                "--base-url",
+                server.url,
+                "--output",
+                tmp_path / "x",
+                "--config",
+                f"token={SECRET}",
+                "--config",
+                "nope=1",
+            ],
+        ):
             result = etl(*args, env=env)
             printed.append(result.stdout + result.stderr)
         assert SECRET in server.log[0].query["api_key"]  # it really was used
@@ -255,8 +310,9 @@ def test_sandbox_escapes_are_refused(etl, api, tmp_path, payload):
 
 def test_templates_cannot_read_the_environment(etl, api, tmp_path, monkeypatch):
     monkeypatch.setenv("HOME_SECRET_FOR_TEST", "do-not-read-me")
-    text = MAPPING.replace("properties: {name: name}\n",
-                           "properties: {name: name, note: \"{{ env.HOME_SECRET_FOR_TEST }}\"}\n")
+    text = MAPPING.replace(
+        "properties: {name: name}\n", 'properties: {name: name, note: "{{ env.HOME_SECRET_FOR_TEST }}"}\n'
+    )
     result = etl("validate", write_mapping(tmp_path, text))
     assert result.exit_code == 3
     assert "unknown variable 'env'" in result.stderr
@@ -266,8 +322,10 @@ def test_templates_cannot_read_the_environment(etl, api, tmp_path, monkeypatch):
 
 
 def test_records_of_the_wrong_shape_warn_per_record_and_keep_the_rest(etl, api, tmp_path):
-    api.fail_next("/members", Response(200, [MEMBERS[0], "not a record", 42, None, {"id": 12, "name": ["x"]},
-                                             {"name": "no id"}, MEMBERS[1]]))
+    api.fail_next(
+        "/members",
+        Response(200, [MEMBERS[0], "not a record", 42, None, {"id": 12, "name": ["x"]}, {"name": "no id"}, MEMBERS[1]]),
+    )
     result = run(etl, write_mapping(tmp_path), api, tmp_path / "out")
     assert result.exit_code == 1
     keys = sorted(e["_key"] for e in read_output(tmp_path / "out")["entities"] if e["_type"] == "acme_member")
@@ -283,15 +341,24 @@ def digicert_api():
 
 
 JSON = st.recursive(
-    st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.floats(allow_nan=False) | st.text(max_size=12),
+    st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats(allow_nan=False) | st.text(max_size=12),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
     max_leaves=20,
 )
-ORDER_FIELDS = st.fixed_dictionaries({}, optional={
-    "id": JSON | st.integers(1, 10**6), "certificate": JSON | st.fixed_dictionaries({}, optional={
-        "common_name": JSON, "dns_names": JSON, "valid_till": JSON, "days_remaining": JSON}),
-    "status": JSON, "date_created": JSON, "custom_fields": JSON, "product": JSON,
-})
+ORDER_FIELDS = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": JSON | st.integers(1, 10**6),
+        "certificate": JSON
+        | st.fixed_dictionaries(
+            {}, optional={"common_name": JSON, "dns_names": JSON, "valid_till": JSON, "days_remaining": JSON}
+        ),
+        "status": JSON,
+        "date_created": JSON,
+        "custom_fields": JSON,
+        "product": JSON,
+    },
+)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -299,22 +366,57 @@ ORDER_FIELDS = st.fixed_dictionaries({}, optional={
 def test_random_responses_never_crash_the_run(etl, digicert_api, tmp_path, orders, total):
     server, data = digicert_api
     server.fail_next("/services/v2/order/certificate", Response(200, {"orders": orders, "page": {"total": total}}))
-    result = etl("run", MAPPINGS / "digicert.yaml", "--base-url", f"{server.url}/services/v2",
-                 "--output", tmp_path / "out", env={"DIGICERT_API_KEY": digicert.API_KEY})
+    result = etl(
+        "run",
+        MAPPINGS / "digicert.yaml",
+        "--base-url",
+        f"{server.url}/services/v2",
+        "--output",
+        tmp_path / "out",
+        env={"DIGICERT_API_KEY": digicert.API_KEY},
+    )
     server.faults.clear()
     assert result.exit_code in (0, 1), result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr
     assert (tmp_path / "out" / "summary.json").exists()
 
 
-MAPPING_KEYS = ["version", "integration", "config", "sources", "steps", "id", "name", "request", "path",
-                "entities", "type", "class", "key", "properties", "relationships", "from", "to", "pagination",
-                "kind", "records", "depends_on", "base_url", "auth", "for_each", "when", "tags"]
+MAPPING_KEYS = [
+    "version",
+    "integration",
+    "config",
+    "sources",
+    "steps",
+    "id",
+    "name",
+    "request",
+    "path",
+    "entities",
+    "type",
+    "class",
+    "key",
+    "properties",
+    "relationships",
+    "from",
+    "to",
+    "pagination",
+    "kind",
+    "records",
+    "depends_on",
+    "base_url",
+    "auth",
+    "for_each",
+    "when",
+    "tags",
+]
 YAML_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers(-5, 5) | st.sampled_from(
-        ["", "x", "{{", "{{ record.id }}", "a[", "@", "HAS", "Account", "offset", "acme_x", "1"]),
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.sampled_from(MAPPING_KEYS), children,
-                                                                       max_size=4),
+    st.none()
+    | st.booleans()
+    | st.integers(-5, 5)
+    | st.sampled_from(["", "x", "{{", "{{ record.id }}", "a[", "@", "HAS", "Account", "offset", "acme_x", "1"]),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.sampled_from(MAPPING_KEYS), children, max_size=4)
+    ),
     max_leaves=25,
 )
 

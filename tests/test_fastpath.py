@@ -13,11 +13,11 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from engine.lang.functions import jmespath_options
 from engine.pipeline.build import GraphBuilder, Notes, as_key, describe, evaluate, property_value
 from engine.pipeline.check import KeyIndex
-from engine.lang.functions import jmespath_options
-from engine.pipeline.load import load_mapping_text
 from engine.pipeline.compile import compile_mapping
+from engine.pipeline.load import load_mapping_text
 
 MAPPING = """\
 version: 1
@@ -66,19 +66,33 @@ PLAN = compile_mapping(load_mapping_text(MAPPING, "acme.yaml"), Path("."))
 STEP = PLAN.steps[0]
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.sampled_from(["a", "b", "x y", ""]))
-values = st.recursive(scalars, lambda inner: st.one_of(
-    st.lists(inner, max_size=3),
-    st.dictionaries(st.sampled_from(["id", "name", "email", "address", "city", "country", "geo", "lat", "size",
-                                     "kind", "spec"]),
-                    inner, max_size=4)), max_leaves=8)
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(
+            st.sampled_from(
+                ["id", "name", "email", "address", "city", "country", "geo", "lat", "size", "kind", "spec"]
+            ),
+            inner,
+            max_size=4,
+        ),
+    ),
+    max_leaves=8,
+)
 field_names = ["id", "name", "owner", "labels", "parts", "spec"]
-records = st.fixed_dictionaries({"id": st.integers(1, 9)},
-                                optional={name: values for name in field_names[1:]})
+records = st.fixed_dictionaries({"id": st.integers(1, 9)}, optional=dict.fromkeys(field_names[1:], values))
 
 
 def builder() -> GraphBuilder:
-    return GraphBuilder(STEP, config={"token": "t"}, options=jmespath_options({"token": "t"}, 0),
-                        index=KeyIndex(), instance_tags={}, now=0)
+    return GraphBuilder(
+        STEP,
+        config={"token": "t"},
+        options=jmespath_options({"token": "t"}, 0),
+        index=KeyIndex(),
+        instance_tags={},
+        now=0,
+    )
 
 
 def reference_properties(spec, scope, notes: Notes, prefix: str) -> dict | None:
@@ -144,14 +158,27 @@ def test_generated_code_matches_property_by_property_evaluation(record):
 
 
 def test_shared_prefix_and_wrong_shapes():
-    record = {"id": 1, "name": "widget", "owner": {"name": "Ann", "address": "not an object"},
-              "labels": ["a", None, "b"], "parts": [{"id": 2, "name": "p", "spec": {"kind": "bolt", "size": 3}},
-                                                    {"id": 3, "spec": "junk"}]}
+    record = {
+        "id": 1,
+        "name": "widget",
+        "owner": {"name": "Ann", "address": "not an object"},
+        "labels": ["a", None, "b"],
+        "parts": [{"id": 2, "name": "p", "spec": {"kind": "bolt", "size": 3}}, {"id": 3, "spec": "junk"}],
+    }
     entities, warnings = actual(record)
     thing, bolt, junk = entities
-    assert thing == {"name": "widget", "displayName": "widget", "owner": "Ann", "sameAsOwner": "Ann",
-                     "labels": ["a", "b"], "upper": "WIDGET", "labelCount": 3, "firstLabel": "a",
-                     "greeting": "Hello widget", "fixed": 7}
+    assert thing == {
+        "name": "widget",
+        "displayName": "widget",
+        "owner": "Ann",
+        "sameAsOwner": "Ann",
+        "labels": ["a", "b"],
+        "upper": "WIDGET",
+        "labelCount": 3,
+        "firstLabel": "a",
+        "greeting": "Hello widget",
+        "fixed": 7,
+    }
     assert bolt == {"name": "p", "displayName": "p", "size": 3, "kind": "BOLT"}
     assert junk == {}
     assert warnings == []
@@ -163,5 +190,7 @@ def test_errors_name_the_property_and_the_item():
     assert entities[0]["name"] == 5
     assert any(w.startswith("record 1: entities[0].properties.upper: ") for w in warnings), warnings
     assert any(w.startswith("record 1: entities[1] item 0.properties.kind: ") for w in warnings), warnings
-    assert ("record 1: entities[1] item 0.properties.size: an object cannot be an entity property "
-            "(map its fields, or keep it in _rawData); dropped") in warnings
+    assert (
+        "record 1: entities[1] item 0.properties.size: an object cannot be an entity property "
+        "(map its fields, or keep it in _rawData); dropped"
+    ) in warnings

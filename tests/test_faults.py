@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import socket
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import pytest
@@ -98,7 +98,7 @@ def test_429_with_retry_after(etl, api, tmp_path, sleeps):
 
 
 def test_429_with_retry_after_as_an_http_date(etl, api, tmp_path, sleeps):
-    later = format_datetime(datetime.now(timezone.utc) + timedelta(seconds=30), usegmt=True)
+    later = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
     api.fail_request({"offset": "10"}, Response(429, {"message": "slow down"}, headers={"Retry-After": later}))
     recovered(run(etl, tmp_path, api), tmp_path)
     assert len(sleeps) == 1 and 27 <= sleeps[0] <= 30
@@ -113,8 +113,12 @@ def test_429_without_retry_after_backs_off(etl, api, tmp_path, sleeps):
 
 
 def test_500_502_503_then_success(etl, api, tmp_path, sleeps):
-    api.fail_request({"offset": "10"}, Response(500, {"message": "oops"}), Response(502, HTML, headers={
-        "Content-Type": "text/html"}), Response(503, {"message": "busy"}))
+    api.fail_request(
+        {"offset": "10"},
+        Response(500, {"message": "oops"}),
+        Response(502, HTML, headers={"Content-Type": "text/html"}),
+        Response(503, {"message": "busy"}),
+    )
     recovered(run(etl, tmp_path, api), tmp_path)
     assert offsets_seen(api) == ["0", "5", "10", "10", "10", "10", "15", "20"]
     assert len(sleeps) == 3 and sleeps[0] <= 0.5 and sleeps[1] <= 1.0 and sleeps[2] <= 2.0
@@ -140,8 +144,9 @@ def test_response_slower_than_the_timeout(etl, api, tmp_path, sleeps):
 
 def test_retries_exhausted_on_an_html_error_page(etl, api, tmp_path, sleeps):
     api.fail_request({"offset": "5"}, *[Response(502, HTML, headers={"Content-Type": "text/html"})] * 4)
-    text = failed_clearly(run(etl, tmp_path, api), tmp_path, url=page_url(api, 5), kept=[1, 2, 3, 4, 5],
-                          says="HTTP 502")
+    text = failed_clearly(
+        run(etl, tmp_path, api), tmp_path, url=page_url(api, 5), kept=[1, 2, 3, 4, 5], says="HTTP 502"
+    )
     assert "Bad Gateway" in text and "(after 4 attempts)" in text
     assert offsets_seen(api) == ["0", "5", "5", "5", "5"]
     assert len(sleeps) == 3
@@ -150,34 +155,39 @@ def test_retries_exhausted_on_an_html_error_page(etl, api, tmp_path, sleeps):
 def test_an_html_page_with_status_200(etl, api, tmp_path):
     maintenance = b"<html><body><h1>Down for maintenance</h1></body></html>"
     api.fail_request({"offset": "10"}, Response(200, maintenance, headers={"Content-Type": "text/html"}))
-    text = failed_clearly(run(etl, tmp_path, api), tmp_path, url=page_url(api, 10), kept=list(range(1, 11)),
-                          says="not JSON")
+    text = failed_clearly(
+        run(etl, tmp_path, api), tmp_path, url=page_url(api, 10), kept=list(range(1, 11)), says="not JSON"
+    )
     assert "text/html" in text and "Down for maintenance" in text
 
 
 def test_invalid_json(etl, api, tmp_path):
     api.fail_request({"offset": "5"}, Response(200, b'{"items": [{"id": 6, "name": "item 6"},'))
-    text = failed_clearly(run(etl, tmp_path, api), tmp_path, url=page_url(api, 5), kept=[1, 2, 3, 4, 5],
-                          says="not JSON")
+    text = failed_clearly(
+        run(etl, tmp_path, api), tmp_path, url=page_url(api, 5), kept=[1, 2, 3, 4, 5], says="not JSON"
+    )
     assert '{"items": [{"id": 6' in text  # the start of what came instead
 
 
 def test_connection_dropped_on_every_attempt(etl, api, tmp_path, sleeps):
     page = {"items": api.items[5:10], "meta": {"total": 23}}
     api.fail_request({"offset": "5"}, *[Response(200, page, drop=True)] * 4)
-    failed_clearly(run(etl, tmp_path, api), tmp_path, url=page_url(api, 5), kept=[1, 2, 3, 4, 5],
-                   says="after 4 attempts")
+    failed_clearly(
+        run(etl, tmp_path, api), tmp_path, url=page_url(api, 5), kept=[1, 2, 3, 4, 5], says="after 4 attempts"
+    )
     assert len(sleeps) == 3
 
 
 def test_always_slower_than_the_timeout(etl, api, tmp_path, sleeps):
     slow = Response(200, {"items": [], "meta": {"total": 23}}, delay=1.0)
     api.fail_request({"offset": "5"}, slow, slow)
-    data = item_mapping(PAGINATION, source={**SOURCE, "retry": {"max_attempts": 2, "initial_delay": 0.5}},
-                        steps_after=[ACCOUNT_STEP])
+    data = item_mapping(
+        PAGINATION, source={**SOURCE, "retry": {"max_attempts": 2, "initial_delay": 0.5}}, steps_after=[ACCOUNT_STEP]
+    )
     started = time.monotonic()
-    failed_clearly(run(etl, tmp_path, api, data), tmp_path, url=page_url(api, 5), kept=[1, 2, 3, 4, 5],
-                   says="timed out")
+    failed_clearly(
+        run(etl, tmp_path, api, data), tmp_path, url=page_url(api, 5), kept=[1, 2, 3, 4, 5], says="timed out"
+    )
     assert time.monotonic() - started < 4  # two 0.5 s timeouts, not the server's delays
     assert len(sleeps) == 1
 
@@ -197,16 +207,22 @@ def test_connection_refused(etl, tmp_path, sleeps):
 
 def test_a_retry_after_too_long_fails_at_once(etl, api, tmp_path, sleeps):
     api.fail_request({"offset": "5"}, Response(429, {"message": "quota exhausted"}, headers={"Retry-After": "86400"}))
-    text = failed_clearly(run(etl, tmp_path, api), tmp_path, url=page_url(api, 5), kept=[1, 2, 3, 4, 5],
-                          says="HTTP 429")
+    text = failed_clearly(
+        run(etl, tmp_path, api), tmp_path, url=page_url(api, 5), kept=[1, 2, 3, 4, 5], says="HTTP 429"
+    )
     assert "Retry-After" in text and "quota exhausted" in text
     assert sleeps == []
 
 
 def test_a_status_that_is_not_retried(etl, api, tmp_path, sleeps):
     api.fail_request({"offset": "5"}, Response(400, {"errors": [{"message": "offset out of range"}]}))
-    failed_clearly(run(etl, tmp_path, api), tmp_path, url=page_url(api, 5), kept=[1, 2, 3, 4, 5],
-                   says="HTTP 400 Bad Request: offset out of range")
+    failed_clearly(
+        run(etl, tmp_path, api),
+        tmp_path,
+        url=page_url(api, 5),
+        kept=[1, 2, 3, 4, 5],
+        says="HTTP 400 Bad Request: offset out of range",
+    )
     assert offsets_seen(api) == ["0", "5"]
     assert sleeps == []
 
@@ -214,8 +230,11 @@ def test_a_status_that_is_not_retried(etl, api, tmp_path, sleeps):
 def test_a_paginator_repeating_its_cursor_forever(etl, tmp_path, sleeps):
     with PagingApi("cursor", 23) as api:
         api.loop_back = (2, 2)  # from the page of after-10 on, the next cursor is always after-10
-        data = item_mapping({"kind": "cursor", "cursor": "next_cursor", "size_param": "limit", "size": 5},
-                            source=SOURCE, steps_after=[ACCOUNT_STEP])
+        data = item_mapping(
+            {"kind": "cursor", "cursor": "next_cursor", "size_param": "limit", "size": 5},
+            source=SOURCE,
+            steps_after=[ACCOUNT_STEP],
+        )
         result = run(etl, tmp_path, api, data)
         text = failed_clearly(result, tmp_path, url="after-10", kept=list(range(1, 16)), says="pagination loop")
         assert len(api.data_log()) == 3
@@ -226,11 +245,16 @@ def test_a_paginator_repeating_its_cursor_forever(etl, tmp_path, sleeps):
 def test_a_link_header_loop(etl, tmp_path, sleeps):
     with PagingApi("link_header", 23) as api:
         api.loop_back = (3, 1)  # page 4 says its next page is page 2
-        data = item_mapping({"kind": "link_header", "size_param": "per_page", "size": 5}, records="@",
-                            source=SOURCE, steps_after=[ACCOUNT_STEP])
+        data = item_mapping(
+            {"kind": "link_header", "size_param": "per_page", "size": 5},
+            records="@",
+            source=SOURCE,
+            steps_after=[ACCOUNT_STEP],
+        )
         result = run(etl, tmp_path, api, data)
-        failed_clearly(result, tmp_path, url=f"{api.url}/items?page=2&per_page=5", kept=list(range(1, 21)),
-                       says="pagination loop")
+        failed_clearly(
+            result, tmp_path, url=f"{api.url}/items?page=2&per_page=5", kept=list(range(1, 21)), says="pagination loop"
+        )
         assert len(api.data_log()) == 4
 
 
@@ -238,8 +262,9 @@ def test_the_fake_stops_a_runaway_client(etl, tmp_path):
     """The guard of the fake itself: a paginator that never stops would fail, not hang the suite."""
     with PagingApi("cursor", 23) as api:
         api.request_limit = 2
-        data = item_mapping({"kind": "cursor", "cursor": "next_cursor", "size_param": "limit", "size": 5},
-                            source=SOURCE)
+        data = item_mapping(
+            {"kind": "cursor", "cursor": "next_cursor", "size_param": "limit", "size": 5}, source=SOURCE
+        )
         result = run(etl, tmp_path, api, data)
         assert result.exit_code == 1
         assert "HTTP 410" in result.stdout
@@ -253,10 +278,22 @@ TAGS = {
     "depends_on": ["fetch-items"],
     "for_each": "example_item",
     "request": {"path": "/items/{{ parent.itemId }}/tags"},
-    "entities": [{"resource": "Tag", "type": "example_tag", "class": "Record", "key": "example_tag:{{ record.id }}",
-                  "properties": {"name": "name"}}],
-    "relationships": [{"class": "HAS", "from": {"type": "example_item", "key": "example_item:{{ parent.itemId }}"},
-                       "to": "example_tag"}],
+    "entities": [
+        {
+            "resource": "Tag",
+            "type": "example_tag",
+            "class": "Record",
+            "key": "example_tag:{{ record.id }}",
+            "properties": {"name": "name"},
+        }
+    ],
+    "relationships": [
+        {
+            "class": "HAS",
+            "from": {"type": "example_item", "key": "example_item:{{ parent.itemId }}"},
+            "to": "example_tag",
+        }
+    ],
 }
 OWNERS = {
     "id": "fetch-owners",
@@ -264,8 +301,15 @@ OWNERS = {
     "depends_on": ["fetch-items"],
     "for_each": "example_item",
     "request": {"path": "/items/{{ parent.itemId }}/owners"},
-    "entities": [{"resource": "Owner", "type": "example_owner", "class": "User",
-                  "key": "example_owner:{{ record.id }}", "properties": {"name": "name"}}],
+    "entities": [
+        {
+            "resource": "Owner",
+            "type": "example_owner",
+            "class": "User",
+            "key": "example_owner:{{ record.id }}",
+            "properties": {"name": "name"},
+        }
+    ],
 }
 
 
@@ -335,7 +379,9 @@ def test_a_step_rule_overrides_the_source_default(etl, three, tmp_path):
     assert step_status(output, "fetch-tags") == "success" and step_status(output, "fetch-owners") == "success"
     assert partial_types(output) == ["example_owner"]
     assert sorted(e["_key"] for e in output["entities"] if e["_type"] == "example_owner") == [
-        "example_owner:owner-1", "example_owner:owner-3"]
+        "example_owner:owner-1",
+        "example_owner:owner-3",
+    ]
     assert any(f"{three.url}/items/2/owners" in line and "no owner" in line for line in text.splitlines())
 
 
@@ -386,14 +432,14 @@ DURATION = re.compile(r"\d+(\.\d+)?\s?(ms|s)\b")
 
 def request_lines(stderr: str, url_part: str) -> list[str]:
     """The per-request log lines of ``url_part``: method, URL, status, duration and records."""
-    return [line for line in stderr.splitlines()
-            if url_part in line and re.search(r"\b\d+ records?\b", line)]
+    return [line for line in stderr.splitlines() if url_part in line and re.search(r"\b\d+ records?\b", line)]
 
 
 def test_verbose_logs_one_line_per_request(etl, api, tmp_path, sleeps):
     api.fail_request({"offset": "5"}, Response(503, {"message": "busy"}))
-    data = item_mapping(PAGINATION, source={**SOURCE, "params": {"api_key": "{{ config.apiKey }}"}},
-                        config={"apiKey": {"secret": True}})
+    data = item_mapping(
+        PAGINATION, source={**SOURCE, "params": {"api_key": "{{ config.apiKey }}"}}, config={"apiKey": {"secret": True}}
+    )
     result = run(etl, tmp_path, api, data, "-v", "--config", f"apiKey={SECRET}")
     assert result.exit_code == 0, result.stdout + result.stderr
     assert SECRET not in result.stdout + result.stderr

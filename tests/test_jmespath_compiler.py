@@ -12,32 +12,67 @@ from engine.lang.functions import EngineFunctions, jmespath_options
 from engine.lang.jmespath_compiler import compile_ast
 
 NAMES = ["a", "b", "c", "d"]
-ATOMS = st.sampled_from(NAMES + ["@", "`1`", "`0`", "`-2.5`", "'x'", "''", "`null`", "`true`", "`false`",
-                                 "`[1, 2]`", "`[]`", "`{}`", "`\"2024-06-20T17:29:56Z\"`"])
+ATOMS = st.sampled_from(
+    NAMES
+    + [
+        "@",
+        "`1`",
+        "`0`",
+        "`-2.5`",
+        "'x'",
+        "''",
+        "`null`",
+        "`true`",
+        "`false`",
+        "`[1, 2]`",
+        "`[]`",
+        "`{}`",
+        '`"2024-06-20T17:29:56Z"`',
+    ]
+)
 
 
 def compound(children):
     pair = st.tuples(children, children)
     return st.one_of(
         children.map(lambda x: f"{x}.{NAMES[len(x) % 4]}"),
-        children.map(lambda x: f"{x}[0]"), children.map(lambda x: f"{x}[-1]"), children.map(lambda x: f"{x}[1:]"),
-        children.map(lambda x: f"{x}[::-1]"), children.map(lambda x: f"{x}[*].a"), children.map(lambda x: f"{x}[].b"),
-        children.map(lambda x: f"{x}.*"), pair.map(lambda p: f"{p[0]}[?{p[1]}].c"),
-        pair.map(lambda p: f"{p[0]} || {p[1]}"), pair.map(lambda p: f"{p[0]} && {p[1]}"),
-        children.map(lambda x: f"!{x}"), pair.map(lambda p: f"{p[0]} == {p[1]}"),
-        pair.map(lambda p: f"{p[0]} != {p[1]}"), pair.map(lambda p: f"{p[0]} < {p[1]}"),
-        pair.map(lambda p: f"{p[0]} >= {p[1]}"), pair.map(lambda p: f"{{k: {p[0]}, j: {p[1]}}}"),
-        pair.map(lambda p: f"[{p[0]}, {p[1]}]"), pair.map(lambda p: f"{p[0]} | {p[1]}"),
+        children.map(lambda x: f"{x}[0]"),
+        children.map(lambda x: f"{x}[-1]"),
+        children.map(lambda x: f"{x}[1:]"),
+        children.map(lambda x: f"{x}[::-1]"),
+        children.map(lambda x: f"{x}[*].a"),
+        children.map(lambda x: f"{x}[].b"),
+        children.map(lambda x: f"{x}.*"),
+        pair.map(lambda p: f"{p[0]}[?{p[1]}].c"),
+        pair.map(lambda p: f"{p[0]} || {p[1]}"),
+        pair.map(lambda p: f"{p[0]} && {p[1]}"),
+        children.map(lambda x: f"!{x}"),
+        pair.map(lambda p: f"{p[0]} == {p[1]}"),
+        pair.map(lambda p: f"{p[0]} != {p[1]}"),
+        pair.map(lambda p: f"{p[0]} < {p[1]}"),
+        pair.map(lambda p: f"{p[0]} >= {p[1]}"),
+        pair.map(lambda p: f"{{k: {p[0]}, j: {p[1]}}}"),
+        pair.map(lambda p: f"[{p[0]}, {p[1]}]"),
+        pair.map(lambda p: f"{p[0]} | {p[1]}"),
         children.map(lambda x: f"({x})"),
-        children.map(lambda x: f"length({x})"), children.map(lambda x: f"keys({x})"),
-        pair.map(lambda p: f"sort_by({p[0]}, &{p[1]})"), pair.map(lambda p: f"map(&{p[1]}, {p[0]})"),
-        children.map(lambda x: f"to_string({x})"), pair.map(lambda p: f"contains({p[0]}, {p[1]})"),
-        children.map(lambda x: f"join(', ', {x})"), children.map(lambda x: f"max({x})"),
-        children.map(lambda x: f"to_number({x})"), children.map(lambda x: f"not_null({x}, `3`)"),
-        children.map(lambda x: f"split({x}, ',')"), pair.map(lambda p: f"coalesce({p[0]}, {p[1]})"),
-        children.map(lambda x: f"unique({x})"), children.map(lambda x: f"to_epoch_ms({x})"),
-        children.map(lambda x: f"trim_prefix({x}, 'x')"), pair.map(lambda p: f"difference({p[0]}, {p[1]})"),
-        children.map(lambda x: f"from_entries({x}, 'a', 'b')"), children.map(lambda x: f"merge({x}, `{{}}`)"),
+        children.map(lambda x: f"length({x})"),
+        children.map(lambda x: f"keys({x})"),
+        pair.map(lambda p: f"sort_by({p[0]}, &{p[1]})"),
+        pair.map(lambda p: f"map(&{p[1]}, {p[0]})"),
+        children.map(lambda x: f"to_string({x})"),
+        pair.map(lambda p: f"contains({p[0]}, {p[1]})"),
+        children.map(lambda x: f"join(', ', {x})"),
+        children.map(lambda x: f"max({x})"),
+        children.map(lambda x: f"to_number({x})"),
+        children.map(lambda x: f"not_null({x}, `3`)"),
+        children.map(lambda x: f"split({x}, ',')"),
+        pair.map(lambda p: f"coalesce({p[0]}, {p[1]})"),
+        children.map(lambda x: f"unique({x})"),
+        children.map(lambda x: f"to_epoch_ms({x})"),
+        children.map(lambda x: f"trim_prefix({x}, 'x')"),
+        pair.map(lambda p: f"difference({p[0]}, {p[1]})"),
+        children.map(lambda x: f"from_entries({x}, 'a', 'b')"),
+        children.map(lambda x: f"merge({x}, `{{}}`)"),
     )
 
 
@@ -77,14 +112,17 @@ def test_compiled_equals_interpreted(expression, data):
     assert actual == expected, expression
 
 
-@pytest.mark.parametrize("expression, data, expected", [
-    ("a.b", {"a": {"b": 1}}, 1),
-    ("a[?b > `1`].c", {"a": [{"b": 1, "c": "x"}, {"b": 2, "c": "y"}]}, ["y"]),
-    ("!`0`", {}, False),
-    ("`1` == `true`", {}, False),
-    ("sort_by(a, &b)[].b", {"a": [{"b": 2}, {"b": 1}]}, [1, 2]),
-    ("length(a)", {"a": "four"}, 4),
-])
+@pytest.mark.parametrize(
+    "expression, data, expected",
+    [
+        ("a.b", {"a": {"b": 1}}, 1),
+        ("a[?b > `1`].c", {"a": [{"b": 1, "c": "x"}, {"b": 2, "c": "y"}]}, ["y"]),
+        ("!`0`", {}, False),
+        ("`1` == `true`", {}, False),
+        ("sort_by(a, &b)[].b", {"a": [{"b": 2}, {"b": 1}]}, [1, 2]),
+        ("length(a)", {"a": "four"}, 4),
+    ],
+)
 def test_known_answers(expression, data, expected):
     compiled = compile_ast(jmespath.compile(expression).parsed, EngineFunctions.FUNCTION_TABLE)
     assert compiled(data, jmespath_options().custom_functions) == expected

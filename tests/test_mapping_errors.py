@@ -21,8 +21,8 @@ from click.testing import CliRunner
 
 from engine.cli import main
 from engine.errors import EXIT_INVALID_MAPPING, MappingError
-from engine.pipeline.load import MAX_DEPTH, mapping_schema
 from engine.pipeline.compile import compile_file
+from engine.pipeline.load import MAX_DEPTH, mapping_schema
 
 REPO = Path(__file__).resolve().parents[1]
 DIGICERT = REPO / "mappings" / "digicert.yaml"
@@ -175,10 +175,13 @@ DEEP_BLOCK = "".join("  " * i + f"k{i}:\n" for i in range(MAX_DEPTH + 6)) + "  "
 DEEP_FLOW = "deep: " + "[" * (MAX_DEPTH + 6) + "]" * (MAX_DEPTH + 6) + "\n"
 
 # Billion laughs: lol6 expands to 9**7 strings from a few lines of text.
-ALIAS_BOMB = "\n".join(
-    ['lol0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
-    + [f"lol{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]" for i in range(1, 7)]
-) + "\n"
+ALIAS_BOMB = (
+    "\n".join(
+        ['lol0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+        + [f"lol{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]" for i in range(1, 7)]
+    )
+    + "\n"
+)
 
 
 # ----------------------------------------------------------------------------------------
@@ -195,8 +198,10 @@ CASES = [
         mutate("      path: /account\n", "      path: [/account\n"),
         # PyYAML fails at the ':' of "entities:" (22:13); the author's mistake is the
         # unclosed '[' on line 21, which PyYAML reports as the error's context.
-        ["FILE:22:13: YAML syntax error: expected ',' or ']', but got ':' "
-         "(while parsing a flow sequence started at line 21, column 13)"],
+        [
+            "FILE:22:13: YAML syntax error: expected ',' or ']', but got ':' "
+            "(while parsing a flow sequence started at line 21, column 13)"
+        ],
         id="yaml-unclosed-flow-sequence",
     ),
     pytest.param(
@@ -239,22 +244,26 @@ CASES = [
         # inside lol5[1][7][8][6][5] (an alias of the lol0 list at 1:7), at its item 8: the
         # ninth "lol" of lol0, at 1:68.
         ALIAS_BOMB + BASE,
-        ["FILE:1:68: lol5[1][7][8][6][5][8]: the document has more than 200000 nodes "
-         "(an alias bomb?); refusing to load it"],
+        [
+            "FILE:1:68: lol5[1][7][8][6][5][8]: the document has more than 200000 nodes "
+            "(an alias bomb?); refusing to load it"
+        ],
         id="alias-bomb",
     ),
     pytest.param(
         # k0 is on line 53; k64 (path depth 65) on line 117, indented 128 columns.
         BASE + DEEP_BLOCK,
-        ["FILE:117:129: " + ".".join(f"k{i}" for i in range(MAX_DEPTH + 1))
-         + f": nesting deeper than {MAX_DEPTH} levels; refusing to load it"],
+        [
+            "FILE:117:129: "
+            + ".".join(f"k{i}" for i in range(MAX_DEPTH + 1))
+            + f": nesting deeper than {MAX_DEPTH} levels; refusing to load it"
+        ],
         id="too-deep-block",
     ),
     pytest.param(
         # "deep: " is 6 columns; the 65th '[' (path deep[0]x64) is at column 6 + 65 = 71.
         BASE + DEEP_FLOW,
-        ["FILE:53:71: deep" + "[0]" * MAX_DEPTH
-         + f": nesting deeper than {MAX_DEPTH} levels; refusing to load it"],
+        ["FILE:53:71: deep" + "[0]" * MAX_DEPTH + f": nesting deeper than {MAX_DEPTH} levels; refusing to load it"],
         id="too-deep-flow",
     ),
     # -- schema -------------------------------------------------------------------------
@@ -300,10 +309,13 @@ CASES = [
         id="pagination-kind-missing-field",
     ),
     pytest.param(
-        mutate("    records: users\n", "    pagination:\n      kind: page\n      total: meta.total\n"
-                                       "    records: users\n"),
-        ["FILE:34:7: steps[1].pagination.total: 'total' is not used by kind 'page' (it uses: has_more, in, "
-         "max_pages, page_param, size, size_param, start_page, stop_on_empty, total_pages)"],
+        mutate(
+            "    records: users\n", "    pagination:\n      kind: page\n      total: meta.total\n    records: users\n"
+        ),
+        [
+            "FILE:34:7: steps[1].pagination.total: 'total' is not used by kind 'page' (it uses: has_more, in, "
+            "max_pages, page_param, size, size_param, start_page, stop_on_empty, total_pages)"
+        ],
         id="pagination-field-of-another-kind",
     ),
     pytest.param(
@@ -321,10 +333,12 @@ CASES = [
         .replace("        properties:\n          name: name\n", "        proprties:\n          name: name\n")
         .replace("      - class: HAS", "      - class: HSA")
         .replace('        key: "acme_user:{{ record.id }}"\n', ""),
-        ['FILE:17:14: sources.api.timeout: expected number, got a string ("fast")',
-         "FILE:26:9: steps[0].entities[0].proprties: unknown key 'proprties' (did you mean 'properties'?)",
-         "FILE:34:9: steps[1].entities[0]: missing required key 'key'",
-         "FILE:40:16: steps[1].relationships[0].class: 'HSA' is not an allowed value; did you mean 'HAS'?"],
+        [
+            'FILE:17:14: sources.api.timeout: expected number, got a string ("fast")',
+            "FILE:26:9: steps[0].entities[0].proprties: unknown key 'proprties' (did you mean 'properties'?)",
+            "FILE:34:9: steps[1].entities[0]: missing required key 'key'",
+            "FILE:40:16: steps[1].relationships[0].class: 'HSA' is not an allowed value; did you mean 'HAS'?",
+        ],
         id="several-schema-problems-sorted",
     ),
     # -- JMESPath -----------------------------------------------------------------------
@@ -348,8 +362,10 @@ CASES = [
     pytest.param(
         # {jmespath: "..."}: '{' at 17, the quote at 28, the text from 29; offset 14.
         mutate("name: display_name", 'name: {jmespath: "first_name && && last_name"}'),
-        ["FILE:38:43: steps[1].entities[0].properties.name.jmespath: "
-         "JMESPath syntax error: invalid token (at AND '&&')"],
+        [
+            "FILE:38:43: steps[1].entities[0].properties.name.jmespath: "
+            "JMESPath syntax error: invalid token (at AND '&&')"
+        ],
         id="jmespath-syntax-explicit-form",
     ),
     pytest.param(
@@ -361,14 +377,18 @@ CASES = [
         # In YAML source the text is  join(''-'', [first_name, last_name]) c  : the 'c'
         # is at column 55, but two characters later than in the unescaped string.
         mutate("name: display_name", "name: 'join(''-'', [first_name, last_name]) c'"),
-        ["FILE:38:55: steps[1].entities[0].properties.name: "
-         "JMESPath syntax error: Unexpected token: c (at UNQUOTED_IDENTIFIER 'c')"],
+        [
+            "FILE:38:55: steps[1].entities[0].properties.name: "
+            "JMESPath syntax error: Unexpected token: c (at UNQUOTED_IDENTIFIER 'c')"
+        ],
         id="jmespath-syntax-single-quoted-with-escapes",
     ),
     pytest.param(
         mutate("name: display_name", 'name: "\\"first name\\" c"'),
-        ["FILE:38:33: steps[1].entities[0].properties.name: "
-         "JMESPath syntax error: Unexpected token: c (at UNQUOTED_IDENTIFIER 'c')"],
+        [
+            "FILE:38:33: steps[1].entities[0].properties.name: "
+            "JMESPath syntax error: Unexpected token: c (at UNQUOTED_IDENTIFIER 'c')"
+        ],
         id="jmespath-syntax-double-quoted-with-escapes",
     ),
     pytest.param(
@@ -401,8 +421,7 @@ CASES = [
     ),
     pytest.param(
         mutate("name: display_name", "name: \"config('pageSze')\""),
-        ["FILE:38:26: steps[1].entities[0].properties.name: "
-         "unknown config field 'pageSze' (did you mean 'pageSize'?)"],
+        ["FILE:38:26: steps[1].entities[0].properties.name: unknown config field 'pageSze' (did you mean 'pageSize'?)"],
         id="jmespath-unknown-config-field",
     ),
     # -- Jinja --------------------------------------------------------------------------
@@ -425,14 +444,18 @@ CASES = [
     ),
     pytest.param(
         mutate("{{ config.apiKey }}", "{{ record.apiKey }}"),
-        ["FILE:16:33: sources.api.headers.Authorization: 'record' is not available here: templates of sources "
-         "and instance tags see only config"],
+        [
+            "FILE:16:33: sources.api.headers.Authorization: 'record' is not available here: templates of sources "
+            "and instance tags see only config"
+        ],
         id="jinja-variable-not-in-scope",
     ),
     pytest.param(
         mutate('"acme_user:{{ record.id }}"', '"acme_user:{{ parent.id }}"'),
-        ["FILE:36:28: steps[1].entities[0].key: 'parent' is not available here: only steps with for_each "
-         "(fan-out) have a parent entity"],
+        [
+            "FILE:36:28: steps[1].entities[0].key: 'parent' is not available here: only steps with for_each "
+            "(fan-out) have a parent entity"
+        ],
         id="jinja-parent-outside-fan-out",
     ),
     pytest.param(
@@ -446,8 +469,10 @@ CASES = [
         id="jinja-unknown-config-field-subscript",
     ),
     pytest.param(
-        mutate("    records: users\n",
-               '    pagination:\n      kind: offset\n      limit: "{{ config.pageSze }}"\n    records: users\n'),
+        mutate(
+            "    records: users\n",
+            '    pagination:\n      kind: offset\n      limit: "{{ config.pageSze }}"\n    records: users\n',
+        ),
         ["FILE:34:25: steps[1].pagination.limit: unknown config field 'pageSze' (did you mean 'pageSize'?)"],
         id="pagination-limit-unknown-config-field",
     ),
@@ -487,8 +512,10 @@ CASES = [
     ),
     pytest.param(
         mutate("    depends_on: [fetch-account]\n", ""),
-        ["FILE:41:22: steps[1].relationships[0].from.type: 'acme_account' is built by step 'fetch-account', "
-         "which this step does not depend on; add it to depends_on"],
+        [
+            "FILE:41:22: steps[1].relationships[0].from.type: 'acme_account' is built by step 'fetch-account', "
+            "which this step does not depend on; add it to depends_on"
+        ],
         id="relationship-endpoint-from-step-not-depended-on",
     ),
     pytest.param(
@@ -503,39 +530,53 @@ CASES = [
     ),
     pytest.param(
         mutate("  - id: fetch-users", "  - id: fetch-account"),
-        ["FILE:28:9: steps[1].id: duplicate step id 'fetch-account' (also steps[0])",
-         "FILE:29:18: steps[1].depends_on[0]: a step cannot depend on itself"],
+        [
+            "FILE:28:9: steps[1].id: duplicate step id 'fetch-account' (also steps[0])",
+            "FILE:29:18: steps[1].depends_on[0]: a step cannot depend on itself",
+        ],
         id="duplicate-step-id",
     ),
     pytest.param(
-        mutate("          name: name\n", "          name: name\n"
-               "      - type: acme_account\n"
-               "        class: Account\n"
-               '        key: "acme_account2:{{ record.id }}"\n'),
+        mutate(
+            "          name: name\n",
+            "          name: name\n"
+            "      - type: acme_account\n"
+            "        class: Account\n"
+            '        key: "acme_account2:{{ record.id }}"\n',
+        ),
         ["FILE:28:15: steps[0].entities[1].type: entity type 'acme_account' is declared twice in this step"],
         id="duplicate-entity-type-in-step",
     ),
     pytest.param(
         # Several steps may build one type, but with one class.
-        mutate("          email: email\n    relationships:", "          email: email\n"
-               "      - type: acme_account\n"
-               "        class: User\n"
-               '        key: "acme_account:{{ record.id }}"\n'
-               "    relationships:"),
-        ["FILE:40:15: steps[1].entities[1].type: entity type 'acme_account' is declared with class 'User' "
-         "here but 'Account' in step 'fetch-account'"],
+        mutate(
+            "          email: email\n    relationships:",
+            "          email: email\n"
+            "      - type: acme_account\n"
+            "        class: User\n"
+            '        key: "acme_account:{{ record.id }}"\n'
+            "    relationships:",
+        ),
+        [
+            "FILE:40:15: steps[1].entities[1].type: entity type 'acme_account' is declared with class 'User' "
+            "here but 'Account' in step 'fetch-account'"
+        ],
         id="entity-type-with-two-classes",
     ),
     pytest.param(
         mutate("        to: acme_user", "        to: acme_usr"),
-        ["FILE:43:13: steps[1].relationships[0].to: "
-         "'acme_usr' is not an entity type built in this step's entities (did you mean 'acme_user'?)"],
+        [
+            "FILE:43:13: steps[1].relationships[0].to: "
+            "'acme_usr' is not an entity type built in this step's entities (did you mean 'acme_user'?)"
+        ],
         id="relationship-endpoint-not-built-in-step",
     ),
     pytest.param(
         mutate("from: {type: acme_account}", "from: {type: acme_acount}"),
-        ["FILE:42:22: steps[1].relationships[0].from.type: "
-         "unknown entity type 'acme_acount' (did you mean 'acme_account'?)"],
+        [
+            "FILE:42:22: steps[1].relationships[0].from.type: "
+            "unknown entity type 'acme_acount' (did you mean 'acme_account'?)"
+        ],
         id="relationship-endpoint-unknown-type",
     ),
     pytest.param(
@@ -555,8 +596,10 @@ CASES = [
     ),
     pytest.param(
         mutate("filter_keys: [[_class, email]]", "filter_keys: [[_class, emial]]"),
-        ["FILE:52:32: steps[1].mapped_relationships[0].filter_keys[0][1]: "
-         "filter key 'emial' is not a property of the target (did you mean 'email'?)"],
+        [
+            "FILE:52:32: steps[1].mapped_relationships[0].filter_keys[0][1]: "
+            "filter key 'emial' is not a property of the target (did you mean 'email'?)"
+        ],
         id="bad-filter-key",
     ),
     pytest.param(
@@ -565,12 +608,14 @@ CASES = [
         .replace("depends_on: [fetch-account]", "depends_on: [fetch-account, load-groups]")
         .replace('"acme_user:{{ record.id }}"', '"acme_user:{{ recrd.id }}"')
         .replace("filter_keys: [[_class, email]]", "filter_keys: [[_class, emial]]"),
-        ["FILE:16:40: sources.api.headers.Authorization: unknown config field 'apiKy' (did you mean 'apiKey'?)",
-         "FILE:24:16: steps[0].entities[0].class: unknown JupiterOne class 'Certficate' (did you mean 'Certificate'?)",
-         "FILE:29:33: steps[1].depends_on[1]: unknown step 'load-groups'",
-         "FILE:36:28: steps[1].entities[0].key: unknown variable 'recrd' (did you mean 'record'?)",
-         "FILE:52:32: steps[1].mapped_relationships[0].filter_keys[0][1]: "
-         "filter key 'emial' is not a property of the target (did you mean 'email'?)"],
+        [
+            "FILE:16:40: sources.api.headers.Authorization: unknown config field 'apiKy' (did you mean 'apiKey'?)",
+            "FILE:24:16: steps[0].entities[0].class: unknown JupiterOne class 'Certficate' (did you mean 'Certificate'?)",
+            "FILE:29:33: steps[1].depends_on[1]: unknown step 'load-groups'",
+            "FILE:36:28: steps[1].entities[0].key: unknown variable 'recrd' (did you mean 'record'?)",
+            "FILE:52:32: steps[1].mapped_relationships[0].filter_keys[0][1]: "
+            "filter key 'emial' is not a property of the target (did you mean 'email'?)",
+        ],
         id="several-semantic-problems-sorted",
     ),
 ]
@@ -607,19 +652,32 @@ def test_broken_mapping_is_reported_exactly(tmp_path, text, expected):
 # -- through the CLI ---------------------------------------------------------------------
 
 CLI_CASES = [
-    pytest.param(mutate("timeout: 30", "timeout: fast"),
-                 ['FILE:17:14: sources.api.timeout: expected number, got a string ("fast")'], id="schema"),
-    pytest.param(mutate("    timeout: 30\n", "    timeout: 30\n    timeout: 60\n"),
-                 ["FILE:18:5: sources.api.timeout: duplicate key 'timeout' (first defined on line 17)"], id="yaml"),
-    pytest.param(mutate("name: display_name", "name: 'first_name && && last_name'"),
-                 ["FILE:38:32: steps[1].entities[0].properties.name: "
-                  "JMESPath syntax error: invalid token (at AND '&&')"], id="jmespath"),
-    pytest.param(mutate('"acme_user:{{ record.id }}"', '"acme_user:{{ recrd.id }}"')
-                 .replace("class: Account", "class: Certficate"),
-                 ["FILE:24:16: steps[0].entities[0].class: "
-                  "unknown JupiterOne class 'Certficate' (did you mean 'Certificate'?)",
-                  "FILE:36:28: steps[1].entities[0].key: unknown variable 'recrd' (did you mean 'record'?)"],
-                 id="semantic-several"),
+    pytest.param(
+        mutate("timeout: 30", "timeout: fast"),
+        ['FILE:17:14: sources.api.timeout: expected number, got a string ("fast")'],
+        id="schema",
+    ),
+    pytest.param(
+        mutate("    timeout: 30\n", "    timeout: 30\n    timeout: 60\n"),
+        ["FILE:18:5: sources.api.timeout: duplicate key 'timeout' (first defined on line 17)"],
+        id="yaml",
+    ),
+    pytest.param(
+        mutate("name: display_name", "name: 'first_name && && last_name'"),
+        ["FILE:38:32: steps[1].entities[0].properties.name: JMESPath syntax error: invalid token (at AND '&&')"],
+        id="jmespath",
+    ),
+    pytest.param(
+        mutate('"acme_user:{{ record.id }}"', '"acme_user:{{ recrd.id }}"').replace(
+            "class: Account", "class: Certficate"
+        ),
+        [
+            "FILE:24:16: steps[0].entities[0].class: "
+            "unknown JupiterOne class 'Certficate' (did you mean 'Certificate'?)",
+            "FILE:36:28: steps[1].entities[0].key: unknown variable 'recrd' (did you mean 'record'?)",
+        ],
+        id="semantic-several",
+    ),
     pytest.param("", ["FILE:1:1: the mapping file is empty"], id="empty"),
 ]
 
@@ -686,5 +744,8 @@ def test_cli_schema_is_a_draft7_json_schema():
     assert list(validator.iter_errors(yaml.safe_load(DIGICERT.read_text(encoding="utf-8")))) == []
     assert list(validator.iter_errors(yaml.safe_load(BASE))) == []
     # ... and rejects what the engine rejects at the schema stage.
-    assert not validator.is_valid(yaml.safe_load(mutate("        properties:\n          name: name\n",
-                                                        "        proprties:\n          name: name\n")))
+    assert not validator.is_valid(
+        yaml.safe_load(
+            mutate("        properties:\n          name: name\n", "        proprties:\n          name: name\n")
+        )
+    )

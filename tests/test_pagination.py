@@ -145,8 +145,7 @@ def test_example_link_header(etl, serve, tmp_path):
 
 def test_example_graphql_cursor(etl, serve, tmp_path):
     api = serve("graphql_cursor")
-    result = run(etl, EXAMPLES / "pagination-graphql-cursor.yaml", api, tmp_path / "out",
-                 "--config", "pageSize=5")
+    result = run(etl, EXAMPLES / "pagination-graphql-cursor.yaml", api, tmp_path / "out", "--config", "pageSize=5")
     succeeded(result, tmp_path / "out")
     assert [(r.method, r.path, r.query) for r in api.log] == [("POST", "/graphql", {})] * 5
     # The last page has a non-null endCursor: hasNextPage: false is what stops the paging.
@@ -159,18 +158,35 @@ def test_example_graphql_cursor(etl, serve, tmp_path):
 
 def test_page_values_in_headers(etl, serve, tmp_path):
     api = serve("page", names={"page": "X-Page", "size": "X-Per-Page"})
-    data = item_mapping({"kind": "page", "in": "header", "page_param": "X-Page", "size_param": "X-Per-Page",
-                         "size": 5, "total_pages": "meta.total_pages"})
+    data = item_mapping(
+        {
+            "kind": "page",
+            "in": "header",
+            "page_param": "X-Page",
+            "size_param": "X-Per-Page",
+            "size": 5,
+            "total_pages": "meta.total_pages",
+        }
+    )
     succeeded(run_inline(etl, tmp_path, api, data), tmp_path / "out")
     assert queries(api) == [{}] * 5
-    assert [(r.headers["x-page"], r.headers["x-per-page"]) for r in api.data_log()] == \
-           [(str(p), "5") for p in (1, 2, 3, 4, 5)]
+    assert [(r.headers["x-page"], r.headers["x-per-page"]) for r in api.data_log()] == [
+        (str(p), "5") for p in (1, 2, 3, 4, 5)
+    ]
 
 
 def test_cursor_in_a_header(etl, serve, tmp_path):
     api = serve("cursor", names={"cursor": "X-Cursor", "size": "X-Limit"})
-    data = item_mapping({"kind": "cursor", "in": "header", "cursor": "next_cursor", "cursor_param": "X-Cursor",
-                         "size_param": "X-Limit", "size": 5})
+    data = item_mapping(
+        {
+            "kind": "cursor",
+            "in": "header",
+            "cursor": "next_cursor",
+            "cursor_param": "X-Cursor",
+            "size_param": "X-Limit",
+            "size": 5,
+        }
+    )
     succeeded(run_inline(etl, tmp_path, api, data), tmp_path / "out")
     assert queries(api) == [{}] * 5
     assert [r.headers.get("x-cursor") for r in api.data_log()] == [None] + [f"after-{o}" for o in (5, 10, 15, 20)]
@@ -179,31 +195,34 @@ def test_cursor_in_a_header(etl, serve, tmp_path):
 
 def test_offset_values_in_the_json_body(etl, serve, tmp_path):
     api = serve("offset")
-    data = item_mapping({"kind": "offset", "in": "body", "limit": 5, "total": "meta.total"},
-                        request={"method": "POST", "path": "/items", "body": {"value": {"filter": {"state": "open"}}}})
+    data = item_mapping(
+        {"kind": "offset", "in": "body", "limit": 5, "total": "meta.total"},
+        request={"method": "POST", "path": "/items", "body": {"value": {"filter": {"state": "open"}}}},
+    )
     succeeded(run_inline(etl, tmp_path, api, data), tmp_path / "out")
     assert [(r.method, r.query) for r in api.data_log()] == [("POST", {})] * 5
     # The paging values are merged into the request's own body, as numbers.
     assert [json.loads(r.body) for r in api.data_log()] == [
-        {"filter": {"state": "open"}, "offset": o, "limit": 5} for o in (0, 5, 10, 15, 20)]
+        {"filter": {"state": "open"}, "offset": o, "limit": 5} for o in (0, 5, 10, 15, 20)
+    ]
 
 
 def test_offset_values_in_the_path(etl, serve, tmp_path):
     api = serve("offset")
-    data = item_mapping({"kind": "offset", "in": "path", "limit": 5, "total": "meta.total"},
-                        request={"path": "/items/offset/{{ paging.offset }}/limit/{{ paging.limit }}"})
+    data = item_mapping(
+        {"kind": "offset", "in": "path", "limit": 5, "total": "meta.total"},
+        request={"path": "/items/offset/{{ paging.offset }}/limit/{{ paging.limit }}"},
+    )
     succeeded(run_inline(etl, tmp_path, api, data), tmp_path / "out")
     assert [(r.path, r.query) for r in api.log] == [(f"/items/offset/{o}/limit/5", {}) for o in (0, 5, 10, 15, 20)]
 
 
 def test_page_number_in_the_path(etl, serve, tmp_path):
     api = serve("page")  # serves 10 a page when the client names no size
-    data = item_mapping({"kind": "page", "in": "path", "size": 10},
-                        request={"path": "/items/page/{{ paging.page }}"})
+    data = item_mapping({"kind": "page", "in": "path", "size": 10}, request={"path": "/items/page/{{ paging.page }}"})
     succeeded(run_inline(etl, tmp_path, api, data), tmp_path / "out")
     # Nothing is added to the query; page 3 holds 3 < size records, so it is the last.
-    assert [(r.path, r.query) for r in api.log] == [("/items/page/1", {}), ("/items/page/2", {}),
-                                                    ("/items/page/3", {})]
+    assert [(r.path, r.query) for r in api.log] == [("/items/page/1", {}), ("/items/page/2", {}), ("/items/page/3", {})]
 
 
 def test_absolute_next_urls_keep_source_params_and_auth_but_not_step_params(etl, serve, tmp_path):
@@ -213,8 +232,10 @@ def test_absolute_next_urls_keep_source_params_and_auth_but_not_step_params(etl,
         {"kind": "next_url", "next_url": "links.next", "size_param": "limit", "size": 5},
         request={"path": "/items", "params": {"state": "open"}},
         config={"apiKey": {"secret": True}},
-        source={"params": {"region": "eu"},
-                "auth": {"kind": "api_key", "in": "query", "name": "api_key", "value": "{{ config.apiKey }}"}},
+        source={
+            "params": {"region": "eu"},
+            "auth": {"kind": "api_key", "in": "query", "name": "api_key", "value": "{{ config.apiKey }}"},
+        },
     )
     result = run_inline(etl, tmp_path, api, data, "--config", f"apiKey={key}")
     succeeded(result, tmp_path / "out")
@@ -228,17 +249,28 @@ def test_absolute_next_urls_keep_source_params_and_auth_but_not_step_params(etl,
 def test_graphql_cursor_names_of_variables(etl, serve, tmp_path):
     api = serve("graphql_cursor", names={"cursor": "cursorAfter", "size": "pageSize"})
     data = item_mapping(
-        {"kind": "graphql_cursor", "page_info": "data.items.pageInfo", "cursor_param": "cursorAfter",
-         "size_param": "pageSize", "size": 10},
-        request={"path": "/graphql", "graphql": {
-            "query": "query Items($pageSize: Int, $cursorAfter: String, $state: String) { items { nodes { id } } }",
-            "variables": {"state": "open"}}},
+        {
+            "kind": "graphql_cursor",
+            "page_info": "data.items.pageInfo",
+            "cursor_param": "cursorAfter",
+            "size_param": "pageSize",
+            "size": 10,
+        },
+        request={
+            "path": "/graphql",
+            "graphql": {
+                "query": "query Items($pageSize: Int, $cursorAfter: String, $state: String) { items { nodes { id } } }",
+                "variables": {"state": "open"},
+            },
+        },
         records="data.items.nodes",
     )
     succeeded(run_inline(etl, tmp_path, api, data), tmp_path / "out")
-    assert variables(api) == [{"state": "open", "pageSize": 10}, {"state": "open", "pageSize": 10,
-                                                                   "cursorAfter": "after-10"},
-                              {"state": "open", "pageSize": 10, "cursorAfter": "after-20"}]
+    assert variables(api) == [
+        {"state": "open", "pageSize": 10},
+        {"state": "open", "pageSize": 10, "cursorAfter": "after-10"},
+        {"state": "open", "pageSize": 10, "cursorAfter": "after-20"},
+    ]
 
 
 # -- stop conditions ---------------------------------------------------------------------------
@@ -282,8 +314,7 @@ def test_offset_without_total_stops_at_an_empty_page(etl, serve, tmp_path):
 
 
 def test_has_more_false_stops_before_the_total(etl, serve, tmp_path):
-    api, result = offset_run(etl, serve, tmp_path, {"total": "meta.total", "has_more": "has_more"},
-                             has_more_until=1)
+    api, result = offset_run(etl, serve, tmp_path, {"total": "meta.total", "has_more": "has_more"}, has_more_until=1)
     succeeded(result, tmp_path / "out", list(range(1, 11)))
     assert [q["offset"] for q in queries(api)] == ["0", "5"]
 
@@ -319,8 +350,9 @@ def test_page_without_size_stops_at_an_empty_page(etl, serve, tmp_path):
 
 def test_page_numbers_from_zero(etl, serve, tmp_path):
     api = serve("page", first_page=0)
-    data = item_mapping({"kind": "page", "start_page": 0, "size_param": "per_page", "size": 5,
-                         "total_pages": "meta.total_pages"})
+    data = item_mapping(
+        {"kind": "page", "start_page": 0, "size_param": "per_page", "size": 5, "total_pages": "meta.total_pages"}
+    )
     succeeded(run_inline(etl, tmp_path, api, data), tmp_path / "out")
     # total_pages is a count (5): numbered from 0, the last page is page 4, and no page 5 is asked for.
     assert [q["page"] for q in queries(api)] == ["0", "1", "2", "3", "4"]
@@ -337,14 +369,14 @@ def test_cursor_on_the_last_page_costs_one_empty_request_without_has_more(etl, s
     api = serve("cursor", next_on_last_page=True)
     data = item_mapping({"kind": "cursor", "cursor": "next_cursor", "size_param": "limit", "size": 5})
     succeeded(run_inline(etl, tmp_path, api, data), tmp_path / "out")
-    assert [q.get("cursor") for q in queries(api)] == [None, "after-5", "after-10", "after-15", "after-20",
-                                                        "after-25"]
+    assert [q.get("cursor") for q in queries(api)] == [None, "after-5", "after-10", "after-15", "after-20", "after-25"]
 
 
 def test_has_more_stops_a_cursor_that_never_ends(etl, serve, tmp_path):
     api = serve("cursor", next_on_last_page=True)
-    data = item_mapping({"kind": "cursor", "cursor": "next_cursor", "size_param": "limit", "size": 5,
-                         "has_more": "has_more"})
+    data = item_mapping(
+        {"kind": "cursor", "cursor": "next_cursor", "size_param": "limit", "size": 5, "has_more": "has_more"}
+    )
     succeeded(run_inline(etl, tmp_path, api, data), tmp_path / "out")
     assert [q.get("cursor") for q in queries(api)] == [None, "after-5", "after-10", "after-15", "after-20"]
 
@@ -358,16 +390,16 @@ def test_an_empty_page_stops_by_default(etl, serve, tmp_path):
 
 def test_stop_on_empty_false_walks_past_an_empty_page(etl, serve, tmp_path):
     api = serve("cursor", empty_pages={1})
-    data = item_mapping({"kind": "cursor", "cursor": "next_cursor", "size_param": "limit", "size": 5,
-                         "stop_on_empty": False})
+    data = item_mapping(
+        {"kind": "cursor", "cursor": "next_cursor", "size_param": "limit", "size": 5, "stop_on_empty": False}
+    )
     succeeded(run_inline(etl, tmp_path, api, data), tmp_path / "out", [1, 2, 3, 4, 5] + list(range(11, 24)))
     assert [q.get("cursor") for q in queries(api)] == [None, "after-5", "after-10", "after-15", "after-20"]
 
 
 def test_max_pages_stops_a_cursor(etl, serve, tmp_path):
     api = serve("cursor")
-    data = item_mapping({"kind": "cursor", "cursor": "next_cursor", "size_param": "limit", "size": 5,
-                         "max_pages": 2})
+    data = item_mapping({"kind": "cursor", "cursor": "next_cursor", "size_param": "limit", "size": 5, "max_pages": 2})
     result = run_inline(etl, tmp_path, api, data)
     output = read_output(tmp_path / "out")
     assert item_ids(output) == list(range(1, 11)), result.stdout + result.stderr
@@ -376,8 +408,9 @@ def test_max_pages_stops_a_cursor(etl, serve, tmp_path):
 
 def test_max_pages_before_total_pages(etl, serve, tmp_path):
     api = serve("page")
-    data = item_mapping({"kind": "page", "size_param": "per_page", "size": 5, "total_pages": "meta.total_pages",
-                         "max_pages": 3})
+    data = item_mapping(
+        {"kind": "page", "size_param": "per_page", "size": 5, "total_pages": "meta.total_pages", "max_pages": 3}
+    )
     run_inline(etl, tmp_path, api, data)
     assert item_ids(read_output(tmp_path / "out")) == list(range(1, 16))
     assert [q["page"] for q in queries(api)] == ["1", "2", "3"]
@@ -393,15 +426,28 @@ def test_max_pages_of_links(etl, serve, tmp_path):
 
 def test_max_pages_of_next_urls_and_graphql(etl, serve, tmp_path):
     api = serve("next_url")
-    run_inline(etl, tmp_path, api, item_mapping(
-        {"kind": "next_url", "next_url": "links.next", "size_param": "limit", "size": 5, "max_pages": 1}))
+    run_inline(
+        etl,
+        tmp_path,
+        api,
+        item_mapping({"kind": "next_url", "next_url": "links.next", "size_param": "limit", "size": 5, "max_pages": 1}),
+    )
     assert item_ids(read_output(tmp_path / "out")) == [1, 2, 3, 4, 5]
     assert len(api.log) == 1
     gql = serve("graphql_cursor")
-    run(etl, write_mapping(tmp_path / "gql.yaml", item_mapping(
-        {"kind": "graphql_cursor", "page_info": "data.items.pageInfo", "size": 5, "max_pages": 2},
-        request={"path": "/graphql", "graphql": {"query": "query { items { nodes { id } } }"}},
-        records="data.items.nodes")), gql, tmp_path / "gql")
+    run(
+        etl,
+        write_mapping(
+            tmp_path / "gql.yaml",
+            item_mapping(
+                {"kind": "graphql_cursor", "page_info": "data.items.pageInfo", "size": 5, "max_pages": 2},
+                request={"path": "/graphql", "graphql": {"query": "query { items { nodes { id } } }"}},
+                records="data.items.nodes",
+            ),
+        ),
+        gql,
+        tmp_path / "gql",
+    )
     assert item_ids(read_output(tmp_path / "gql")) == list(range(1, 11))
     assert len(gql.log) == 2
 
@@ -451,51 +497,73 @@ def test_loop_cursor_pointing_back(etl, serve, tmp_path):
 
 def test_loop_graphql_end_cursor_repeating(etl, serve, tmp_path):
     api, result = loop_run(
-        etl, serve, tmp_path, "graphql_cursor",
+        etl,
+        serve,
+        tmp_path,
+        "graphql_cursor",
         {"kind": "graphql_cursor", "page_info": "data.items.pageInfo", "size": 5},
         records="data.items.nodes",
         request={"path": "/graphql", "graphql": {"query": "query { items { nodes { id } } }"}},
-        loop_back=(2, 2))
+        loop_back=(2, 2),
+    )
     assert_loop_stopped(result, tmp_path / "out", kept=list(range(1, 16)), named="after-10")
     assert [v.get("after") for v in variables(api)] == [None, "after-5", "after-10"]
 
 
 def test_loop_next_url_pointing_back(etl, serve, tmp_path):
-    api, result = loop_run(etl, serve, tmp_path, "next_url",
-                           {"kind": "next_url", "next_url": "links.next", "size_param": "limit", "size": 5},
-                           loop_back=(2, 1))
+    api, result = loop_run(
+        etl,
+        serve,
+        tmp_path,
+        "next_url",
+        {"kind": "next_url", "next_url": "links.next", "size_param": "limit", "size": 5},
+        loop_back=(2, 1),
+    )
     assert_loop_stopped(result, tmp_path / "out", kept=list(range(1, 16)), named="/items?after=5&limit=5")
     assert len(api.log) == 3 + 1  # three pages, then the account
 
 
 def test_loop_link_header_pointing_back(etl, serve, tmp_path):
-    api, result = loop_run(etl, serve, tmp_path, "link_header",
-                           {"kind": "link_header", "size_param": "per_page", "size": 5}, records="@",
-                           loop_back=(2, 1))
-    assert_loop_stopped(result, tmp_path / "out", kept=list(range(1, 16)),
-                        named=f"{api.url}/items?page=2&per_page=5")
+    api, result = loop_run(
+        etl,
+        serve,
+        tmp_path,
+        "link_header",
+        {"kind": "link_header", "size_param": "per_page", "size": 5},
+        records="@",
+        loop_back=(2, 1),
+    )
+    assert_loop_stopped(result, tmp_path / "out", kept=list(range(1, 16)), named=f"{api.url}/items?page=2&per_page=5")
     assert queries(api) == [{"per_page": "5"}, {"page": "2", "per_page": "5"}, {"page": "3", "per_page": "5"}]
 
 
 def test_loop_link_header_back_to_the_first_page(etl, serve, tmp_path):
     # rel="next" of page 3 is page 1, under a URL not seen before: page 1's records come again.
-    api, result = loop_run(etl, serve, tmp_path, "link_header",
-                           {"kind": "link_header", "size_param": "per_page", "size": 5}, records="@",
-                           loop_back=(2, 0))
+    api, result = loop_run(
+        etl,
+        serve,
+        tmp_path,
+        "link_header",
+        {"kind": "link_header", "size_param": "per_page", "size": 5},
+        records="@",
+        loop_back=(2, 0),
+    )
     assert_loop_stopped(result, tmp_path / "out", kept=list(range(1, 16)))
     assert queries(api) == [{"per_page": "5"}] + [{"page": str(p), "per_page": "5"} for p in (2, 3, 1)]
 
 
 def test_loop_offset_api_serving_the_same_page(etl, serve, tmp_path):
-    api, result = loop_run(etl, serve, tmp_path, "offset", {"kind": "offset", "limit": 5, "total": "meta.total"},
-                           same_page=True)
+    api, result = loop_run(
+        etl, serve, tmp_path, "offset", {"kind": "offset", "limit": 5, "total": "meta.total"}, same_page=True
+    )
     assert_loop_stopped(result, tmp_path / "out", kept=[1, 2, 3, 4, 5])
     assert [q["offset"] for q in queries(api)] == ["0", "5"]
 
 
 def test_loop_page_api_serving_the_same_page(etl, serve, tmp_path):
-    api, result = loop_run(etl, serve, tmp_path, "page", {"kind": "page", "size_param": "per_page", "size": 5},
-                           same_page=True)
+    api, result = loop_run(
+        etl, serve, tmp_path, "page", {"kind": "page", "size_param": "per_page", "size": 5}, same_page=True
+    )
     assert_loop_stopped(result, tmp_path / "out", kept=[1, 2, 3, 4, 5])
     assert [q["page"] for q in queries(api)] == ["1", "2"]
 
@@ -510,9 +578,14 @@ def test_loop_cursor_api_serving_the_same_page(etl, serve, tmp_path):
 def test_loop_repeated_offset(etl, serve, tmp_path):
     # Past the real end, the API keeps claiming 100 records; with stop_on_empty: false the
     # empty page does not advance the offset, so the next request would repeat offset 23.
-    api, result = loop_run(etl, serve, tmp_path, "offset",
-                           {"kind": "offset", "limit": 5, "total": "meta.total", "stop_on_empty": False},
-                           reported_total=100)
+    api, result = loop_run(
+        etl,
+        serve,
+        tmp_path,
+        "offset",
+        {"kind": "offset", "limit": 5, "total": "meta.total", "stop_on_empty": False},
+        reported_total=100,
+    )
     assert_loop_stopped(result, tmp_path / "out", kept=ALL)
     text = result.stdout + result.stderr
     assert any("offset" in line and "23" in line for line in text.splitlines() if "pagination loop" in line)
@@ -522,10 +595,19 @@ def test_loop_repeated_offset(etl, serve, tmp_path):
 def test_a_step_depending_on_a_looping_step_still_runs(etl, serve, tmp_path):
     api = serve("cursor", total=3, loop_back=(1, 1))  # the page fetched with after-1 points to after-1
     owners = {
-        "id": "fetch-owners", "name": "Fetch owners", "depends_on": ["fetch-items"], "for_each": "example_item",
+        "id": "fetch-owners",
+        "name": "Fetch owners",
+        "depends_on": ["fetch-items"],
+        "for_each": "example_item",
         "request": {"path": "/items/{{ parent.itemId }}/owners"},
-        "entities": [{"type": "example_owner", "class": "User", "key": "example_owner:{{ record.id }}",
-                      "properties": {"name": "name"}}],
+        "entities": [
+            {
+                "type": "example_owner",
+                "class": "User",
+                "key": "example_owner:{{ record.id }}",
+                "properties": {"name": "name"},
+            }
+        ],
     }
     result = run_inline(etl, tmp_path, api, item_mapping({**CURSOR, "size": 1}, steps_after=[owners]))
     text = result.stdout + result.stderr
@@ -534,7 +616,9 @@ def test_a_step_depending_on_a_looping_step_still_runs(etl, serve, tmp_path):
     output = read_output(tmp_path / "out")
     assert item_ids(output) == [1, 2]
     assert sorted(e["_key"] for e in output["entities"] if e["_type"] == "example_owner") == [
-        "example_owner:owner-1", "example_owner:owner-2"]
+        "example_owner:owner-1",
+        "example_owner:owner-2",
+    ]
     assert step_status(output, "fetch-items") == "failure"
     assert step_status(output, "fetch-owners") == "partial_success_due_to_dependency_failure"
     paths = [r.path for r in api.log]
@@ -545,10 +629,13 @@ def test_a_step_depending_on_a_looping_step_still_runs(etl, serve, tmp_path):
 # -- invalid pagination is reported before any request ---------------------------------------------
 
 
-@pytest.mark.parametrize("pagination, missing", [
-    ({"kind": "cursor", "size": 5}, "cursor"),
-    ({"kind": "graphql_cursor", "size": 5}, "page_info"),
-])
+@pytest.mark.parametrize(
+    "pagination, missing",
+    [
+        ({"kind": "cursor", "size": 5}, "cursor"),
+        ({"kind": "graphql_cursor", "size": 5}, "page_info"),
+    ],
+)
 def test_a_required_pagination_key_is_checked(etl, tmp_path, pagination, missing):
     path = write_mapping(tmp_path / "bad.yaml", item_mapping(pagination))
     result = etl("validate", path)

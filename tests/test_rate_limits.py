@@ -72,10 +72,12 @@ def check_budgets(seen: list[float], budgets: list[tuple[int, float]], count: in
 
 
 def run(etl, tmp_path, api, limits, pagination=None, **kwargs):
-    data = item_mapping(pagination or {"kind": "offset", "limit": 2, "total": "meta.total"},
-                        source={"rate_limits": [{"requests": r, "seconds": s} for r, s in limits]}, **kwargs)
-    result = etl("run", write_mapping(tmp_path / "m.yaml", data), "--base-url", api.url,
-                 "--output", tmp_path / "out")
+    data = item_mapping(
+        pagination or {"kind": "offset", "limit": 2, "total": "meta.total"},
+        source={"rate_limits": [{"requests": r, "seconds": s} for r, s in limits]},
+        **kwargs,
+    )
+    result = etl("run", write_mapping(tmp_path / "m.yaml", data), "--base-url", api.url, "--output", tmp_path / "out")
     return result
 
 
@@ -152,10 +154,19 @@ def test_fractional_request_durations(etl, api, clock, tmp_path, duration):
 
 def test_the_budget_is_shared_by_the_steps_of_a_source(etl, api, clock, tmp_path):
     second = {
-        "id": "fetch-more", "name": "Fetch more", "request": {"path": "/items"},
-        "pagination": {"kind": "offset", "limit": 4, "total": "meta.total"}, "records": "items",
-        "entities": [{"type": "example_more", "class": "Record", "key": "example_more:{{ record.id }}",
-                      "properties": {"name": "name"}}],
+        "id": "fetch-more",
+        "name": "Fetch more",
+        "request": {"path": "/items"},
+        "pagination": {"kind": "offset", "limit": 4, "total": "meta.total"},
+        "records": "items",
+        "entities": [
+            {
+                "type": "example_more",
+                "class": "Record",
+                "key": "example_more:{{ record.id }}",
+                "properties": {"name": "name"},
+            }
+        ],
     }
     result = run(etl, tmp_path, api, [(4, 10)], steps_after=[second])
     assert result.exit_code == 0, result.stdout + result.stderr
@@ -166,14 +177,31 @@ def test_concurrent_fan_out_respects_the_budget(etl, clock, tmp_path):
     with PagingApi("none", 12) as api:
         api.clock = clock
         tags = {
-            "id": "fetch-tags", "name": "Fetch tags", "depends_on": ["fetch-items"], "for_each": "example_item",
+            "id": "fetch-tags",
+            "name": "Fetch tags",
+            "depends_on": ["fetch-items"],
+            "for_each": "example_item",
             "request": {"path": "/items/{{ parent.itemId }}/tags"},
-            "entities": [{"type": "example_tag", "class": "Record", "key": "example_tag:{{ record.id }}",
-                          "properties": {"name": "name"}}],
+            "entities": [
+                {
+                    "type": "example_tag",
+                    "class": "Record",
+                    "key": "example_tag:{{ record.id }}",
+                    "properties": {"name": "name"},
+                }
+            ],
         }
         data = item_mapping(None, source={"rate_limits": [{"requests": 3, "seconds": 10}]}, steps_after=[tags])
-        result = etl("run", write_mapping(tmp_path / "m.yaml", data), "--base-url", api.url,
-                     "--output", tmp_path / "out", "--concurrency", "6")
+        result = etl(
+            "run",
+            write_mapping(tmp_path / "m.yaml", data),
+            "--base-url",
+            api.url,
+            "--output",
+            tmp_path / "out",
+            "--concurrency",
+            "6",
+        )
         assert result.exit_code == 0, result.stdout + result.stderr
         output = read_output(tmp_path / "out")
         assert len([e for e in output["entities"] if e["_type"] == "example_tag"]) == 24

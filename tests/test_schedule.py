@@ -17,8 +17,9 @@ MAPPING = MAPPINGS / "digicert.yaml"
 RULES = ROOT / "rules" / "digicert.yaml"
 
 
-@pytest.mark.parametrize("text, seconds", [("90s", 90), ("30m", 1800), ("6h", 21600), ("1d", 86400),
-                                           ("1h30m", 5400), ("0.5s", 0.5)])
+@pytest.mark.parametrize(
+    "text, seconds", [("90s", 90), ("30m", 1800), ("6h", 21600), ("1d", 86400), ("1h30m", 5400), ("0.5s", 0.5)]
+)
 def test_intervals(text, seconds):
     assert parse_interval(text) == seconds
 
@@ -30,8 +31,16 @@ def test_bad_intervals(text):
 
 
 def run(etl, api, out, *extra, env=None):
-    return etl("run", MAPPING, "--base-url", f"{api.url}/services/v2", "--output", out, *extra,
-               env={"DIGICERT_API_KEY": digicert.API_KEY, **(env or {})})
+    return etl(
+        "run",
+        MAPPING,
+        "--base-url",
+        f"{api.url}/services/v2",
+        "--output",
+        out,
+        *extra,
+        env={"DIGICERT_API_KEY": digicert.API_KEY, **(env or {})},
+    )
 
 
 def test_keep_records_history_and_reports_changes_and_alerts(etl, tmp_path):
@@ -65,8 +74,9 @@ def test_every_repeats_and_survives_a_failed_run(etl, tmp_path):
     out = tmp_path / "out"
     with LocalApi() as api:
         digicert.install(api, api_key="rotated-key-0123456789")  # the first run's key is refused
-        result = run(etl, api, out, "--every", "0.2s", "--runs", "2", "--keep", "3",
-                     env={"DIGICERT_API_KEY": digicert.API_KEY})
+        result = run(
+            etl, api, out, "--every", "0.2s", "--runs", "2", "--keep", "3", env={"DIGICERT_API_KEY": digicert.API_KEY}
+        )
     assert result.exit_code == 5  # the last run's code
     assert result.stderr.count("authentication failed") == 2  # reported, and the schedule went on
     assert not out.exists()

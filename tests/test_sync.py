@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from engine.http import clock as http_clock
 from engine import output
+from engine.http import clock as http_clock
 from engine.tools import sync as graph_sync
 from tests.conftest import CASSETTES, MAPPINGS
 from tests.fakes.persister import ACCOUNT, API_KEY, INSTANCE_ID, JOBS, REAL_BASE, Persister, error
@@ -55,8 +55,19 @@ def persister(api) -> Persister:
 
 
 def sync(etl, directory: Path, api: LocalApi, *extra, key: str = API_KEY):
-    return etl("sync", directory, "--account", ACCOUNT, "--api-key", key, "--integration-instance-id", INSTANCE_ID,
-               "--api-base-url", api.url, *extra)
+    return etl(
+        "sync",
+        directory,
+        "--account",
+        ACCOUNT,
+        "--api-key",
+        key,
+        "--integration-instance-id",
+        INSTANCE_ID,
+        "--api-base-url",
+        api.url,
+        *extra,
+    )
 
 
 def calls(api: LocalApi, job_id: str) -> list[str]:
@@ -68,8 +79,12 @@ def keys(objects: list[dict]) -> Counter:
     return Counter(o["_key"] for o in objects)
 
 
-def write_output(root: Path, steps: dict[str, dict[str, list[list[dict]]]], partial: list[str] = (),
-                 statuses: dict[str, str] | None = None) -> Path:
+def write_output(
+    root: Path,
+    steps: dict[str, dict[str, list[list[dict]]]],
+    partial: list[str] = (),
+    statuses: dict[str, str] | None = None,
+) -> Path:
     """An output directory: steps = {stepId: {"entities": [file, ...], "relationships": [...]}}."""
     results = []
     for step_id, collections in steps.items():
@@ -80,24 +95,47 @@ def write_output(root: Path, steps: dict[str, dict[str, list[list[dict]]]], part
             for number, objects in enumerate(files):
                 (directory / f"{number:04d}.json").write_text(json.dumps({collection: objects}))
                 counts.update(o["_type"] for o in objects)
-        results.append({"id": step_id, "name": step_id.title(), "dependsOn": [], "declaredTypes": sorted(counts),
-                        "partialTypes": [], "encounteredTypes": sorted(counts),
-                        "encounteredTypeCounts": dict(sorted(counts.items())),
-                        "status": (statuses or {}).get(step_id, "success"), "startTime": 0, "endTime": 0,
-                        "duration": 0})
+        results.append(
+            {
+                "id": step_id,
+                "name": step_id.title(),
+                "dependsOn": [],
+                "declaredTypes": sorted(counts),
+                "partialTypes": [],
+                "encounteredTypes": sorted(counts),
+                "encounteredTypeCounts": dict(sorted(counts.items())),
+                "status": (statuses or {}).get(step_id, "success"),
+                "startTime": 0,
+                "endTime": 0,
+                "duration": 0,
+            }
+        )
     summary = {"integrationStepResults": results, "metadata": {"partialDatasets": {"types": list(partial)}}}
     (root / "summary.json").write_text(json.dumps(summary))
     return root
 
 
 def entity(key: str, graph_type: str = "acme_thing", raw_bytes: int = 100, **props) -> dict:
-    return {"_key": key, "_type": graph_type, "_class": ["Resource"], "name": key, "displayName": key, **props,
-            "_rawData": [{"name": "default", "rawData": {"id": key, "blob": "r" * raw_bytes}}]}
+    return {
+        "_key": key,
+        "_type": graph_type,
+        "_class": ["Resource"],
+        "name": key,
+        "displayName": key,
+        **props,
+        "_rawData": [{"name": "default", "rawData": {"id": key, "blob": "r" * raw_bytes}}],
+    }
 
 
 def relationship(source: str, target: str) -> dict:
-    return {"_key": f"{source}|has|{target}", "_type": "acme_thing_has_thing", "_class": "HAS",
-            "_fromEntityKey": source, "_toEntityKey": target, "displayName": "HAS"}
+    return {
+        "_key": f"{source}|has|{target}",
+        "_type": "acme_thing_has_thing",
+        "_class": "HAS",
+        "_fromEntityKey": source,
+        "_toEntityKey": target,
+        "displayName": "HAS",
+    }
 
 
 # -- the happy path: DigiCert's offline run ------------------------------------------------------
@@ -107,8 +145,13 @@ def test_uploads_every_object_once_in_the_documented_sequence(etl, api, persiste
     job_id = persister.next_job_id()
     result = sync(etl, digicert_output, api)
     assert result.exit_code == 0, result.stderr
-    assert calls(api, job_id) == [f"POST {JOBS}", "POST job/entities", "POST job/relationships", "POST job/events",
-                                  "POST job/finalize"]
+    assert calls(api, job_id) == [
+        f"POST {JOBS}",
+        "POST job/entities",
+        "POST job/relationships",
+        "POST job/events",
+        "POST job/finalize",
+    ]
     assert persister.problems == []  # account, bearer key, JSON content type, correlation ids all as required
 
     output = read_output(digicert_output)
@@ -123,8 +166,9 @@ def test_uploads_every_object_once_in_the_documented_sequence(etl, api, persiste
     assert (job.source, job.integration_instance_id) == ("integration-managed", INSTANCE_ID)
     assert job.status == "FINALIZE_PENDING" and job.partial_types == []
     assert [e["name"] for e in job.events] == ["step_end"] * 3
-    assert 'Completed step "Fetch Users" (fetch-users): 5 digicert_account_has_user, 5 digicert_user.' in \
-        [e["description"] for e in job.events]
+    assert 'Completed step "Fetch Users" (fetch-users): 5 digicert_account_has_user, 5 digicert_user.' in [
+        e["description"] for e in job.events
+    ]
 
     for request in api.log:
         assert request.headers["jupiterone-account"] == ACCOUNT
@@ -155,8 +199,11 @@ def test_partial_types_and_failed_steps_from_summary_json(etl, api, persister, d
     assert result.exit_code == 0, result.stderr
     job = persister.jobs[job_id]
     assert job.partial_types == ["digicert_account_has_user", "digicert_user"]
-    assert [(e["name"], e["level"]) for e in job.events] == [("step_end", "info"), ("step_failure", "error"),
-                                                             ("step_end", "info")]
+    assert [(e["name"], e["level"]) for e in job.events] == [
+        ("step_end", "info"),
+        ("step_failure", "error"),
+        ("step_end", "info"),
+    ]
     assert "partial types  digicert_account_has_user, digicert_user" in result.stdout
 
 
@@ -170,10 +217,13 @@ def test_step_events_can_be_left_out(etl, api, persister, digicert_output):
 def test_entities_of_every_step_go_before_any_relationship(etl, api, persister, tmp_path):
     a = [entity(f"acme_thing:a{n}") for n in range(3)]
     b = [entity(f"acme_thing:b{n}") for n in range(3)]
-    out = write_output(tmp_path / "out", {
-        "fetch-a": {"entities": [a], "relationships": [[relationship(a[0]["_key"], a[1]["_key"])]]},
-        "fetch-b": {"entities": [b], "relationships": [[relationship(b[0]["_key"], a[0]["_key"])]]},
-    })
+    out = write_output(
+        tmp_path / "out",
+        {
+            "fetch-a": {"entities": [a], "relationships": [[relationship(a[0]["_key"], a[1]["_key"])]]},
+            "fetch-b": {"entities": [b], "relationships": [[relationship(b[0]["_key"], a[0]["_key"])]]},
+        },
+    )
     job_id = persister.next_job_id()
     assert sync(etl, out, api).exit_code == 0
     assert calls(api, job_id)[1:3] == ["POST job/entities", "POST job/relationships"]
@@ -206,8 +256,9 @@ def test_batches_are_at_most_5_000_000_bytes(etl, api, persister, tmp_path):
 
 
 def settings(api: LocalApi, **overrides) -> graph_sync.SyncSettings:
-    return graph_sync.SyncSettings(account=ACCOUNT, api_key=API_KEY, integration_instance_id=INSTANCE_ID,
-                                   api_base_url=api.url, **overrides)
+    return graph_sync.SyncSettings(
+        account=ACCOUNT, api_key=API_KEY, integration_instance_id=INSTANCE_ID, api_base_url=api.url, **overrides
+    )
 
 
 @pytest.mark.parametrize("limit", [600, 1000, 2500])
@@ -249,8 +300,9 @@ def test_files_are_read_one_at_a_time_as_batches_go(api, persister, tmp_path, mo
     out = write_output(tmp_path / "out", {"s": {"entities": files}})
     reads, seen = [], []
     real_read, real_post = output.read_graph_file, graph_sync.PersisterClient.post
-    monkeypatch.setattr(output, "read_graph_file", lambda path, collection: reads.append(path) or
-                        real_read(path, collection))
+    monkeypatch.setattr(
+        output, "read_graph_file", lambda path, collection: reads.append(path) or real_read(path, collection)
+    )
 
     def post(client, path, body, **kwargs):
         seen.append((path.rsplit("/", 1)[-1], len(reads)))
@@ -265,11 +317,16 @@ def test_files_are_read_one_at_a_time_as_batches_go(api, persister, tmp_path, mo
 
 
 def test_truncation_takes_the_largest_raw_data_first_and_only_where_it_helps():
-    items = [graph_sync.Item(entity("a", raw_bytes=50)), graph_sync.Item(entity("b", raw_bytes=900)),
-             graph_sync.Item({"_key": "c", "_type": "t", "_rawData": [{"name": "default", "rawData": {}}]})]
+    items = [
+        graph_sync.Item(entity("a", raw_bytes=50)),
+        graph_sync.Item(entity("b", raw_bytes=900)),
+        graph_sync.Item({"_key": "c", "_type": "t", "_rawData": [{"name": "default", "rawData": {}}]}),
+    ]
     size = graph_sync.batch_size("entities", items)
     assert graph_sync.truncate_raw_data(items, size - 100, size) == 1
-    assert items[1].obj["_rawData"][0]["rawData"] == "TRUNCATED" and items[0].obj["_rawData"][0]["rawData"] != "TRUNCATED"
+    assert (
+        items[1].obj["_rawData"][0]["rawData"] == "TRUNCATED" and items[0].obj["_rawData"][0]["rawData"] != "TRUNCATED"
+    )
     assert graph_sync.batch_size("entities", items) == len(graph_sync.batch_body("entities", items))
     assert graph_sync.truncate_raw_data(items, 0, size) == 1  # "a"; "c" has nothing worth truncating
     assert items[2].obj["_rawData"][0]["rawData"] == {}
@@ -280,17 +337,23 @@ def test_truncation_takes_the_largest_raw_data_first_and_only_where_it_helps():
 
 def test_429_and_5xx_are_retried_with_the_same_correlation_id(etl, api, persister, digicert_output, sleeps):
     job_id = persister.next_job_id()
-    api.fail_next(f"{JOBS}/{job_id}/entities",
-                  Response(429, {"message": "Too Many Requests"}, headers={"Retry-After": "7"}),
-                  Response(500, {"message": "Internal Server Error"}),
-                  Response(503, {"message": "Service Unavailable"}))
+    api.fail_next(
+        f"{JOBS}/{job_id}/entities",
+        Response(429, {"message": "Too Many Requests"}, headers={"Retry-After": "7"}),
+        Response(500, {"message": "Internal Server Error"}),
+        Response(503, {"message": "Service Unavailable"}),
+    )
     api.fail_next(JOBS, Response(502, b"Bad Gateway", headers={"Content-Type": "text/plain"}))
     api.fail_next(f"{JOBS}/{job_id}/finalize", Response(500, {"message": "try again"}))
 
     result = sync(etl, digicert_output, api)
     assert result.exit_code == 0, result.stderr
     assert calls(api, job_id) == [f"POST {JOBS}", f"POST {JOBS}"] + ["POST job/entities"] * 4 + [
-        "POST job/relationships", "POST job/events", "POST job/finalize", "POST job/finalize"]
+        "POST job/relationships",
+        "POST job/events",
+        "POST job/finalize",
+        "POST job/finalize",
+    ]
     entity_posts = [r for r in api.log if r.path.endswith("/entities")]
     assert len({r.headers["jupiterone-correlation-id"] for r in entity_posts}) == 1
     assert len(persister.batches) == 2  # the entities arrived once
@@ -320,8 +383,13 @@ def test_413_truncates_the_largest_raw_data_and_retries(etl, api, tmp_path):
 
     result = sync(etl, out, api)
     assert result.exit_code == 0, result.stderr
-    assert calls(api, job_id) == [f"POST {JOBS}", "POST job/entities", "POST job/entities", "POST job/events",
-                                  "POST job/finalize"]
+    assert calls(api, job_id) == [
+        f"POST {JOBS}",
+        "POST job/entities",
+        "POST job/entities",
+        "POST job/events",
+        "POST job/finalize",
+    ]
     first, second = [r for r in api.log if r.path.endswith("/entities")]
     assert first.headers["jupiterone-correlation-id"] == second.headers["jupiterone-correlation-id"]
     uploaded = {o["_key"]: o for o in persister.uploaded("entities")}
@@ -366,7 +434,8 @@ def test_a_request_that_keeps_failing_aborts_the_job(etl, api, persister, digice
 
     assert result.exit_code == 5
     assert calls(api, job_id) == [f"POST {JOBS}", "POST job/entities"] + ["POST job/relationships"] * 5 + [
-        "POST job/abort"]
+        "POST job/abort"
+    ]
     job = persister.jobs[job_id]
     assert job.status == "ABORTED" and job.partial_types is None
     assert "HTTP 500" in job.abort_reason and "after 5 attempts" in job.abort_reason
@@ -453,10 +522,13 @@ def test_account_and_key_come_from_dotenv(etl, api, persister, digicert_output, 
     assert result.exit_code == 0, result.stderr
 
 
-@pytest.mark.parametrize("args, env, message", [
-    ((), {}, "missing the JupiterOne account: pass --account ID or set JUPITERONE_ACCOUNT"),
-    (("--account", ACCOUNT), {}, "missing the JupiterOne API key: set JUPITERONE_API_KEY"),
-])
+@pytest.mark.parametrize(
+    "args, env, message",
+    [
+        ((), {}, "missing the JupiterOne account: pass --account ID or set JUPITERONE_ACCOUNT"),
+        (("--account", ACCOUNT), {}, "missing the JupiterOne API key: set JUPITERONE_API_KEY"),
+    ],
+)
 def test_missing_credentials_exit_4(etl, api, digicert_output, args, env, message):
     result = etl("sync", digicert_output, "-i", INSTANCE_ID, "--api-base-url", api.url, *args, env=env)
     assert result.exit_code == 4
@@ -482,19 +554,38 @@ def test_the_api_key_never_appears_anywhere(etl, api, persister, digicert_output
     shutil.copytree(digicert_output, out)
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     job_id = persister.next_job_id()
-    api.fail_next(f"{JOBS}/{job_id}/entities",
-                  Response(503, {"message": f"overloaded; your header was Bearer {API_KEY}"}),
-                  Response(400, {"message": f"rejected token {API_KEY}"}, headers={"X-Echo": API_KEY}))
+    api.fail_next(
+        f"{JOBS}/{job_id}/entities",
+        Response(503, {"message": f"overloaded; your header was Bearer {API_KEY}"}),
+        Response(400, {"message": f"rejected token {API_KEY}"}, headers={"X-Echo": API_KEY}),
+    )
     recording = tmp_path / "recording.yaml"
     env = {"JUPITERONE_ACCOUNT": ACCOUNT, "JUPITERONE_API_KEY": API_KEY}
-    result = etl("sync", out, "-i", INSTANCE_ID, "--api-base-url", api.url, "-vv", "--cassette", recording,
-                 "--record-mode", "all", env=env)
+    result = etl(
+        "sync",
+        out,
+        "-i",
+        INSTANCE_ID,
+        "--api-base-url",
+        api.url,
+        "-vv",
+        "--cassette",
+        recording,
+        "--record-mode",
+        "all",
+        env=env,
+    )
     assert result.exit_code == 5
     assert "rejected token [REDACTED]" in result.stderr
     help_text = etl("sync", "--help", env=env).stdout
-    texts = {"stdout": result.stdout, "stderr": result.stderr, "help": help_text,
-             "abort reason": persister.jobs[job_id].abort_reason, "recording": recording.read_text(),
-             "events": json.dumps([e for j in persister.jobs.values() for e in j.events])}
+    texts = {
+        "stdout": result.stdout,
+        "stderr": result.stderr,
+        "help": help_text,
+        "abort reason": persister.jobs[job_id].abort_reason,
+        "recording": recording.read_text(),
+        "events": json.dumps([e for j in persister.jobs.values() for e in j.events]),
+    }
     texts.update({str(p): p.read_text() for p in tmp_path.rglob("*") if p.is_file() and p.suffix in (".json", ".yaml")})
     leaks = [name for name, text in texts.items() if API_KEY in text]
     assert leaks == []
@@ -507,8 +598,20 @@ def test_the_api_key_never_appears_anywhere(etl, api, persister, digicert_output
 def test_cassette_replays_without_network(etl, digicert_output):
     """cassettes/jupiterone/sync.yaml: synthesised with `python -m tests.fakes.persister` (the local
     persister, URL rewritten to the real API). If the DigiCert graph changes, re-synthesise it."""
-    result = etl("sync", digicert_output, "--account", ACCOUNT, "--api-key", "any-key-replays",
-                 "-i", INSTANCE_ID, "--cassette", CASSETTE, "--record-mode", "none")
+    result = etl(
+        "sync",
+        digicert_output,
+        "--account",
+        ACCOUNT,
+        "--api-key",
+        "any-key-replays",
+        "-i",
+        INSTANCE_ID,
+        "--cassette",
+        CASSETTE,
+        "--record-mode",
+        "none",
+    )
     assert result.exit_code == 0, result.stderr + "\n(re-synthesise: python -m tests.fakes.persister)"
     assert result.stdout.splitlines()[0] == "Synchronization job a9a38074-04a7-5817-9cae-804dd5a159da: FINALIZE_PENDING"
     assert "entities       11 uploaded in 1 batch" in result.stdout
@@ -519,9 +622,9 @@ def test_cassette_has_the_real_api_shape_and_no_secret():
     assert API_KEY not in text
     interactions = yaml.safe_load(text)["interactions"]
     job = "a9a38074-04a7-5817-9cae-804dd5a159da"
-    assert [(i["request"]["method"], i["request"]["uri"]) for i in interactions] == [
-        ("POST", f"{REAL_BASE}{JOBS}")] + [
-        ("POST", f"{REAL_BASE}{JOBS}/{job}/{action}") for action in ("entities", "relationships", "events", "finalize")]
+    assert [(i["request"]["method"], i["request"]["uri"]) for i in interactions] == [("POST", f"{REAL_BASE}{JOBS}")] + [
+        ("POST", f"{REAL_BASE}{JOBS}/{job}/{action}") for action in ("entities", "relationships", "events", "finalize")
+    ]
     for interaction in interactions:
         headers = interaction["request"]["headers"]
         assert headers["Authorization"] == ["[REDACTED]"]
@@ -539,8 +642,9 @@ def test_replay_of_a_different_graph_fails_clearly(etl, digicert_output, tmp_pat
             for obj in objects:
                 obj["extra"] = "changed"
         path.write_text(json.dumps(data))
-    result = etl("sync", out, "--account", ACCOUNT, "--api-key", "any-key-replays", "-i", INSTANCE_ID,
-                 "--cassette", CASSETTE)
+    result = etl(
+        "sync", out, "--account", ACCOUNT, "--api-key", "any-key-replays", "-i", INSTANCE_ID, "--cassette", CASSETTE
+    )
     assert result.exit_code == 5
     assert "the cassette holds no response for this request" in result.stderr
     assert "aborted" in result.stderr or "could NOT be aborted" in result.stderr

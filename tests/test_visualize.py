@@ -20,7 +20,8 @@ from tests.conftest import MAPPINGS
 CHROMIUM = Path("/usr/bin/chromium")
 needs_chromium = pytest.mark.skipif(
     not CHROMIUM.exists(),
-    reason="headless Chromium is not installed at /usr/bin/chromium (Debian: apt-get install -y chromium)")
+    reason="headless Chromium is not installed at /usr/bin/chromium (Debian: apt-get install -y chromium)",
+)
 
 HOSTILE = "<script>document.title='pwned'</script><img src=x onerror=\"document.body.dataset.pwned='yes'\">"
 
@@ -41,9 +42,12 @@ def write_graph(root: Path, entities: list[dict], relationships: list[dict] = ()
     (root / "graph" / "step" / "entities").mkdir(parents=True)
     (root / "graph" / "step" / "relationships").mkdir(parents=True)
     (root / "graph" / "step" / "entities" / "a.json").write_text(json.dumps({"entities": entities}))
-    (root / "graph" / "step" / "relationships" / "a.json").write_text(json.dumps({"relationships": list(relationships)}))
-    (root / "summary.json").write_text(json.dumps({"integrationStepResults": [],
-                                                   "metadata": {"partialDatasets": {"types": []}}}))
+    (root / "graph" / "step" / "relationships" / "a.json").write_text(
+        json.dumps({"relationships": list(relationships)})
+    )
+    (root / "summary.json").write_text(
+        json.dumps({"integrationStepResults": [], "metadata": {"partialDatasets": {"types": []}}})
+    )
     return root
 
 
@@ -52,10 +56,18 @@ def ent(key: str, graph_type: str = "acme_host", classes=("Host",), **props) -> 
 
 
 def mapped(source: str, target: dict, filter_keys, direction: str = "FORWARD", cls: str = "HAS") -> dict:
-    return {"_key": f"{source}|{cls.lower()}|{direction}:{json.dumps(target)}", "_type": f"acme_host_{cls.lower()}_x",
-            "_class": cls, "displayName": cls,
-            "_mapping": {"relationshipDirection": direction, "sourceEntityKey": source,
-                         "targetFilterKeys": filter_keys, "targetEntity": target}}
+    return {
+        "_key": f"{source}|{cls.lower()}|{direction}:{json.dumps(target)}",
+        "_type": f"acme_host_{cls.lower()}_x",
+        "_class": cls,
+        "displayName": cls,
+        "_mapping": {
+            "relationshipDirection": direction,
+            "sourceEntityKey": source,
+            "targetFilterKeys": filter_keys,
+            "targetEntity": target,
+        },
+    }
 
 
 def view_of(root: Path) -> dict:
@@ -75,8 +87,16 @@ def test_digicert_view(digicert_output):
     kinds = [n["kind"] for n in view["nodes"]]
     assert kinds.count("entity") == 11 and kinds.count("missing") == 0
     placeholders = [n for n in view["nodes"] if n["kind"] == "placeholder"]
-    domains = {"www.example.com", "example.com", "shop.example.com", "checkout.example.com", "pending.example.com",
-               "example.org", "api.example.org", "old.example.net"}
+    domains = {
+        "www.example.com",
+        "example.com",
+        "shop.example.com",
+        "checkout.example.com",
+        "pending.example.com",
+        "example.org",
+        "api.example.org",
+        "old.example.net",
+    }
     assert {n["label"] for n in placeholders} == domains  # one per distinct target, not per relationship
     assert {n["key"] for n in placeholders} == {f"_class=Domain, domainName={d}" for d in domains}
     assert {n["type"] for n in placeholders} == {"domain"}
@@ -86,15 +106,21 @@ def test_digicert_view(digicert_output):
     mapped_edges = [e for e in view["edges"] if e["mapped"]]
     assert len(mapped_edges) == 9 and not any(e["resolved"] for e in mapped_edges)
     # REVERSE: the Domain HAS the certificate, so the edge starts at the placeholder.
-    assert all(by_id[e["from"]]["kind"] == "placeholder" and by_id[e["to"]]["type"] == "digicert_certificate"
-               for e in mapped_edges)
+    assert all(
+        by_id[e["from"]]["kind"] == "placeholder" and by_id[e["to"]]["type"] == "digicert_certificate"
+        for e in mapped_edges
+    )
     user = node_by_key(view, "digicert_user:1234567:2000001")
     assert (user["label"], user["type"]) == ("alice.admin@example.com", "digicert_user")
     assert "_rawData" not in user["props"] and user["props"]["email"] == "alice.admin@example.com"
 
     legend = {t["type"]: (t["entities"], t["placeholders"]) for t in view["types"]}
-    assert legend == {"digicert_account": (1, 0), "digicert_certificate": (5, 0), "digicert_user": (5, 0),
-                      "domain": (0, 8)}
+    assert legend == {
+        "digicert_account": (1, 0),
+        "digicert_certificate": (5, 0),
+        "digicert_user": (5, 0),
+        "domain": (0, 8),
+    }
     colors = [t["color"] for t in view["types"]]
     assert len(set(colors)) == 4 and all(re.fullmatch(r"#[0-9a-f]{6}", c) for c in colors)
 
@@ -107,13 +133,19 @@ def test_mapped_targets_resolve_to_real_nodes(tmp_path):
     ]
     relationships = [
         # _class matched as a subset; the edge follows the direction
-        mapped("acme_host:1", {"_class": "Domain", "domainName": "example.com"}, [["_class", "domainName"]],
-               "REVERSE"),
+        mapped("acme_host:1", {"_class": "Domain", "domainName": "example.com"}, [["_class", "domainName"]], "REVERSE"),
         # OR of AND-groups: the first group cannot be used (no _key), the second matches
         mapped("acme_host:1", {"_type": "acme_user", "email": "alice@example.com"}, [["_type", "_key"], ["email"]]),
         # the default filter keys are _type and _key
-        {"_key": "acme_host:1|uses|acme_user:alice", "_type": "x", "_class": "USES",
-         "_mapping": {"sourceEntityKey": "acme_host:1", "targetEntity": {"_type": "acme_user", "_key": "acme_user:alice"}}},
+        {
+            "_key": "acme_host:1|uses|acme_user:alice",
+            "_type": "x",
+            "_class": "USES",
+            "_mapping": {
+                "sourceEntityKey": "acme_host:1",
+                "targetEntity": {"_type": "acme_user", "_key": "acme_user:alice"},
+            },
+        },
         # no match: a class the entity does not have
         mapped("acme_host:1", {"_class": "Host", "domainName": "example.com"}, [["_class", "domainName"]]),
     ]
@@ -132,10 +164,20 @@ def test_mapped_targets_resolve_to_real_nodes(tmp_path):
 def test_duplicate_keys_and_dangling_relationships(tmp_path):
     entities = [ent("acme_host:1"), ent("acme_host:1", displayName="again"), ent("acme_host:2")]
     relationships = [
-        {"_key": "acme_host:1|has|acme_host:2", "_type": "acme_host_has_host", "_class": "HAS",
-         "_fromEntityKey": "acme_host:1", "_toEntityKey": "acme_host:2"},
-        {"_key": "acme_host:2|has|acme_host:404", "_type": "acme_host_has_host", "_class": "HAS",
-         "_fromEntityKey": "acme_host:2", "_toEntityKey": "acme_host:404"},
+        {
+            "_key": "acme_host:1|has|acme_host:2",
+            "_type": "acme_host_has_host",
+            "_class": "HAS",
+            "_fromEntityKey": "acme_host:1",
+            "_toEntityKey": "acme_host:2",
+        },
+        {
+            "_key": "acme_host:2|has|acme_host:404",
+            "_type": "acme_host_has_host",
+            "_class": "HAS",
+            "_fromEntityKey": "acme_host:2",
+            "_toEntityKey": "acme_host:404",
+        },
     ]
     view = view_of(write_graph(tmp_path, entities, relationships))
     first, second = [n for n in view["nodes"] if n["key"] == "acme_host:1"]
@@ -154,10 +196,19 @@ def test_the_graph_folder_itself_can_be_given(digicert_output):
 
 
 def hostile_graph(root: Path) -> Path:
-    return write_graph(root, [ent("acme_host:evil", displayName=HOSTILE, note="</script><script>alert(1)</script>"),
-                              ent("acme_host:ok")],
-                       [{"_key": "acme_host:evil|has|acme_host:ok", "_type": "acme_host_has_host", "_class": "HAS",
-                         "_fromEntityKey": "acme_host:evil", "_toEntityKey": "acme_host:ok"}])
+    return write_graph(
+        root,
+        [ent("acme_host:evil", displayName=HOSTILE, note="</script><script>alert(1)</script>"), ent("acme_host:ok")],
+        [
+            {
+                "_key": "acme_host:evil|has|acme_host:ok",
+                "_type": "acme_host_has_host",
+                "_class": "HAS",
+                "_fromEntityKey": "acme_host:evil",
+                "_toEntityKey": "acme_host:ok",
+            }
+        ],
+    )
 
 
 def test_the_page_escapes_every_text(tmp_path):
@@ -202,8 +253,9 @@ def test_cli_writes_the_page_and_reports(etl, digicert_output, tmp_path):
     shutil.copytree(digicert_output, out)
     result = etl("visualize", out)
     assert result.exit_code == 0, result.stderr
-    assert result.stdout.strip() == (f"{out / 'index.html'}: 11 entities, 19 relationships, "
-                                     f"8 mapped-target placeholders, 0 missing entities")
+    assert result.stdout.strip() == (
+        f"{out / 'index.html'}: 11 entities, 19 relationships, 8 mapped-target placeholders, 0 missing entities"
+    )
     assert (out / "index.html").is_file()
     assert etl("visualize", out, "--output", tmp_path / "x" / "g.html").exit_code == 0
     assert (tmp_path / "x" / "g.html").is_file()
@@ -252,14 +304,25 @@ class Dom(HTMLParser):
             self.stack[-1]["text"] += data
 
     def find(self, tag: str, cls: str | None = None) -> list[dict]:
-        return [e for e in self.elements if e["tag"] == tag
-                and (cls is None or cls in e["attrs"].get("class", "").split())]
+        return [
+            e for e in self.elements if e["tag"] == tag and (cls is None or cls in e["attrs"].get("class", "").split())
+        ]
 
 
 def chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    command = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync",
-               f"--user-data-dir={tmp_path / 'chromium-profile'}", *args]
+    command = [
+        str(CHROMIUM),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+        *args,
+    ]
     return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
 
 
@@ -282,18 +345,29 @@ def test_browser_draws_nodes_edges_and_legend(tmp_path, digicert_output):
     assert len(nodes) == 19
     assert len(dom.find("g", "placeholder")) == 8 and len(dom.find("g", "entity")) == 11
     labels = {(e["attrs"]["class"], e["text"]) for e in dom.find("tspan")}
-    assert {("name", "alice.admin@example.com"), ("type", "[digicert_user]"),
-            ("key", "digicert_user:1234567:2000001"), ("name", "DigiCert:1234567"),
-            ("type", "[digicert_account]"), ("name", "www.example.com"), ("type", "[domain]"),
-            ("key", "_class=Domain, domainName=www.example.com")} <= labels
+    assert {
+        ("name", "alice.admin@example.com"),
+        ("type", "[digicert_user]"),
+        ("key", "digicert_user:1234567:2000001"),
+        ("name", "DigiCert:1234567"),
+        ("type", "[digicert_account]"),
+        ("name", "www.example.com"),
+        ("type", "[domain]"),
+        ("key", "_class=Domain, domainName=www.example.com"),
+    } <= labels
     edge_labels = [e["text"] for e in dom.find("text", "edge-label")]
     assert edge_labels == ["HAS"] * 19
     assert len(dom.find("g", "mapped")) == 9
-    legend = {e["attrs"]["data-type"]: "".join(s["text"] for s in dom.elements[dom.elements.index(e) + 1:][:2])
-              for e in dom.find("li", "legend-entry")}
-    assert legend == {"digicert_account": "digicert_account (1 entity)",
-                      "digicert_certificate": "digicert_certificate (5 entities)",
-                      "digicert_user": "digicert_user (5 entities)", "domain": "domain (8 placeholders)"}
+    legend = {
+        e["attrs"]["data-type"]: "".join(s["text"] for s in dom.elements[dom.elements.index(e) + 1 :][:2])
+        for e in dom.find("li", "legend-entry")
+    }
+    assert legend == {
+        "digicert_account": "digicert_account (1 entity)",
+        "digicert_certificate": "digicert_certificate (5 entities)",
+        "digicert_user": "digicert_user (5 entities)",
+        "domain": "domain (8 placeholders)",
+    }
     circles = [e for e in dom.elements if e["tag"] == "circle" and e["attrs"].get("fill")]
     assert len({c["attrs"]["fill"] for c in circles}) == 4  # coloured by _type
     (svg,) = [e for e in dom.find("svg") if e["attrs"].get("id") == "graph"]

@@ -40,15 +40,18 @@ class EtlGroup(click.Group):
             ctx.exit(EXIT_INTERRUPTED)
         except BrokenPipeError:
             # The reader of stdout went away (`etl diff a b | head`): nothing more to say to it.
-            sys.stdout = open(os.devnull, "w")  # so that the exit's final flush cannot fail again
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - stays open: the exit's final flush needs it
             ctx.exit(EXIT_BROKEN_PIPE)
         except Exception as exc:
             if ctx.params.get("debug"):
                 traceback.print_exc()
             detail = log_redaction.redactor(f"{type(exc).__name__}: {exc}".splitlines()[0])
-            click.echo(f"etl: internal error: {detail}\n"
-                       f"etl: this is a bug in etl; re-run with --debug (or {DEBUG_ENV}=1) for the traceback, "
-                       f"and report it", err=True)
+            click.echo(
+                f"etl: internal error: {detail}\n"
+                f"etl: this is a bug in etl; re-run with --debug (or {DEBUG_ENV}=1) for the traceback, "
+                f"and report it",
+                err=True,
+            )
             ctx.exit(EXIT_INTERNAL)
 
 
@@ -60,8 +63,9 @@ def report(message: str) -> None:
 
 @click.group(cls=EtlGroup, epilog=EXIT_CODES_HELP)
 @click.version_option(__version__, prog_name="etl")
-@click.option("--debug", is_flag=True, envvar=DEBUG_ENV,
-              help=f"Print the traceback of an internal error (also {DEBUG_ENV}=1).")
+@click.option(
+    "--debug", is_flag=True, envvar=DEBUG_ENV, help=f"Print the traceback of an internal error (also {DEBUG_ENV}=1)."
+)
 def main(debug: bool) -> None:
     """Turn vendor security APIs into a JupiterOne-compatible asset graph,
     driven by declarative YAML mapping files."""

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import click
 
@@ -42,30 +42,68 @@ def setup_logging(verbose: int, quiet: bool) -> None:
 def run_options(command: Callable) -> Callable:
     """The options every command that runs a mapping shares: config, where HTTP goes, which steps."""
     options = [
-        click.option("-c", "--config", "config_pairs", multiple=True, metavar="NAME=VALUE",
-                     help="Set a config field (repeatable). Otherwise the field's environment variable, "
-                          "then .env in the working directory, then its default."),
-        click.option("--base-url", "base_urls", multiple=True, metavar="[SOURCE=]URL",
-                     help="Send requests to URL instead of the mapping's base URL (e.g. a local or staging "
-                          "server). SOURCE=URL replaces one named source."),
-        click.option("--cassette", type=click.Path(dir_okay=False, path_type=Path),
-                     help="Replay (or record) HTTP from/to this vcrpy cassette instead of the network."),
-        click.option("--record-mode", type=click.Choice(RECORD_MODES), default=None,
-                     help="With --cassette: none = replay only (default); once = record if the file is missing; "
-                          "all = re-record everything from the live API."),
-        click.option("--offline", is_flag=True,
-                     help="Replay the mapping's own bundled cassette (its 'offline' section); no network, "
-                          "no secrets."),
-        click.option("--step", "steps", multiple=True, metavar="ID",
-                     help="Run only this step and the steps it depends on (repeatable)."),
-        click.option("--concurrency", type=click.IntRange(1, 64), default=DEFAULT_CONCURRENCY, show_default=True,
-                     help="Parallel child requests of fan-out steps (forced to 1 with --cassette: vcrpy is not "
-                          "thread-safe). The output is the same whatever the value."),
-        click.option("--as-of", "as_of", metavar="TIME",
-                     help="Evaluate time windows (now_ms(), days_ago_ms()) as of this ISO-8601 time instead of "
-                          "now; --offline uses the time its cassette was recorded."),
-        click.option("-v", "--verbose", count=True,
-                     help="Log steps and every HTTP request (-v), and more detail (-vv), to stderr."),
+        click.option(
+            "-c",
+            "--config",
+            "config_pairs",
+            multiple=True,
+            metavar="NAME=VALUE",
+            help="Set a config field (repeatable). Otherwise the field's environment variable, "
+            "then .env in the working directory, then its default.",
+        ),
+        click.option(
+            "--base-url",
+            "base_urls",
+            multiple=True,
+            metavar="[SOURCE=]URL",
+            help="Send requests to URL instead of the mapping's base URL (e.g. a local or staging "
+            "server). SOURCE=URL replaces one named source.",
+        ),
+        click.option(
+            "--cassette",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Replay (or record) HTTP from/to this vcrpy cassette instead of the network.",
+        ),
+        click.option(
+            "--record-mode",
+            type=click.Choice(RECORD_MODES),
+            default=None,
+            help="With --cassette: none = replay only (default); once = record if the file is missing; "
+            "all = re-record everything from the live API.",
+        ),
+        click.option(
+            "--offline",
+            is_flag=True,
+            help="Replay the mapping's own bundled cassette (its 'offline' section); no network, no secrets.",
+        ),
+        click.option(
+            "--step",
+            "steps",
+            multiple=True,
+            metavar="ID",
+            help="Run only this step and the steps it depends on (repeatable).",
+        ),
+        click.option(
+            "--concurrency",
+            type=click.IntRange(1, 64),
+            default=DEFAULT_CONCURRENCY,
+            show_default=True,
+            help="Parallel child requests of fan-out steps (forced to 1 with --cassette: vcrpy is not "
+            "thread-safe). The output is the same whatever the value.",
+        ),
+        click.option(
+            "--as-of",
+            "as_of",
+            metavar="TIME",
+            help="Evaluate time windows (now_ms(), days_ago_ms()) as of this ISO-8601 time instead of "
+            "now; --offline uses the time its cassette was recorded.",
+        ),
+        click.option(
+            "-v",
+            "--verbose",
+            count=True,
+            help="Log steps and every HTTP request (-v), and more detail (-vv), to stderr.",
+        ),
         click.option("-q", "--quiet", is_flag=True, help="Only print errors."),
     ]
     for option in reversed(options):

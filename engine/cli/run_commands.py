@@ -56,24 +56,54 @@ def schema() -> None:
 
 @click.command(epilog=EXIT_CODES_HELP)
 @click.argument("mapping", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=Path(".j1-integration"),
-              show_default=True, help="Directory to write the graph and summary.json to (replaced atomically).")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".j1-integration"),
+    show_default=True,
+    help="Directory to write the graph and summary.json to (replaced atomically).",
+)
 @click.option("--pretty", is_flag=True, help="Indent the JSON output files.")
-@click.option("--coverage", "with_coverage", is_flag=True,
-              help="Also report, per step, the API fields no expression reads and the properties that "
-                   "stayed empty.")
-@click.option("--keep", type=click.IntRange(2), metavar="N",
-              help="Keep the N newest outputs in DIR.history/ (hard links) and, after each run, print what "
-                   "changed since the previous one (saved as diff.json there).")
-@click.option("--alerts", "rules_file", type=click.Path(dir_okay=False, path_type=Path), metavar="RULES",
-              help="With --keep: evaluate these alert rules on each change (saved as alerts.json).")
-@click.option("--every", metavar="INTERVAL",
-              help="Run again every INTERVAL (30m, 6h, 1d...) until stopped (Ctrl-C, SIGTERM); a failed run "
-                   "is reported and the schedule goes on.")
+@click.option(
+    "--coverage",
+    "with_coverage",
+    is_flag=True,
+    help="Also report, per step, the API fields no expression reads and the properties that stayed empty.",
+)
+@click.option(
+    "--keep",
+    type=click.IntRange(2),
+    metavar="N",
+    help="Keep the N newest outputs in DIR.history/ (hard links) and, after each run, print what "
+    "changed since the previous one (saved as diff.json there).",
+)
+@click.option(
+    "--alerts",
+    "rules_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="RULES",
+    help="With --keep: evaluate these alert rules on each change (saved as alerts.json).",
+)
+@click.option(
+    "--every",
+    metavar="INTERVAL",
+    help="Run again every INTERVAL (30m, 6h, 1d...) until stopped (Ctrl-C, SIGTERM); a failed run "
+    "is reported and the schedule goes on.",
+)
 @click.option("--runs", type=click.IntRange(1), metavar="N", help="With --every: stop after N runs.")
 @run_options
-def run(mapping: Path, output: Path, pretty: bool, with_coverage: bool, keep: int | None,
-        rules_file: Path | None, every: str | None, runs: int | None, **shared: Any) -> None:
+def run(
+    mapping: Path,
+    output: Path,
+    pretty: bool,
+    with_coverage: bool,
+    keep: int | None,
+    rules_file: Path | None,
+    every: str | None,
+    runs: int | None,
+    **shared: Any,
+) -> None:
     """Run MAPPING: fetch from the API and write the graph to --output.
 
     \b
@@ -109,8 +139,9 @@ def run(mapping: Path, output: Path, pretty: bool, with_coverage: bool, keep: in
             raise RunInterrupted("stopped between runs") from None
 
 
-def _run_once(request: RunRequest, output: Path, pretty: bool, observer: Any, keep: int | None, rules: Any,
-              scheduled: bool) -> int:
+def _run_once(
+    request: RunRequest, output: Path, pretty: bool, observer: Any, keep: int | None, rules: Any, scheduled: bool
+) -> int:
     """One run, its summary, and (with --keep) its history and changes. Returns its exit code;
     a failed run of a schedule is reported, not fatal (the next one may succeed)."""
     setup_logging(request.verbose, request.quiet)
@@ -126,7 +157,8 @@ def _run_once(request: RunRequest, output: Path, pretty: bool, observer: Any, ke
         if observer is not None:
             click.echo("\n" + redactor(observer.report(plan)))
     if keep is not None:
-        from ..tools.schedule import record as record_history, report_changes
+        from ..tools.schedule import record as record_history
+        from ..tools.schedule import report_changes
 
         previous, entry = record_history(output, keep)
         if previous is not None:
@@ -137,8 +169,9 @@ def _run_once(request: RunRequest, output: Path, pretty: bool, observer: Any, ke
     return result.exit_code
 
 
-def _observe(request: RunRequest, observer: Observer, prefix: str,
-             record_limit: int | None = None) -> tuple[Plan, Any, Any]:
+def _observe(
+    request: RunRequest, observer: Observer, prefix: str, record_limit: int | None = None
+) -> tuple[Plan, Any, Any]:
     """Run for a tool that watches the run and writes nothing (the output goes to a scratch directory)."""
     setup_logging(request.verbose, request.quiet)
     with tempfile.TemporaryDirectory(prefix=prefix) as scratch:
@@ -147,8 +180,13 @@ def _observe(request: RunRequest, observer: Observer, prefix: str,
 
 @click.command(epilog=EXIT_CODES_HELP)
 @click.argument("mapping", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--limit", type=click.IntRange(1), default=3, show_default=True,
-              help="Records to fetch and show per step (at most).")
+@click.option(
+    "--limit",
+    type=click.IntRange(1),
+    default=3,
+    show_default=True,
+    help="Records to fetch and show per step (at most).",
+)
 @run_options
 def preview(mapping: Path, limit: int, **shared: Any) -> None:
     """Show what a step does: its requests, a sample of the raw records, and the entities

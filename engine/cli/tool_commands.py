@@ -8,7 +8,6 @@ from pathlib import Path
 
 import click
 
-from ..errors import EXIT_INTERNAL
 from ..http.cassette import RECORD_MODES
 from ..pipeline.compile import compile_file
 from ..pipeline.run import cassette_context, parse_time
@@ -16,7 +15,6 @@ from ..secrets import Redactor, log_redaction
 from ..signals import terminate_as_interrupt
 from ..tools import sync as graph_sync  # its option defaults are needed to build the command line
 from .common import setup_logging
-
 
 DOCUMENT_EXIT_CODES_HELP = """\b
 Exit codes:
@@ -30,14 +28,22 @@ Exit codes:
 
 @click.command(epilog=DOCUMENT_EXIT_CODES_HELP)
 @click.argument("mapping", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
-              help="Markdown file to update: only the text between the "
-                   "<!-- {J1_DOCUMENTATION_MARKER_START} --> and <!-- {J1_DOCUMENTATION_MARKER_END} --> "
-                   "markers is replaced; without the start marker the section is appended; a missing "
-                   "FILE is created. Without --output the section is printed to stdout.")
-@click.option("--check", is_flag=True,
-              help="With --output: change nothing; exit 1 if FILE is not what it would be written as "
-                   "(for CI: the documentation was not regenerated after the mapping changed).")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE",
+    help="Markdown file to update: only the text between the "
+    "<!-- {J1_DOCUMENTATION_MARKER_START} --> and <!-- {J1_DOCUMENTATION_MARKER_END} --> "
+    "markers is replaced; without the start marker the section is appended; a missing "
+    "FILE is created. Without --output the section is printed to stdout.",
+)
+@click.option(
+    "--check",
+    is_flag=True,
+    help="With --output: change nothing; exit 1 if FILE is not what it would be written as "
+    "(for CI: the documentation was not regenerated after the mapping changed).",
+)
 def document(mapping: Path, output: Path | None, check: bool) -> None:
     """Write the "Data Model" documentation section of MAPPING.
 
@@ -64,8 +70,10 @@ def document(mapping: Path, output: Path | None, check: bool) -> None:
         click.echo(section)
     elif check:
         if not is_up_to_date(output, section):
-            click.echo(f"etl: {output} is not up to date with {mapping}; "
-                       f"run: etl document {mapping} --output {output}", err=True)
+            click.echo(
+                f"etl: {output} is not up to date with {mapping}; run: etl document {mapping} --output {output}",
+                err=True,
+            )
             sys.exit(1)
         click.echo(f"{output}: up to date")
     else:
@@ -85,17 +93,28 @@ Exit codes (as diff(1)):
 @click.command("diff", epilog=DIFF_EXIT_CODES_HELP)
 @click.argument("old", type=click.Path(path_type=Path))
 @click.argument("new", type=click.Path(path_type=Path))
-@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True,
-              help='text: a readable report; json: {"entities": {"added": [keys], "removed": [keys], '
-                   '"changed": [{"_key": ..., "changes": {property: {"old": ..., "new": ...}}}]}, '
-                   '"relationships": {...}}, keys sorted.')
-@click.option("--ignore", "ignored", multiple=True, metavar="PROPERTY",
-              help="Also leave PROPERTY out of the comparison (repeatable), e.g. a timestamp that moves on "
-                   "every run.")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help='text: a readable report; json: {"entities": {"added": [keys], "removed": [keys], '
+    '"changed": [{"_key": ..., "changes": {property: {"old": ..., "new": ...}}}]}, '
+    '"relationships": {...}}, keys sorted.',
+)
+@click.option(
+    "--ignore",
+    "ignored",
+    multiple=True,
+    metavar="PROPERTY",
+    help="Also leave PROPERTY out of the comparison (repeatable), e.g. a timestamp that moves on every run.",
+)
 def diff_command(old: Path, new: Path, output_format: str, ignored: tuple[str, ...]) -> None:
     """Compare two runs' output: what was added, removed and changed.
 
-    OLD and NEW are output directories of `etl run` (e.g. yesterday's and today's). Lists the entities and relationships added, removed and changed, matched by _key;
+    OLD and NEW are output directories of `etl run` (e.g. yesterday's and today's).
+    Lists the entities and relationships added, removed and changed, matched by _key;
     a changed object shows each property that differs with its old and new value (an
     absent property reads as null).
 
@@ -118,8 +137,7 @@ def diff_command(old: Path, new: Path, output_format: str, ignored: tuple[str, .
     from ..tools import diff as graph_diff
 
     if {"_key", "_type"} & set(ignored):
-        raise click.BadParameter("_key and _type cannot be ignored: objects are matched by them",
-                                 param_hint="--ignore")
+        raise click.BadParameter("_key and _type cannot be ignored: objects are matched by them", param_hint="--ignore")
     result = graph_diff.diff_outputs(old, new, ignore=ignored)
     if output_format == "json":
         click.echo(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
@@ -141,21 +159,48 @@ Exit codes:
 
 @click.command("alerts", epilog=ALERTS_EXIT_CODES_HELP)
 @click.argument("rules", type=click.Path(path_type=Path))
-@click.option("--old", "old", required=True, type=click.Path(path_type=Path), metavar="DIR",
-              help="The earlier output directory (e.g. yesterday's run).")
-@click.option("--new", "new", required=True, type=click.Path(path_type=Path), metavar="DIR",
-              help="The later output directory (e.g. today's run).")
-@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True,
-              help="json: a list of {rule, on, _type, _key, displayName, description[, changes]}, in the order "
-                   "of the rules, then by _key.")
-@click.option("--as-of", "as_of", metavar="TIME",
-              help="Evaluate now_ms() and days_ago_ms() as of this ISO-8601 time instead of now (for "
-                   "reproducible date predicates).")
-@click.option("--old-as-of", "old_as_of", metavar="TIME",
-              help="The clock of OLD's side of 'became' rules. Default: --as-of moved back by the time "
-                   "between the two runs (from their summary.json).")
-def alerts_command(rules: Path, old: Path, new: Path, output_format: str, as_of: str | None,
-                   old_as_of: str | None) -> None:
+@click.option(
+    "--old",
+    "old",
+    required=True,
+    type=click.Path(path_type=Path),
+    metavar="DIR",
+    help="The earlier output directory (e.g. yesterday's run).",
+)
+@click.option(
+    "--new",
+    "new",
+    required=True,
+    type=click.Path(path_type=Path),
+    metavar="DIR",
+    help="The later output directory (e.g. today's run).",
+)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: a list of {rule, on, _type, _key, displayName, description[, changes]}, in the order "
+    "of the rules, then by _key.",
+)
+@click.option(
+    "--as-of",
+    "as_of",
+    metavar="TIME",
+    help="Evaluate now_ms() and days_ago_ms() as of this ISO-8601 time instead of now (for "
+    "reproducible date predicates).",
+)
+@click.option(
+    "--old-as-of",
+    "old_as_of",
+    metavar="TIME",
+    help="The clock of OLD's side of 'became' rules. Default: --as-of moved back by the time "
+    "between the two runs (from their summary.json).",
+)
+def alerts_command(
+    rules: Path, old: Path, new: Path, output_format: str, as_of: str | None, old_as_of: str | None
+) -> None:
     """Raise the alerts a rules file describes for the change from OLD to NEW.
 
     OLD and NEW are output directories of `etl run`; RULES is a YAML file of alert rules:
@@ -214,27 +259,64 @@ Exit codes:
 
 @click.command(epilog=SYNC_EXIT_CODES_HELP)
 @click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path))
-@click.option("--account", envvar=graph_sync.ACCOUNT_ENV, show_envvar=True, metavar="ID",
-              help="JupiterOne account id (sent as JupiterOne-Account). Also read from .env.")
-@click.option("--api-key", envvar=graph_sync.API_KEY_ENV, show_envvar=True, metavar="KEY",
-              help="JupiterOne API key (sent as a bearer token; never printed, logged or written). Prefer the "
-                   "environment variable or .env: a command line is visible to other users of the machine.")
-@click.option("-i", "--integration-instance-id", required=True, metavar="ID",
-              help="The integration instance the data belongs to (an integration-managed job).")
-@click.option("--api-base-url", default=graph_sync.DEFAULT_API_BASE_URL, show_default=True, metavar="URL",
-              help="JupiterOne API root (another region, or a local look-alike: plain http only to loopback).")
-@click.option("--no-step-events", is_flag=True,
-              help="Do not post one job-log event per step of summary.json before finalizing.")
-@click.option("--cassette", "cassette_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Replay (or record) the HTTP exchanges from/to this vcrpy cassette (for tests and demos).")
-@click.option("--record-mode", type=click.Choice(RECORD_MODES), default=None,
-              help="With --cassette: none = replay only (default); once = record if the file is missing; "
-                   "all = re-record.")
+@click.option(
+    "--account",
+    envvar=graph_sync.ACCOUNT_ENV,
+    show_envvar=True,
+    metavar="ID",
+    help="JupiterOne account id (sent as JupiterOne-Account). Also read from .env.",
+)
+@click.option(
+    "--api-key",
+    envvar=graph_sync.API_KEY_ENV,
+    show_envvar=True,
+    metavar="KEY",
+    help="JupiterOne API key (sent as a bearer token; never printed, logged or written). Prefer the "
+    "environment variable or .env: a command line is visible to other users of the machine.",
+)
+@click.option(
+    "-i",
+    "--integration-instance-id",
+    required=True,
+    metavar="ID",
+    help="The integration instance the data belongs to (an integration-managed job).",
+)
+@click.option(
+    "--api-base-url",
+    default=graph_sync.DEFAULT_API_BASE_URL,
+    show_default=True,
+    metavar="URL",
+    help="JupiterOne API root (another region, or a local look-alike: plain http only to loopback).",
+)
+@click.option(
+    "--no-step-events", is_flag=True, help="Do not post one job-log event per step of summary.json before finalizing."
+)
+@click.option(
+    "--cassette",
+    "cassette_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Replay (or record) the HTTP exchanges from/to this vcrpy cassette (for tests and demos).",
+)
+@click.option(
+    "--record-mode",
+    type=click.Choice(RECORD_MODES),
+    default=None,
+    help="With --cassette: none = replay only (default); once = record if the file is missing; all = re-record.",
+)
 @click.option("-v", "--verbose", count=True, help="Log each batch (-v) and every request (-vv) to stderr.")
 @click.option("-q", "--quiet", is_flag=True, help="Only print errors.")
-def sync(directory: Path, account: str | None, api_key: str | None, integration_instance_id: str,
-         api_base_url: str, no_step_events: bool, cassette_path: Path | None, record_mode: str | None,
-         verbose: int, quiet: bool) -> None:
+def sync(
+    directory: Path,
+    account: str | None,
+    api_key: str | None,
+    integration_instance_id: str,
+    api_base_url: str,
+    no_step_events: bool,
+    cassette_path: Path | None,
+    record_mode: str | None,
+    verbose: int,
+    quiet: bool,
+) -> None:
     """Upload DIRECTORY (the output of `etl run`) to JupiterOne as one synchronization job.
 
     Creates an integration-managed job for the instance, uploads every entity, then every
@@ -258,9 +340,13 @@ def sync(directory: Path, account: str | None, api_key: str | None, integration_
     log_redaction.use(redactor)
     account, api_key = graph_sync.resolve_credentials(account, api_key)
     redactor.add(api_key)
-    settings = graph_sync.SyncSettings(account=account, api_key=api_key,
-                                       integration_instance_id=integration_instance_id,
-                                       api_base_url=api_base_url, step_events=not no_step_events)
+    settings = graph_sync.SyncSettings(
+        account=account,
+        api_key=api_key,
+        integration_instance_id=integration_instance_id,
+        api_base_url=api_base_url,
+        step_events=not no_step_events,
+    )
     with cassette_context(cassette_path, record_mode or "none", redactor), terminate_as_interrupt():
         report = graph_sync.synchronize(directory, settings, redactor)
     if not quiet:
@@ -278,8 +364,13 @@ Exit codes:
 
 @click.command(epilog=VISUALIZE_EXIT_CODES_HELP)
 @click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.html",
-              help="Where to write the page.  [default: DIRECTORY/index.html]")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE.html",
+    help="Where to write the page.  [default: DIRECTORY/index.html]",
+)
 def visualize(directory: Path, output: Path | None) -> None:
     """Draw the graph in DIRECTORY (an `etl run` output, or its graph/ folder) as one
     self-contained HTML page: nothing is loaded from the internet.
@@ -303,8 +394,10 @@ def visualize(directory: Path, output: Path | None) -> None:
         click.echo(f"etl: {directory}: there was no data found to visualize; {output} says so", err=True)
         return
     kinds = [n["kind"] for n in view["nodes"]]
-    click.echo(f"{output}: {kinds.count('entity')} entities, {len(view['edges'])} relationships, "
-               f"{kinds.count('placeholder')} mapped-target placeholders, {kinds.count('missing')} missing entities")
+    click.echo(
+        f"{output}: {kinds.count('entity')} entities, {len(view['edges'])} relationships, "
+        f"{kinds.count('placeholder')} mapped-target placeholders, {kinds.count('missing')} missing entities"
+    )
 
 
 COMMANDS = (document, diff_command, alerts_command, sync, visualize)

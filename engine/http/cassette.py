@@ -11,9 +11,9 @@ from __future__ import annotations
 import copy
 import re
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from ..errors import FetchError
 from ..secrets import REDACTED, Redactor
@@ -82,8 +82,9 @@ def make_vcr(redactor: Redactor, record_mode: str):
 def cassette(path: Path, record_mode: str, redactor: Redactor) -> Iterator[None]:
     """Route every HTTP request of the block through the cassette at ``path``."""
     if record_mode == "none" and not path.is_file():
-        raise FetchError(f"cassette {path} does not exist (record mode 'none' only replays; "
-                         f"use --record-mode once to record it)")
+        raise FetchError(
+            f"cassette {path} does not exist (record mode 'none' only replays; use --record-mode once to record it)"
+        )
     with make_vcr(redactor, record_mode).use_cassette(str(path)):
         yield
 

@@ -31,10 +31,10 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Iterator
 
 import requests
 
@@ -46,8 +46,12 @@ DEFAULT_RETRY_STATUSES = (429, 500, 502, 503, 504)
 MAX_RETRY_AFTER = 600.0  # seconds; a longer Retry-After fails the request instead of hanging the run
 
 # Transport failures worth another attempt: refused/reset connections, timeouts, a body cut short.
-RETRYABLE_ERRORS = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
-                    requests.exceptions.ContentDecodingError)
+RETRYABLE_ERRORS = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.ContentDecodingError,
+)
 
 
 @dataclass(frozen=True)
@@ -136,8 +140,8 @@ def retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError, IndexError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def connection_reason(exc: Exception) -> str:
@@ -147,8 +151,15 @@ def connection_reason(exc: Exception) -> str:
     if isinstance(exc, requests.exceptions.ChunkedEncodingError):
         return "the connection closed in the middle of the response body"
     text = str(exc)
-    for marker in ("Connection refused", "Connection reset", "Connection aborted", "RemoteDisconnected",
-                   "IncompleteRead", "Name or service not known", "Temporary failure in name resolution"):
+    for marker in (
+        "Connection refused",
+        "Connection reset",
+        "Connection aborted",
+        "RemoteDisconnected",
+        "IncompleteRead",
+        "Name or service not known",
+        "Temporary failure in name resolution",
+    ):
         if marker in text:
             return marker.lower() if marker[0].isupper() and " " in marker else marker
     return type(exc).__name__ + (f": {text[:200]}" if text else "")

@@ -8,7 +8,7 @@ values and the run's clock (``--as-of``).
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
 from typing import Any
@@ -18,6 +18,7 @@ from jmespath import functions
 
 from ..errors import ValueProblem
 from .jmespath_compiler import CompiledExpref
+
 
 def to_epoch_ms(value: Any) -> int | None:
     """ISO-8601 / RFC 2822 / ``YYYY-MM-DD`` text -> milliseconds since the epoch (UTC).
@@ -47,7 +48,7 @@ def _text_to_epoch_ms(value: str) -> int:
         except (TypeError, ValueError, IndexError):
             raise ValueProblem(f"cannot read a date from {value!r}") from None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
+        parsed = parsed.replace(tzinfo=UTC)
     return int(parsed.timestamp() * 1000)
 
 
@@ -196,13 +197,8 @@ def jmespath_options(config: dict[str, Any] | None = None, now: int | None = Non
     return jmespath.Options(custom_functions=EngineFunctions(config, now))
 
 
-FUNCTION_NAMES = frozenset(
-    name.removeprefix("_func_")
-    for name in dir(EngineFunctions)
-    if name.startswith("_func_")
-)
+FUNCTION_NAMES = frozenset(name.removeprefix("_func_") for name in dir(EngineFunctions) if name.startswith("_func_"))
 
 BUILTIN_FUNCTION_NAMES = frozenset(
     name.removeprefix("_func_") for name in dir(functions.Functions) if name.startswith("_func_")
 )
-

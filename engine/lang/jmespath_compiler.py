@@ -14,10 +14,12 @@ run's :class:`jmespath.functions.Functions` (which carries config and the clock)
 from __future__ import annotations
 
 import operator
+from collections.abc import Callable
 from numbers import Number
-from typing import Any, Callable
+from typing import Any
 
-from jmespath import exceptions, functions as jp_functions
+from jmespath import exceptions
+from jmespath import functions as jp_functions
 
 Compiled = Callable[[Any, Any], Any]
 
@@ -64,9 +66,8 @@ def _equals(x: Any, y: Any) -> bool:
     if _is_number(x) and x in (0, 1):
         if isinstance(y, bool):
             return False
-    elif _is_number(y) and y in (0, 1):
-        if isinstance(x, bool):
-            return False
+    elif _is_number(y) and y in (0, 1) and isinstance(x, bool):
+        return False
     return x == y
 
 
@@ -96,6 +97,7 @@ def _field(node, children, table):
             return value.get(name)
         except AttributeError:
             return None
+
     return field
 
 
@@ -106,6 +108,7 @@ def _chain(node, children, table):
 
         def chain2(value, fns):
             return second(first(value, fns), fns)
+
         return chain2
 
     def chain(value, fns):
@@ -113,6 +116,7 @@ def _chain(node, children, table):
         for child in rest:
             result = child(result, fns)
         return result
+
     return chain
 
 
@@ -130,6 +134,7 @@ def _comparator(node, children, table):
         if not (_comparable(a) and _comparable(b)):
             return None
         return compare(a, b)
+
     return ordering
 
 
@@ -159,13 +164,14 @@ def _function(node, children, table):
     checked = [(argument, check) for argument, check in zip(children, checks)]
     function = spec["function"]
     if len(checked) == 1:  # the common shapes, without a loop
-        (a, check_a), = checked
+        ((a, check_a),) = checked
 
         def call1(value, fns):
             x = a(value, fns)
             if check_a is not None:
                 check_a(x)
             return function(fns, x)
+
         return call1
     if len(checked) == 2:
         (a, check_a), (b, check_b) = checked
@@ -177,6 +183,7 @@ def _function(node, children, table):
             if check_b is not None:
                 check_b(y)
             return function(fns, x, y)
+
         return call2
 
     def call(value, fns):
@@ -187,6 +194,7 @@ def _function(node, children, table):
                 check(result)
             resolved.append(result)
         return function(fns, *resolved)
+
     return call
 
 
@@ -199,7 +207,7 @@ def _type_check(name: str, types: list[str]):
     for jp_type in types:
         if jp_type.startswith("array-"):
             allowed.update(_TYPE_NAMES["array"])
-            subtypes.append(_TYPE_NAMES[jp_type[len("array-"):]])
+            subtypes.append(_TYPE_NAMES[jp_type[len("array-") :]])
         else:
             allowed.update(_TYPE_NAMES[jp_type])
     checker = jp_functions.Functions()
@@ -221,11 +229,20 @@ def _type_check(name: str, types: list[str]):
             raise exceptions.JMESPathTypeError(name, value, checker._convert_to_jmespath_type(actual), types)
         if subtypes and actual in _TYPE_NAMES["array"] and value:
             checker._subtype_check(value, subtypes, types, name)
+
     return check
 
 
-_PYTHON_TYPES = {"bool": bool, "list": list, "dict": dict, "NoneType": type(None), "str": str, "float": float,
-                 "int": int, "CompiledExpref": CompiledExpref}
+_PYTHON_TYPES = {
+    "bool": bool,
+    "list": list,
+    "dict": dict,
+    "NoneType": type(None),
+    "str": str,
+    "float": float,
+    "int": int,
+    "CompiledExpref": CompiledExpref,
+}
 
 
 def _filter_projection(node, children, table):
@@ -236,6 +253,7 @@ def _filter_projection(node, children, table):
         if not isinstance(base, list):
             return None
         return _project((e for e in base if not _is_false(condition(e, fns))), right, fns)
+
     return filter_projection
 
 
@@ -263,6 +281,7 @@ def _flatten(node, children, table):
             else:
                 merged.append(element)
         return merged
+
     return flatten
 
 
@@ -276,6 +295,7 @@ def _index(node, children, table):
             return value[position]
         except IndexError:
             return None
+
     return index
 
 
@@ -286,6 +306,7 @@ def _slice(node, children, table):
         if not isinstance(value, list):
             return None
         return value[bounds]
+
     return sliced
 
 
@@ -305,6 +326,7 @@ def _multi_select_dict(node, children, table):
         if value is None:
             return None
         return {key: compiled(value, fns) for key, compiled in pairs}
+
     return multi_select_dict
 
 
@@ -313,6 +335,7 @@ def _multi_select_list(node, children, table):
         if value is None:
             return None
         return [compiled(value, fns) for compiled in children]
+
     return multi_select_list
 
 
@@ -322,6 +345,7 @@ def _or(node, children, table):
     def either(value, fns):
         matched = left(value, fns)
         return right(value, fns) if _is_false(matched) else matched
+
     return either
 
 
@@ -331,6 +355,7 @@ def _and(node, children, table):
     def both(value, fns):
         matched = left(value, fns)
         return matched if _is_false(matched) else right(value, fns)
+
     return both
 
 
@@ -342,6 +367,7 @@ def _not(node, children, table):
         if _is_number(result) and result == 0:
             return False
         return not result
+
     return negation
 
 
@@ -353,6 +379,7 @@ def _projection(node, children, table):
         if not isinstance(base, list):
             return None
         return _project(base, right, fns)
+
     return projection
 
 
@@ -366,6 +393,7 @@ def _value_projection(node, children, table):
         except AttributeError:
             return None
         return _project(base, right, fns)
+
     return value_projection
 
 

@@ -17,6 +17,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from ..errors import ExpressionError, ValueProblem, did_you_mean
 from .functions import split_text, to_epoch_ms
 
+
 class MappingSandbox(ImmutableSandboxedEnvironment):
     """The sandbox templates run in: immutable, strict about undefined names and about
     None, and reading dict keys before attributes (so ``record.items`` is the record's
@@ -73,7 +74,7 @@ _WHERE_AVAILABLE = {
 REQUEST_VARIABLES = frozenset({"config", "parent", "now", "paging"})
 
 
-def compile_template(text: str, *, variables: frozenset[str], config_fields: frozenset[str]) -> "LazyTemplate":
+def compile_template(text: str, *, variables: frozenset[str], config_fields: frozenset[str]) -> LazyTemplate:
     """Check a template (syntax, unknown variables, undeclared config fields); the Jinja
     template itself is compiled on first use (plain substitutions rarely need it)."""
     try:
@@ -84,17 +85,21 @@ def compile_template(text: str, *, variables: frozenset[str], config_fields: fro
     for name in sorted(jinja2.meta.find_undeclared_variables(tree)):
         if name not in variables and name not in ENVIRONMENT.globals:
             if name in _WHERE_AVAILABLE:
-                raise ExpressionError(f"'{name}' is not available here: {_WHERE_AVAILABLE[name]}",
-                                      _variable_offset(tokens, name))
-            raise ExpressionError(f"unknown variable '{name}'{known_names(name, variables)}",
-                                  _variable_offset(tokens, name))
+                raise ExpressionError(
+                    f"'{name}' is not available here: {_WHERE_AVAILABLE[name]}", _variable_offset(tokens, name)
+                )
+            raise ExpressionError(
+                f"unknown variable '{name}'{known_names(name, variables)}", _variable_offset(tokens, name)
+            )
     for node in tree.find_all((jinja2.nodes.Getattr, jinja2.nodes.Getitem)):
         target = node.node
         if isinstance(target, jinja2.nodes.Name) and target.name == "config":
             field = node.attr if isinstance(node, jinja2.nodes.Getattr) else getattr(node.arg, "value", None)
             if isinstance(field, str) and field not in config_fields:
-                raise ExpressionError(f"unknown config field '{field}'{known_names(field, config_fields)}",
-                                      _config_field_offset(tokens, field))
+                raise ExpressionError(
+                    f"unknown config field '{field}'{known_names(field, config_fields)}",
+                    _config_field_offset(tokens, field),
+                )
     return LazyTemplate(text)
 
 
@@ -137,9 +142,9 @@ def _config_field_offset(tokens, field: str) -> int:
     significant = [(o, k, v) for o, k, v in tokens if k != "whitespace"]
     for index in range(2, len(significant)):
         offset, kind, value = significant[index]
-        if value.strip("'\"") == field and kind in ("name", "string") and significant[index - 1][2] in (".", "["):
-            if significant[index - 2][2] == "config":
-                return offset + (1 if kind == "string" else 0)
+        after_config = significant[index - 2][2] == "config" and significant[index - 1][2] in (".", "[")
+        if after_config and value.strip("'\"") == field and kind in ("name", "string"):
+            return offset + (1 if kind == "string" else 0)
     return 0
 
 

@@ -12,8 +12,9 @@ and then evaluated per record with a :class:`Scope`. A value in YAML is written 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import jinja2
 import jinja2.nodes
@@ -21,10 +22,11 @@ import jmespath
 import jmespath.exceptions
 import jmespath.lexer
 
-from ..errors import ExpressionError, did_you_mean
+from ..errors import ExpressionError
 from .functions import BUILTIN_FUNCTION_NAMES, FUNCTION_NAMES, EngineFunctions
 from .jmespath_compiler import compile_ast
 from .templates import ENVIRONMENT, LazyTemplate, compile_template, known_names
+
 
 def compile_jmespath(text: str, config_fields: frozenset[str] | None = None) -> jmespath.parser.ParsedResult:
     """Compile, or raise ExpressionError with the offending offset (0-based). Unknown
@@ -48,8 +50,9 @@ def compile_jmespath(text: str, config_fields: frozenset[str] | None = None) -> 
         for name, _, argument in calls:
             if name == "config" and argument is not None and argument["value"] not in config_fields:
                 field = argument["value"]
-                raise ExpressionError(f"unknown config field '{field}'{known_names(field, config_fields)}",
-                                      argument["start"] + 1)  # inside the quotes
+                raise ExpressionError(
+                    f"unknown config field '{field}'{known_names(field, config_fields)}", argument["start"] + 1
+                )  # inside the quotes
     return compiled
 
 
@@ -113,8 +116,7 @@ def jmespath_value(text: str, config_fields: frozenset[str] | None = None) -> Va
             search = compile_ast(parsed, EngineFunctions.FUNCTION_TABLE)
         except (jmespath.exceptions.ArityError, jmespath.exceptions.VariadictArityError) as exc:
             raise ExpressionError(f"JMESPath: {exc}", _call_offset(text, exc.function_name)) from None
-    return Value("jmespath", text, lambda scope: search(scope.root, scope.options.custom_functions), search,
-                 field_path)
+    return Value("jmespath", text, lambda scope: search(scope.root, scope.options.custom_functions), search, field_path)
 
 
 def _field_path(parts: tuple[str, ...]) -> Callable[[Any, Any], Any]:
@@ -173,7 +175,7 @@ def _plain_substitution(text: str) -> list | None:
 _TEXT_TYPES = (str, int, float)
 
 
-def _substitute(pieces: list, template: "LazyTemplate") -> Callable[[Scope], str]:
+def _substitute(pieces: list, template: LazyTemplate) -> Callable[[Scope], str]:
     """Render a plain substitution without Jinja's machinery; anything unusual (a missing
     field, a non-dict on the way, a value that is not text or a number) goes to Jinja, so
     the result and the errors are Jinja's own."""

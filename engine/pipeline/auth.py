@@ -59,8 +59,9 @@ def static_auth(spec: AuthSpec | None, scope: Scope, redactor: Redactor) -> Stat
 class OAuth2ClientCredentials:
     """RFC 6749 §4.4: a token from ``token_url``, cached until it nearly expires. Thread-safe."""
 
-    def __init__(self, spec: AuthSpec, scope: Scope, redactor: Redactor, *, token_url: str, timeout: float,
-                 retry: RetryPolicy):
+    def __init__(
+        self, spec: AuthSpec, scope: Scope, redactor: Redactor, *, token_url: str, timeout: float, retry: RetryPolicy
+    ):
         # The source's backoff, fewer attempts: the credentials may simply be wrong.
         self.retry = dataclasses.replace(retry, max_attempts=min(retry.max_attempts, TOKEN_ATTEMPTS))
         self.values: dict[str, Any] = {name: value.evaluate(scope) for name, value in spec.fields}
@@ -125,9 +126,13 @@ class OAuth2ClientCredentials:
             if not detail and response.status_code < 400:
                 detail = f"the response has no access_token: {snippet(response)}"
             detail = detail or snippet(response)
-            raise AuthenticationError(self.redactor(
-                f"authentication failed: {where} -> HTTP {response.status_code}: {detail} - check the "
-                f"client id and secret in the config"), status=response.status_code)
+            raise AuthenticationError(
+                self.redactor(
+                    f"authentication failed: {where} -> HTTP {response.status_code}: {detail} - check the "
+                    f"client id and secret in the config"
+                ),
+                status=response.status_code,
+            )
         token = str(body["access_token"])
         self.redactor.add(token)
         lifetime = _number(body.get("expires_in"), DEFAULT_TOKEN_LIFETIME)

@@ -9,15 +9,16 @@ and the rest of the record is kept.
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import jinja2
 
 from ..errors import ValueProblem
 from ..lang.values import Scope, Value
 from .check import KeyIndex
-from .properties import compile_properties
 from .plan import Endpoint, MappedRelationshipSpec, RelationshipSpec, Step
+from .properties import compile_properties
 
 
 class Built:
@@ -75,8 +76,16 @@ _PRIMITIVES = (str, int, float, bool)
 
 
 class GraphBuilder:
-    def __init__(self, step: Step, *, config: Mapping[str, Any], options, index: KeyIndex,
-                 instance_tags: dict[str, Any], now: int):
+    def __init__(
+        self,
+        step: Step,
+        *,
+        config: Mapping[str, Any],
+        options,
+        index: KeyIndex,
+        instance_tags: dict[str, Any],
+        now: int,
+    ):
         self.step = step
         self.config = config
         self.options = options
@@ -85,16 +94,24 @@ class GraphBuilder:
         self.instance_tags = [(f"tag.{name}", value) for name, value in instance_tags.items()]
         # Every rule with the paths its messages use, computed once.
         self.entity_rules = [
-            (spec, f"entities[{i}]",
-             compile_properties(_with_repeats(spec.properties, f"entities[{i}].properties"),
-                                property_value=property_value, describe=describe),
-             [(f"tag.{name}", value, f"entities[{i}].tags.{name}") for name, value in spec.tags],
-             any(name == "displayName" for name, _ in spec.properties), f"entities[{i}].key")
+            (
+                spec,
+                f"entities[{i}]",
+                compile_properties(
+                    _with_repeats(spec.properties, f"entities[{i}].properties"),
+                    property_value=property_value,
+                    describe=describe,
+                ),
+                [(f"tag.{name}", value, f"entities[{i}].tags.{name}") for name, value in spec.tags],
+                any(name == "displayName" for name, _ in spec.properties),
+                f"entities[{i}].key",
+            )
             for i, spec in enumerate(step.entities)
         ]
         self.relationship_rules = [(spec, f"relationships[{i}]") for i, spec in enumerate(step.relationships)]
-        self.mapped_rules = [MappedRule(spec, f"mapped_relationships[{i}]")
-                             for i, spec in enumerate(step.mapped_relationships)]
+        self.mapped_rules = [
+            MappedRule(spec, f"mapped_relationships[{i}]") for i, spec in enumerate(step.mapped_relationships)
+        ]
 
     def scope(self, record: Any, parent: Any = None) -> Scope:
         variables = {"record": record, "config": self.config, "parent": parent, "now": self.now}
@@ -138,8 +155,13 @@ class GraphBuilder:
             notes.add(f"{where}.key", f"the key is {key!r}, not a non-empty string; entity skipped")
             return None
         entity: dict[str, Any] = {"_key": key, "_type": spec.type, "_class": list(spec.classes)}
-        fill_properties(record, scope, scope.options.custom_functions,
-                        notes if where is base else ItemNotes(notes, base, where), entity)
+        fill_properties(
+            record,
+            scope,
+            scope.options.custom_functions,
+            notes if where is base else ItemNotes(notes, base, where),
+            entity,
+        )
         if "displayName" not in entity and isinstance(entity.get("name"), str):
             entity["displayName"] = entity["name"]
         for name, value in self.instance_tags:
@@ -153,16 +175,18 @@ class GraphBuilder:
             if isinstance(found, dict):
                 assign_tags(entity, found, display_name_set=display_name_set)
             elif found is not None:
-                notes.add(f"{where}.tags_from", f"expected an object of tag names to values, "
-                                                f"got {type(found).__name__}")
+                notes.add(
+                    f"{where}.tags_from", f"expected an object of tag names to values, got {type(found).__name__}"
+                )
         if spec.raw_data:
             entity["_rawData"] = [{"name": "default", "rawData": record}]
         return entity
 
     # -- direct relationships --------------------------------------------------------------
 
-    def relationships(self, spec: RelationshipSpec, scope: Scope, keys_by_type: dict[str, str],
-                      notes: Notes, where: str) -> Iterable[dict]:
+    def relationships(
+        self, spec: RelationshipSpec, scope: Scope, keys_by_type: dict[str, str], notes: Notes, where: str
+    ) -> Iterable[dict]:
         relationship_class = spec.relationship_class
         verb = relationship_class.lower()
         for item_scope in self.item_scopes(spec.for_each, scope, notes, where):
@@ -182,8 +206,9 @@ class GraphBuilder:
                         relationship.update(self.relationship_properties(spec.properties, item_scope, notes, where))
                     yield relationship
 
-    def endpoint_keys(self, endpoint: Endpoint, scope: Scope, keys_by_type: dict[str, str], notes: Notes,
-                      where: str) -> list[str]:
+    def endpoint_keys(
+        self, endpoint: Endpoint, scope: Scope, keys_by_type: dict[str, str], notes: Notes, where: str
+    ) -> list[str]:
         if endpoint.mode == "record":
             key = keys_by_type.get(endpoint.type)
             return [key] if key is not None else []
@@ -199,8 +224,10 @@ class GraphBuilder:
             if result is None:
                 continue
             if isinstance(result, (dict, list)):
-                notes.add(f"{where}.properties.{name}", f"relationship properties must be primitive, "
-                                                        f"got {type(result).__name__}; dropped")
+                notes.add(
+                    f"{where}.properties.{name}",
+                    f"relationship properties must be primitive, got {type(result).__name__}; dropped",
+                )
                 continue
             out[name] = result
         return out
@@ -272,18 +299,31 @@ class GraphBuilder:
 class MappedRule:
     """A mapped relationship rule with what every record needs computed once."""
 
-    __slots__ = ("spec", "where", "verb", "fill_target", "needs_scope", "target_base", "target_filter_keys",
-                 "needed", "key_names")
+    __slots__ = (
+        "spec",
+        "where",
+        "verb",
+        "fill_target",
+        "needs_scope",
+        "target_base",
+        "target_filter_keys",
+        "needed",
+        "key_names",
+    )
 
     def __init__(self, spec: MappedRelationshipSpec, where: str):
         self.spec, self.where = spec, where
         self.verb = spec.relationship_class.lower()
-        self.fill_target = compile_properties(_with_repeats(spec.target_properties, f"{where}.target.properties"),
-                                              property_value=property_value, describe=describe)
+        self.fill_target = compile_properties(
+            _with_repeats(spec.target_properties, f"{where}.target.properties"),
+            property_value=property_value,
+            describe=describe,
+        )
         # Templates (and relationship properties) see the item's scope; plain JMESPath needs none.
         self.needs_scope = bool(spec.properties) or any(v.search is None for _, v in spec.target_properties)
-        self.target_base = {name: value for name, value in (("_type", spec.target_type),
-                                                            ("_class", spec.target_class)) if value}
+        self.target_base = {
+            name: value for name, value in (("_type", spec.target_type), ("_class", spec.target_class)) if value
+        }
         self.target_filter_keys = [list(group) for group in spec.filter_keys]  # never changed: shared
         self.key_names = tuple(name for group in spec.filter_keys for name in group)
         self.needed = tuple(dict.fromkeys(self.key_names))

@@ -11,9 +11,9 @@ never deletes what it did not see.
 from __future__ import annotations
 
 from collections import Counter
-from functools import lru_cache
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import lru_cache
 
 from .. import datamodel
 
@@ -126,11 +126,13 @@ class GraphChecker:
         if report.duplicates and graph_type in self.index.types:
             lines.append(f"{graph_type}: {report.duplicates} duplicate key(s); kept the first of each")
         for message, count in report.invalid.items():
-            lines.append(f"{graph_type}: {count} object(s) not written: {message} "
-                         f"(e.g. {report.example_keys[message]})")
+            lines.append(
+                f"{graph_type}: {count} object(s) not written: {message} (e.g. {report.example_keys[message]})"
+            )
         if report.dangling:
-            lines.append(f"{graph_type}: {report.dangling} relationship(s) not written: an endpoint entity "
-                         f"does not exist")
+            lines.append(
+                f"{graph_type}: {report.dangling} relationship(s) not written: an endpoint entity does not exist"
+            )
         return lines
 
 

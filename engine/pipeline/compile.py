@@ -41,7 +41,6 @@ from .plan import (
 VALUE_FORMS = ("jmespath", "template", "value")
 
 
-
 def compile_file(path: str | Path) -> Plan:
     """Load, schema-check and compile a mapping file. Raises MappingError with every problem."""
     return compile_mapping(load_mapping(path), base_dir=Path(path).parent)
@@ -89,14 +88,15 @@ class _Compiler:
     def config_names(self) -> frozenset[str]:
         return frozenset((self.data.get("config") or {}).keys())
 
-    def value(self, raw: Any, path: PathT, *, variables: frozenset[str] | None = None,
-              allow_jmespath: bool = True) -> Value | None:
+    def value(
+        self, raw: Any, path: PathT, *, variables: frozenset[str] | None = None, allow_jmespath: bool = True
+    ) -> Value | None:
         """Compile one value written in any of the documented forms. Templates may use
         ``variables`` (by default, what the rule being compiled can see)."""
         variables = self.variables if variables is None else variables
         try:
             if isinstance(raw, dict):
-                (form, text), = raw.items()
+                ((form, text),) = raw.items()
                 if form == "value":
                     return literal(text)
                 if form == "template":
@@ -157,8 +157,7 @@ class _Compiler:
         integration = data["integration"]
         config_fields = self.config_fields()
         sources = self.sources()
-        instance_tags = self.value_map(data.get("tags"), ("tags",),
-                                       variables=frozenset({"config", "now"}))
+        instance_tags = self.value_map(data.get("tags"), ("tags",), variables=frozenset({"config", "now"}))
         steps = self.steps({s.name for s in sources})
         offline = self.offline()
         if self.problems:
@@ -189,11 +188,18 @@ class _Compiler:
             choices = tuple(spec.get("choices") or ())
             if choices and has_default and spec["default"] not in choices:
                 self.problem(path + ("default",), f"default {spec['default']!r} is not one of the choices")
-            fields.append(ConfigField(
-                name=name, env=spec.get("env"), type=kind, secret=bool(spec.get("secret", False)),
-                required=bool(required), default=spec.get("default"), description=spec.get("description", ""),
-                choices=choices,
-            ))
+            fields.append(
+                ConfigField(
+                    name=name,
+                    env=spec.get("env"),
+                    type=kind,
+                    secret=bool(spec.get("secret", False)),
+                    required=bool(required),
+                    default=spec.get("default"),
+                    description=spec.get("description", ""),
+                    choices=choices,
+                )
+            )
         return tuple(fields)
 
     def sources(self) -> tuple[Source, ...]:
@@ -211,31 +217,37 @@ class _Compiler:
             )
             validate = None
             if "validate" in spec:
-                validate = self.request({"source": name, **spec["validate"]}, path + ("validate",), {name},
-                                        variables=variables)
+                validate = self.request(
+                    {"source": name, **spec["validate"]}, path + ("validate",), {name}, variables=variables
+                )
             error_message = self.expression(
                 spec.get("error_message", "errors[0].message || message || error || detail"),
                 path + ("error_message",),
             )
-            out.append(Source(
-                name=name,
-                auth=self.auth(spec.get("auth"), path + ("auth",)),
-                rate_limits=tuple((int(r["requests"]), float(r["seconds"])) for r in spec.get("rate_limits") or ()),
-                on_status=tuple((int(k), v) for k, v in (spec.get("on_status") or {}).items()),
-                base_url=base_url,
-                headers=self.value_map(spec.get("headers"), path + ("headers",), variables=variables,
-                                       allow_jmespath=False),
-                params=self.value_map(spec.get("params"), path + ("params",), variables=variables,
-                                      allow_jmespath=False),
-                timeout=float(spec.get("timeout", 30)),
-                retry=retry,
-                validate=validate,
-                error_message=error_message,
-            ))
+            out.append(
+                Source(
+                    name=name,
+                    auth=self.auth(spec.get("auth"), path + ("auth",)),
+                    rate_limits=tuple((int(r["requests"]), float(r["seconds"])) for r in spec.get("rate_limits") or ()),
+                    on_status=tuple((int(k), v) for k, v in (spec.get("on_status") or {}).items()),
+                    base_url=base_url,
+                    headers=self.value_map(
+                        spec.get("headers"), path + ("headers",), variables=variables, allow_jmespath=False
+                    ),
+                    params=self.value_map(
+                        spec.get("params"), path + ("params",), variables=variables, allow_jmespath=False
+                    ),
+                    timeout=float(spec.get("timeout", 30)),
+                    retry=retry,
+                    validate=validate,
+                    error_message=error_message,
+                )
+            )
         return tuple(out)
 
-    def request(self, spec: dict, path: PathT, source_names: set[str],
-                variables: frozenset[str] = REQUEST_VARIABLES) -> RequestSpec | None:
+    def request(
+        self, spec: dict, path: PathT, source_names: set[str], variables: frozenset[str] = REQUEST_VARIABLES
+    ) -> RequestSpec | None:
         source = spec.get("source") or next(iter(self.data["sources"]))
         if source not in source_names:
             self.problem(path + ("source",), f"unknown source '{source}'{did_you_mean(source, source_names)}")
@@ -244,13 +256,15 @@ class _Compiler:
             source=source,
             method=spec.get("method", "POST" if graphql else "GET"),
             graphql=graphql["query"] if graphql else None,
-            variables=self.value_map((graphql or {}).get("variables"), path + ("graphql", "variables"),
-                                     variables=variables, allow_jmespath=False),
+            variables=self.value_map(
+                (graphql or {}).get("variables"),
+                path + ("graphql", "variables"),
+                variables=variables,
+                allow_jmespath=False,
+            ),
             path=self.template(spec.get("path", ""), path + ("path",), variables),
-            params=self.value_map(spec.get("params"), path + ("params",), variables=variables,
-                                  allow_jmespath=False),
-            headers=self.value_map(spec.get("headers"), path + ("headers",), variables=variables,
-                                   allow_jmespath=False),
+            params=self.value_map(spec.get("params"), path + ("params",), variables=variables, allow_jmespath=False),
+            headers=self.value_map(spec.get("headers"), path + ("headers",), variables=variables, allow_jmespath=False),
             body=self.structure(spec["body"], path + ("body",), variables) if "body" in spec else None,
         )
 
@@ -268,10 +282,12 @@ class _Compiler:
                 self.problem(("offline", "as_of"), str(exc))
         for name in config:
             if name not in self.config_names:
-                self.problem(("offline", "config", name), f"unknown config field '{name}'"
-                             f"{did_you_mean(name, self.config_names)}", key=True)
-        return Offline(cassette=cassette, config=tuple(config.items()),
-                       as_of=None if as_of is None else str(as_of))
+                self.problem(
+                    ("offline", "config", name),
+                    f"unknown config field '{name}'{did_you_mean(name, self.config_names)}",
+                    key=True,
+                )
+        return Offline(cassette=cassette, config=tuple(config.items()), as_of=None if as_of is None else str(as_of))
 
     # -- steps ---------------------------------------------------------------------------
 
@@ -280,8 +296,9 @@ class _Compiler:
         ids: dict[str, int] = {}
         for index, spec in enumerate(raw_steps):
             if spec["id"] in ids:
-                self.problem(("steps", index, "id"),
-                             f"duplicate step id '{spec['id']}' (also steps[{ids[spec['id']]}])")
+                self.problem(
+                    ("steps", index, "id"), f"duplicate step id '{spec['id']}' (also steps[{ids[spec['id']]}])"
+                )
             ids.setdefault(spec["id"], index)
         # entity _type -> the steps that build it. Several steps may build one type (say, one
         # per mode, switched by `when`), with the same class; one step declares it once.
@@ -294,9 +311,12 @@ class _Compiler:
                 if spec["id"] in owners:
                     self.problem(where, f"entity type '{entity_type}' is declared twice in this step")
                 elif entity_type in classes_of and classes_of[entity_type] != entity["class"]:
-                    self.problem(where, f"entity type '{entity_type}' is declared with class "
-                                        f"{entity['class']!r} here but {classes_of[entity_type]!r} in step "
-                                        f"'{owners[0]}'")
+                    self.problem(
+                        where,
+                        f"entity type '{entity_type}' is declared with class "
+                        f"{entity['class']!r} here but {classes_of[entity_type]!r} in step "
+                        f"'{owners[0]}'",
+                    )
                 owners.append(spec["id"])
                 classes_of.setdefault(entity_type, entity["class"])
 
@@ -316,7 +336,7 @@ class _Compiler:
             if state.get(step.id) == "done":
                 return
             if state.get(step.id) == "visiting":
-                cycle = " -> ".join(trail[trail.index(step.id):] + [step.id])
+                cycle = " -> ".join(trail[trail.index(step.id) :] + [step.id])
                 self.problem(("steps", ids[step.id], "depends_on"), f"dependency cycle: {cycle}")
                 return
             state[step.id] = "visiting"
@@ -330,8 +350,9 @@ class _Compiler:
             visit(step, [])
         return tuple(ordered)
 
-    def step(self, spec: dict, path: PathT, ids: dict[str, int], declared_types: dict,
-             source_names: set[str]) -> Step | None:
+    def step(
+        self, spec: dict, path: PathT, ids: dict[str, int], declared_types: dict, source_names: set[str]
+    ) -> Step | None:
         for d_index, dep in enumerate(spec.get("depends_on") or []):
             if dep not in ids:
                 self.problem(path + ("depends_on", d_index), f"unknown step '{dep}'{did_you_mean(dep, ids)}")
@@ -349,11 +370,16 @@ class _Compiler:
         if parent_type is not None:
             owners = declared_types.get(parent_type)
             if owners is None:
-                self.problem(path + ("for_each",), f"unknown entity type '{parent_type}'"
-                                                   f"{did_you_mean(parent_type, declared_types)}")
+                self.problem(
+                    path + ("for_each",),
+                    f"unknown entity type '{parent_type}'{did_you_mean(parent_type, declared_types)}",
+                )
             elif not set(owners) & _ancestors(self.data, spec["id"]) and self.dependencies_known(spec["id"]):
-                self.problem(path + ("for_each",), f"'{parent_type}' is built by step '{owners[0]}', which "
-                                                   f"this step does not depend on; add it to depends_on")
+                self.problem(
+                    path + ("for_each",),
+                    f"'{parent_type}' is built by step '{owners[0]}', which "
+                    f"this step does not depend on; add it to depends_on",
+                )
             if request is None:
                 self.problem(path + ("for_each",), "for_each needs a request to make per entity")
         pagination = self.pagination(spec.get("pagination"), path + ("pagination",))
@@ -364,20 +390,25 @@ class _Compiler:
         record_types = {e["type"] for e in spec.get("entities") or [] if "for_each" not in e}
         self.for_each_types = {e["type"] for e in spec.get("entities") or [] if "for_each" in e}
         entities = tuple(
-            e for e in (self.entity(raw, path + ("entities", i)) for i, raw in enumerate(spec.get("entities") or []))
+            e
+            for e in (self.entity(raw, path + ("entities", i)) for i, raw in enumerate(spec.get("entities") or []))
             if e is not None
         )
         relationships = tuple(
-            r for r in (
+            r
+            for r in (
                 self.relationship(raw, path + ("relationships", i), record_types, declared_types)
                 for i, raw in enumerate(spec.get("relationships") or [])
-            ) if r is not None
+            )
+            if r is not None
         )
         mapped = tuple(
-            m for m in (
+            m
+            for m in (
                 self.mapped_relationship(raw, path + ("mapped_relationships", i), record_types)
                 for i, raw in enumerate(spec.get("mapped_relationships") or [])
-            ) if m is not None
+            )
+            if m is not None
         )
         if records is None:
             return None
@@ -414,8 +445,9 @@ class _Compiler:
             kind=kind,
             place=spec.get("in", "query"),
             start=spec.get("start_page", 1) if kind == "page" else 0,
-            size=None if size is None else self.value(size, path + (size_key,), allow_jmespath=False,
-                                                      variables=frozenset({"config"})),
+            size=None
+            if size is None
+            else self.value(size, path + (size_key,), allow_jmespath=False, variables=frozenset({"config"})),
             total=optional("total"),
             total_pages=optional("total_pages"),
             cursor=optional("cursor"),
@@ -432,8 +464,11 @@ class _Compiler:
         allowed = PAGINATION_FIELDS[kind] | {"kind", "in", "has_more", "max_pages", "stop_on_empty"}
         for name in spec:
             if name not in allowed:
-                self.problem(path + (name,), f"'{name}' is not used by kind '{kind}' "
-                                             f"(it uses: {', '.join(sorted(allowed - {'kind'}))})", key=True)
+                self.problem(
+                    path + (name,),
+                    f"'{name}' is not used by kind '{kind}' (it uses: {', '.join(sorted(allowed - {'kind'}))})",
+                    key=True,
+                )
         for name, what in PAGINATION_REQUIRED.get(kind, {}).items():
             if name not in spec:
                 self.problem(path, f"kind '{kind}' needs '{name}' ({what})")
@@ -468,8 +503,13 @@ class _Compiler:
             compiled = self.template(str(raw), path + (name,), variables)
             if compiled is not None:
                 fields.append((name, compiled))
-        return AuthSpec(kind=kind, fields=tuple(fields), location=spec.get("in", "header"),
-                        name=spec.get("name", ""), client_auth=spec.get("client_auth", "body"))
+        return AuthSpec(
+            kind=kind,
+            fields=tuple(fields),
+            location=spec.get("in", "header"),
+            name=spec.get("name", ""),
+            client_auth=spec.get("client_auth", "body"),
+        )
 
     def entity(self, spec: dict, path: PathT) -> EntitySpec | None:
         self.variables = self.scope_for(self.current_step, spec)
@@ -477,8 +517,7 @@ class _Compiler:
         for c_index, name in enumerate(classes):
             if name not in datamodel.ENTITY_CLASSES:
                 where = path + ("class",) if isinstance(spec["class"], str) else path + ("class", c_index)
-                self.problem(where, f"unknown JupiterOne class '{name}'"
-                                    f"{did_you_mean(name, datamodel.ENTITY_CLASSES)}")
+                self.problem(where, f"unknown JupiterOne class '{name}'{did_you_mean(name, datamodel.ENTITY_CLASSES)}")
         key = self.template(spec["key"], path + ("key",))
         for_each = self.for_each(spec, path)
         properties = self.value_map(spec.get("properties"), path + ("properties",))
@@ -511,24 +550,37 @@ class _Compiler:
             if raw not in record_types:
                 where = "this step's entities" if record_types else "this step (it builds no entities)"
                 if raw in self.for_each_types:
-                    self.problem(path, f"'{raw}' is built with for_each (many per record); name one of them "
-                                       f"with {{type: {raw}, key: ...}}")
+                    self.problem(
+                        path,
+                        f"'{raw}' is built with for_each (many per record); name one of them "
+                        f"with {{type: {raw}, key: ...}}",
+                    )
                 elif raw in declared_types:
-                    self.problem(path, f"'{raw}' is built by another step; name one of its entities with "
-                                       f"{{type: {raw}, key: ...}} (or every one with {{type: {raw}}})")
+                    self.problem(
+                        path,
+                        f"'{raw}' is built by another step; name one of its entities with "
+                        f"{{type: {raw}, key: ...}} (or every one with {{type: {raw}}})",
+                    )
                 else:
-                    self.problem(path, f"'{raw}' is not an entity type built in {where}{did_you_mean(raw, record_types)}")
+                    self.problem(
+                        path, f"'{raw}' is not an entity type built in {where}{did_you_mean(raw, record_types)}"
+                    )
                 return None
             return Endpoint("record", raw)
         entity_type = raw["type"]
         if entity_type not in declared_types:
-            self.problem(path + ("type",), f"unknown entity type '{entity_type}'{did_you_mean(entity_type, declared_types)}")
+            self.problem(
+                path + ("type",), f"unknown entity type '{entity_type}'{did_you_mean(entity_type, declared_types)}"
+            )
             return None
         owners = declared_types[entity_type]
         step_id = self.data["steps"][path[1]]["id"]
         if not set(owners) & (_ancestors(self.data, step_id) | {step_id}) and self.dependencies_known(step_id):
-            self.problem(path + ("type",), f"'{entity_type}' is built by step '{owners[0]}', which this step "
-                                           f"does not depend on; add it to depends_on")
+            self.problem(
+                path + ("type",),
+                f"'{entity_type}' is built by step '{owners[0]}', which this step "
+                f"does not depend on; add it to depends_on",
+            )
             return None
         if "key" in raw:
             key = self.template(raw["key"], path + ("key",))
@@ -538,8 +590,9 @@ class _Compiler:
     def for_each(self, spec: dict, path: PathT) -> Value | None:
         return self.expression(spec["for_each"], path + ("for_each",)) if "for_each" in spec else None
 
-    def relationship(self, spec: dict, path: PathT, record_types: set[str], declared_types: dict
-                     ) -> RelationshipSpec | None:
+    def relationship(
+        self, spec: dict, path: PathT, record_types: set[str], declared_types: dict
+    ) -> RelationshipSpec | None:
         self.variables = self.scope_for(self.current_step, spec)
         source = self.endpoint(spec["from"], path + ("from",), record_types, declared_types)
         target = self.endpoint(spec["to"], path + ("to",), record_types, declared_types)
@@ -562,14 +615,18 @@ class _Compiler:
         self.variables = self.scope_for(self.current_step, spec)
         source_type = spec["source"]
         if source_type not in record_types:
-            self.problem(path + ("source",), f"'{source_type}' is not an entity type built in this step"
-                                             f"{did_you_mean(source_type, record_types)}")
+            self.problem(
+                path + ("source",),
+                f"'{source_type}' is not an entity type built in this step{did_you_mean(source_type, record_types)}",
+            )
         target = spec["target"]
         target_type = target.get("type")
         target_class = target.get("class")
         if target_class is not None and target_class not in datamodel.ENTITY_CLASSES:
-            self.problem(path + ("target", "class"), f"unknown JupiterOne class '{target_class}'"
-                                                     f"{did_you_mean(target_class, datamodel.ENTITY_CLASSES)}")
+            self.problem(
+                path + ("target", "class"),
+                f"unknown JupiterOne class '{target_class}'{did_you_mean(target_class, datamodel.ENTITY_CLASSES)}",
+            )
         rel_type = spec.get("type")
         if rel_type is None:
             if target_type is None:
@@ -583,15 +640,19 @@ class _Compiler:
         filter_keys = tuple(tuple(group) for group in spec.get("filter_keys") or [["_type", "_key"]])
         missing_default = [k for k in ("_type", "_key") if k not in known_target_keys]
         if "filter_keys" not in spec and missing_default:
-            self.problem(path, f"filter_keys defaults to [[_type, _key]], but the target has no "
-                               f"{' and no '.join(missing_default)}; declare filter_keys (e.g. [[_class, email]])")
+            self.problem(
+                path,
+                f"filter_keys defaults to [[_type, _key]], but the target has no "
+                f"{' and no '.join(missing_default)}; declare filter_keys (e.g. [[_class, email]])",
+            )
             filter_keys = ()
         for g_index, group in enumerate(filter_keys):
             for k_index, name in enumerate(group):
                 if name not in known_target_keys:
-                    self.problem(path + ("filter_keys", g_index, k_index),
-                                 f"filter key '{name}' is not a property of the target"
-                                 f"{did_you_mean(name, known_target_keys)}")
+                    self.problem(
+                        path + ("filter_keys", g_index, k_index),
+                        f"filter key '{name}' is not a property of the target{did_you_mean(name, known_target_keys)}",
+                    )
         properties = self.value_map(spec.get("properties"), path + ("properties",))
         for_each = self.for_each(spec, path)
         if source_type not in record_types:
@@ -623,6 +684,3 @@ def _ancestors(data: dict, step_id: str) -> set[str]:
             seen.add(current)
             pending.extend(depends.get(current, []))
     return seen
-
-
-

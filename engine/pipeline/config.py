@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 from ..errors import ConfigError, did_you_mean
 from ..secrets import MIN_SECRET_LENGTH, Redactor
@@ -98,14 +99,20 @@ def resolve_config(
         values[field.name] = _convert(field, raw, origin)
         if field.choices and values[field.name] not in field.choices:
             shown = "the value" if field.secret else repr(values[field.name])
-            raise ConfigError(f"config field '{field.name}' must be one of {', '.join(map(str, field.choices))}; "
-                              f"{origin} gives {shown}")
+            raise ConfigError(
+                f"config field '{field.name}' must be one of {', '.join(map(str, field.choices))}; "
+                f"{origin} gives {shown}"
+            )
 
     secrets = [str(values[f.name]) for f in plan.config_fields if f.secret and values.get(f.name) is not None]
     for field in plan.config_fields:
         if field.secret and values.get(field.name) is not None and len(str(values[field.name])) < MIN_SECRET_LENGTH:
-            log.warning("config field '%s' is shorter than %d characters: too short to redact safely, it may "
-                        "appear in logs and output", field.name, MIN_SECRET_LENGTH)
+            log.warning(
+                "config field '%s' is shorter than %d characters: too short to redact safely, it may "
+                "appear in logs and output",
+                field.name,
+                MIN_SECRET_LENGTH,
+            )
     return ResolvedConfig(MappingProxyType(values), Redactor(secrets), tuple(placeholders))
 
 

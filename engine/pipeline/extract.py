@@ -26,8 +26,9 @@ def select_records(selector: Value, body: Any, options) -> list:
         return found
     if isinstance(found, dict):
         return [found]
-    raise RecordsError(f"the records selector '{selector.source}' gives {_kind(found)} "
-                       f"{json.dumps(found)[:80]}, not a list of records")
+    raise RecordsError(
+        f"the records selector '{selector.source}' gives {_kind(found)} {json.dumps(found)[:80]}, not a list of records"
+    )
 
 
 def keep_record(record_filter: Value | None, scope: Scope) -> bool:

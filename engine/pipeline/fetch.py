@@ -13,8 +13,9 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import requests
@@ -49,8 +50,17 @@ class HttpClient:
     """HTTP for one source: base URL, default headers and params, credentials, budgets,
     retries, JSON decoding."""
 
-    def __init__(self, source: Source, *, base_url: str, headers: dict[str, str], params: dict[str, str],
-                 redactor: Redactor, options, auth_scope: Scope):
+    def __init__(
+        self,
+        source: Source,
+        *,
+        base_url: str,
+        headers: dict[str, str],
+        params: dict[str, str],
+        redactor: Redactor,
+        options,
+        auth_scope: Scope,
+    ):
         self.source = source
         self.base_url = base_url.rstrip("/")
         self.redactor = redactor
@@ -62,8 +72,14 @@ class HttpClient:
         self.oauth = None
         if source.auth is not None and source.auth.kind == "oauth2_client_credentials":
             token_url = next(v for n, v in source.auth.fields if n == "token_url").evaluate(auth_scope)
-            self.oauth = OAuth2ClientCredentials(source.auth, auth_scope, redactor, token_url=self.url_for(token_url),
-                                                 timeout=source.timeout, retry=source.retry)
+            self.oauth = OAuth2ClientCredentials(
+                source.auth,
+                auth_scope,
+                redactor,
+                token_url=self.url_for(token_url),
+                timeout=source.timeout,
+                retry=source.retry,
+            )
         self.limiter = RateLimiter(source.rate_limits) if source.rate_limits else None
         self.requests_made = 0
         self._count_lock = threading.Lock()
@@ -88,8 +104,15 @@ class HttpClient:
         request = requests.Request(method, url, params=merged, headers=dict(headers or {}), json=body)
         return self.session.prepare_request(request)
 
-    def get_json(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
-                 headers: Mapping[str, str] | None = None, body: Any = None) -> Page:
+    def get_json(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        body: Any = None,
+    ) -> Page:
         """One logical request, retried as the source's policy says. Returns the decoded JSON."""
         prepared = self.prepare(method, path, params, headers, body)
         url = self.redactor(prepared.url)
@@ -113,9 +136,12 @@ class HttpClient:
             except Exception as exc:
                 if not cassette_miss(exc):
                     raise
-                raise FetchError(f"{method} {url}: the cassette holds no response for this request "
-                                 f"(replay only); re-record it with --record-mode all, or check --config "
-                                 f"and --base-url", url=url) from None
+                raise FetchError(
+                    f"{method} {url}: the cassette holds no response for this request "
+                    f"(replay only); re-record it with --record-mode all, or check --config "
+                    f"and --base-url",
+                    url=url,
+                ) from None
             status = response.status_code
             log.debug("%s %s -> %d (attempt %d)", method, url, status, attempt)
             if status == 401 and token is not None and not refreshed and self.oauth is not None:
@@ -128,9 +154,15 @@ class HttpClient:
                 continue
             if status >= 400:
                 raise self.error(method, url, response, attempts.suffix)
-            return Page(url=url, request_url=prepared.url or "", status=status, headers=response.headers,
-                        body=self.decode(method, url, response), attempts=attempt,
-                        elapsed_ms=(clock.monotonic() - started) * 1000)
+            return Page(
+                url=url,
+                request_url=prepared.url or "",
+                status=status,
+                headers=response.headers,
+                body=self.decode(method, url, response),
+                attempts=attempt,
+                elapsed_ms=(clock.monotonic() - started) * 1000,
+            )
         raise AssertionError("unreachable: Attempts never ends by itself")
 
     def authorize(self, prepared: requests.PreparedRequest) -> str | None:
@@ -146,15 +178,20 @@ class HttpClient:
         try:
             return decode_json(response.content)
         except RecursionError:
-            raise FetchError(f"{method} {url} returned JSON nested too deeply to read "
-                             f"({len(response.content)} bytes)", status=response.status_code, url=url) from None
+            raise FetchError(
+                f"{method} {url} returned JSON nested too deeply to read ({len(response.content)} bytes)",
+                status=response.status_code,
+                url=url,
+            ) from None
         except (ValueError, UnicodeDecodeError):
             shown = self.redactor(snippet(response))
             kind = content_type or "no content type"
             raise FetchError(
                 f"{method} {url} returned HTTP {response.status_code} with a body that is not JSON "
                 f"({kind}, {len(response.content)} bytes): {shown}",
-                status=response.status_code, url=url, body=shown,
+                status=response.status_code,
+                url=url,
+                body=shown,
             ) from None
 
     def error(self, method: str, url: str, response: requests.Response, suffix: str = "") -> FetchError:
@@ -163,8 +200,7 @@ class HttpClient:
         text = f"{method} {url} failed: HTTP {status} {response.reason or ''}".rstrip()
         if detail:
             text += f": {detail}"
-        return FetchError(self.redactor(text + suffix), status=status, url=url,
-                          body=self.redactor(snippet(response)))
+        return FetchError(self.redactor(text + suffix), status=status, url=url, body=self.redactor(snippet(response)))
 
     def vendor_message(self, response: requests.Response) -> str:
         """The API's own error message, found with the source's ``error_message`` expression."""

@@ -19,7 +19,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from ..errors import Location, MappingError, Problem, did_you_mean
+from ..errors import Location, MappingError, Problem
 
 # Limits that keep hostile files (alias bombs, absurd nesting) from eating the machine.
 MAX_NODES = 200_000
@@ -73,7 +73,7 @@ class SourceMap:
         if node is None or node.start_mark.buffer is None:
             return self.locate(path)
         buffer, start = node.start_mark.buffer, node.start_mark.index
-        raw = buffer[start:node.end_mark.index]
+        raw = buffer[start : node.end_mark.index]
         if node.style in ("'", '"'):
             position = 1
         elif node.style in ("|", ">"):
@@ -129,8 +129,15 @@ def parse_yaml(text: str, filename: str) -> tuple[Any, SourceMap]:
     except yaml.reader.ReaderError as exc:  # a character YAML does not allow
         line = text.count("\n", 0, exc.position) + 1
         column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
-        raise MappingError([Problem(Location(filename, line, column), "",
-                                    f"YAML error: character {exc.character!r} is not allowed in YAML")]) from None
+        raise MappingError(
+            [
+                Problem(
+                    Location(filename, line, column),
+                    "",
+                    f"YAML error: character {exc.character!r} is not allowed in YAML",
+                )
+            ]
+        ) from None
     try:
         try:
             node = loader.get_single_node()
@@ -164,8 +171,9 @@ def parse_yaml(text: str, filename: str) -> tuple[Any, SourceMap]:
 def _string_keys(value: Any) -> Any:
     """Mapping keys written as numbers (``on_status: {404: skip}``) become text, as in JSON."""
     if isinstance(value, dict):
-        return {(str(k) if isinstance(k, int) and not isinstance(k, bool) else k): _string_keys(v)
-                for k, v in value.items()}
+        return {
+            (str(k) if isinstance(k, int) and not isinstance(k, bool) else k): _string_keys(v) for k, v in value.items()
+        }
     if isinstance(value, list):
         return [_string_keys(v) for v in value]
     return value
@@ -175,10 +183,19 @@ def _walk(node: yaml.Node, path: PathT, source: SourceMap, problems: list[Proble
     count[0] += 1
     source.values.setdefault(path, node.start_mark)
     if count[0] > MAX_NODES:
-        raise MappingError([source.problem(path, f"the document has more than {MAX_NODES} nodes "
-                                                 "(an alias bomb?); refusing to load it", key=True)])
+        raise MappingError(
+            [
+                source.problem(
+                    path,
+                    f"the document has more than {MAX_NODES} nodes (an alias bomb?); refusing to load it",
+                    key=True,
+                )
+            ]
+        )
     if len(path) > MAX_DEPTH:
-        raise MappingError([source.problem(path, f"nesting deeper than {MAX_DEPTH} levels; refusing to load it", key=True)])
+        raise MappingError(
+            [source.problem(path, f"nesting deeper than {MAX_DEPTH} levels; refusing to load it", key=True)]
+        )
     if isinstance(node, yaml.ScalarNode):
         source.scalars.setdefault(path, node)
     elif isinstance(node, yaml.SequenceNode):
@@ -193,11 +210,13 @@ def _walk(node: yaml.Node, path: PathT, source: SourceMap, problems: list[Proble
                 continue
             if key in seen:
                 first = seen[key]
-                problems.append(Problem(
-                    Location(source.file, key_node.start_mark.line + 1, key_node.start_mark.column + 1),
-                    format_path(path + (key,)),
-                    f"duplicate key '{key}' (first defined on line {first.line + 1})",
-                ))
+                problems.append(
+                    Problem(
+                        Location(source.file, key_node.start_mark.line + 1, key_node.start_mark.column + 1),
+                        format_path(path + (key,)),
+                        f"duplicate key '{key}' (first defined on line {first.line + 1})",
+                    )
+                )
                 continue
             seen[key] = key_node.start_mark
             source.keys.setdefault(path + (key,), key_node.start_mark)
@@ -231,18 +250,29 @@ def check_schema(data: Any, source: SourceMap) -> list[Problem]:
         problems.extend(_explain(error, source))
     # A misspelt key ("stepz", did you mean 'steps'?) also leaves its real key missing;
     # the did-you-mean says it all.
-    meant = {(p.path.rpartition(".")[0], m.group(1)) for p in problems
-             if (m := re.search(r"\(did you mean '([^']+)'\?\)$", p.message)) and "unknown key" in p.message}
-    problems = [p for p in problems
-                if not ((m := re.match(r"missing required key '([^']+)'$", p.message)) and (p.path, m.group(1)) in meant)]
+    meant = {
+        (p.path.rpartition(".")[0], m.group(1))
+        for p in problems
+        if (m := re.search(r"\(did you mean '([^']+)'\?\)$", p.message)) and "unknown key" in p.message
+    }
+    problems = [
+        p
+        for p in problems
+        if not ((m := re.match(r"missing required key '([^']+)'$", p.message)) and (p.path, m.group(1)) in meant)
+    ]
     # One location may collect the same message from several schema branches.
     unique = {(str(p.location), p.path, p.message): p for p in problems}
     return list(unique.values())
 
 
 _TYPE_NAMES = {
-    dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
-    int: "an integer", float: "a number", type(None): "null",
+    dict: "a mapping",
+    list: "a list",
+    str: "a string",
+    bool: "a boolean",
+    int: "an integer",
+    float: "a number",
+    type(None): "null",
 }
 
 
@@ -265,8 +295,11 @@ def _explain(error: jsonschema.ValidationError, source: SourceMap) -> list[Probl
             if any(_matches(p, key) for p in error.schema.get("patternProperties", {})):
                 continue
             hint = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
-            why = f" (did you mean '{hint[0]}'?)" if hint else (
-                f"; allowed keys: {', '.join(allowed)}" if allowed else "")
+            why = (
+                f" (did you mean '{hint[0]}'?)"
+                if hint
+                else (f"; allowed keys: {', '.join(allowed)}" if allowed else "")
+            )
             out.append(source.problem(path + (key,), f"unknown key '{key}'{why}", key=True))
         return out
     if validator == "required":
@@ -275,7 +308,9 @@ def _explain(error: jsonschema.ValidationError, source: SourceMap) -> list[Probl
     if validator == "type":
         expected = error.validator_value
         expected = " or ".join(expected) if isinstance(expected, list) else expected
-        return [source.problem(path, f"expected {expected}, got {describe_type(error.instance)} ({_short(error.instance)})")]
+        return [
+            source.problem(path, f"expected {expected}, got {describe_type(error.instance)} ({_short(error.instance)})")
+        ]
     if validator == "enum":
         options = [str(o) for o in error.validator_value]
         hint = difflib.get_close_matches(str(error.instance), options, n=1, cutoff=0.5)
@@ -284,7 +319,9 @@ def _explain(error: jsonschema.ValidationError, source: SourceMap) -> list[Probl
         return [source.problem(path, f"'{error.instance}' is not one of: {', '.join(options)}")]
     if validator == "pattern":
         hint = error.schema.get("x-hint")
-        message = f"'{error.instance}' is not valid" + (f": {hint}" if hint else f" (must match {error.validator_value})")
+        message = f"'{error.instance}' is not valid" + (
+            f": {hint}" if hint else f" (must match {error.validator_value})"
+        )
         return [source.problem(path, message)]
     if validator == "propertyNames":
         return [source.problem(path, error.message)]

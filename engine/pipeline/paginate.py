@@ -11,10 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 from urllib.parse import urljoin
 
 import jinja2
@@ -48,8 +49,15 @@ def render_text_pairs(pairs, scope: Scope) -> dict[str, str]:
 # One request
 
 
-def fetch(client: HttpClient, spec: RequestSpec, scope: Scope, *, paging: Mapping[str, Any] | None = None,
-          place: str = "query", url: str | None = None) -> Page:
+def fetch(
+    client: HttpClient,
+    spec: RequestSpec,
+    scope: Scope,
+    *,
+    paging: Mapping[str, Any] | None = None,
+    place: str = "query",
+    url: str | None = None,
+) -> Page:
     """Make one request of a step.
 
     ``paging`` (offset, limit, cursor... under their parameter names) goes where ``place``
@@ -84,14 +92,16 @@ def fetch(client: HttpClient, spec: RequestSpec, scope: Scope, *, paging: Mappin
 def check_graphql(method: str, page: Page) -> None:
     body = page.body
     if not isinstance(body, dict):
-        raise FetchError(f"{method} {page.url}: a GraphQL response must be an object, got {type(body).__name__}",
-                         url=page.url)
+        raise FetchError(
+            f"{method} {page.url}: a GraphQL response must be an object, got {type(body).__name__}", url=page.url
+        )
     errors = body.get("errors")
     if errors:
-        messages = [e.get("message", json.dumps(e)) if isinstance(e, dict) else str(e)
-                    for e in (errors if isinstance(errors, list) else [errors])]
-        raise FetchError(f"{method} {page.url}: GraphQL error: {'; '.join(messages)}", status=page.status,
-                         url=page.url)
+        messages = [
+            e.get("message", json.dumps(e)) if isinstance(e, dict) else str(e)
+            for e in (errors if isinstance(errors, list) else [errors])
+        ]
+        raise FetchError(f"{method} {page.url}: GraphQL error: {'; '.join(messages)}", status=page.status, url=page.url)
     if body.get("data") is None:
         raise FetchError(f"{method} {page.url}: the GraphQL response has no data", url=page.url)
 
@@ -106,7 +116,9 @@ def validate_credentials(client: HttpClient, spec: RequestSpec, scope: Scope) ->
         if exc.status in (401, 403):
             raise AuthenticationError(
                 f"authentication failed: {exc} - check the API credentials in the config",
-                status=exc.status, url=exc.url, body=exc.body,
+                status=exc.status,
+                url=exc.url,
+                body=exc.body,
             ) from None
         raise
 
@@ -126,8 +138,10 @@ class LoopGuard:
         """Note the ``what`` (offset, page, cursor, URL) of the next request; seen before is a loop."""
         values = self.seen.setdefault(what, set())
         if value in values:
-            raise PaginationLoopError(f"pagination loop: the {what} {shown} came back (in the response to "
-                                      f"{after}); stopping this step", url=after)
+            raise PaginationLoopError(
+                f"pagination loop: the {what} {shown} came back (in the response to {after}); stopping this step",
+                url=after,
+            )
         values.add(value)
 
     def records(self, records: list, number: int, url: str) -> None:
@@ -137,14 +151,23 @@ class LoopGuard:
         sample = (len(records), records[0], records[-1])
         digest = hashlib.sha256(orjson.dumps(sample, option=orjson.OPT_SORT_KEYS, default=str)).digest()
         if digest in self.pages:
-            raise PaginationLoopError(f"pagination loop: page {number} ({url}) repeats the records of page "
-                                      f"{self.pages[digest]}; stopping this step", url=url)
+            raise PaginationLoopError(
+                f"pagination loop: page {number} ({url}) repeats the records of page "
+                f"{self.pages[digest]}; stopping this step",
+                url=url,
+            )
         self.pages[digest] = number
 
 
-def paginate(client: HttpClient, spec: RequestSpec, pagination: Pagination, scope: Scope,
-             select: Callable[[Any], list], truncated: Callable[[str], None] = lambda message: None,
-             prefetch: bool = False) -> Iterator[tuple[Page, list]]:
+def paginate(
+    client: HttpClient,
+    spec: RequestSpec,
+    pagination: Pagination,
+    scope: Scope,
+    select: Callable[[Any], list],
+    truncated: Callable[[str], None] = lambda message: None,
+    prefetch: bool = False,
+) -> Iterator[tuple[Page, list]]:
     """Yield ``(page, records)`` for every page of a step's request (or of one fan-out child).
 
     ``select`` turns a page body into its records (the extract stage); offset pagination
@@ -179,8 +202,15 @@ def paginate(client: HttpClient, spec: RequestSpec, pagination: Pagination, scop
             number += 1
 
 
-def _has_next(walker: "_Walker", pagination: Pagination, page: Page, records: list, guard: LoopGuard, number: int,
-              truncated: Callable[[str], None]) -> bool:
+def _has_next(
+    walker: _Walker,
+    pagination: Pagination,
+    page: Page,
+    records: list,
+    guard: LoopGuard,
+    number: int,
+    truncated: Callable[[str], None],
+) -> bool:
     """Whether another page follows (and, if so, the walker is set up to request it)."""
     if not records and pagination.stop_on_empty:
         return False
@@ -189,8 +219,9 @@ def _has_next(walker: "_Walker", pagination: Pagination, page: Page, records: li
     if not walker.advance(page, records, guard):
         return False
     if pagination.max_pages is not None and number >= pagination.max_pages:
-        truncated(f"{walker.spec.method} {page.url}: stopped after max_pages={pagination.max_pages}, "
-                  f"before the last page")
+        truncated(
+            f"{walker.spec.method} {page.url}: stopped after max_pages={pagination.max_pages}, before the last page"
+        )
         return False
     return True
 
@@ -198,8 +229,16 @@ def _has_next(walker: "_Walker", pagination: Pagination, page: Page, records: li
 def log_request(method: str, page: Page, records: int) -> None:
     retries = page.attempts - 1
     suffix = f", {retries} retr{'y' if retries == 1 else 'ies'}" if retries else ""
-    log.info("%s %s -> %d in %.0f ms, %d record%s%s", method, page.url, page.status, page.elapsed_ms, records,
-             "" if records == 1 else "s", suffix)
+    log.info(
+        "%s %s -> %d in %.0f ms, %d record%s%s",
+        method,
+        page.url,
+        page.status,
+        page.elapsed_ms,
+        records,
+        "" if records == 1 else "s",
+        suffix,
+    )
 
 
 class _Walker:
@@ -215,11 +254,13 @@ class _Walker:
                 self.size = int(size)
             except (TypeError, ValueError):
                 raise FetchError(f"the page size ({pagination.size.source}) is {size!r}, not a whole number") from None
-        self.values: dict[str, Any] = {"offset": pagination.start if self.kind == "offset" else None,
-                                       "limit": self.size if self.kind == "offset" else None,
-                                       "page": pagination.start if self.kind == "page" else None,
-                                       "size": self.size if self.kind != "offset" else None,
-                                       "cursor": None}
+        self.values: dict[str, Any] = {
+            "offset": pagination.start if self.kind == "offset" else None,
+            "limit": self.size if self.kind == "offset" else None,
+            "page": pagination.start if self.kind == "page" else None,
+            "size": self.size if self.kind != "offset" else None,
+            "cursor": None,
+        }
         self.scope = scope
         self.url: str | None = None  # the next page's URL (next_url, link_header)
 
@@ -239,13 +280,17 @@ class _Walker:
         p = self.pagination
         if self.kind == "none":
             return fetch(self.client, self.spec, self.scope)
-        names = {"offset": p.offset_param, "limit": p.limit_param, "page": p.page_param, "size": p.size_param,
-                 "cursor": p.cursor_param}
+        names = {
+            "offset": p.offset_param,
+            "limit": p.limit_param,
+            "page": p.page_param,
+            "size": p.size_param,
+            "cursor": p.cursor_param,
+        }
         paging = {names[k]: v for k, v in self.values.items() if names.get(k)}
         scope = Scope(self.scope.root, {**self.scope.variables, "paging": dict(self.values)}, self.scope.options)
         place = "variables" if self.spec.graphql is not None else p.place
-        return fetch(self.client, self.spec, scope, paging=paging if not self.url else {}, place=place,
-                     url=self.url)
+        return fetch(self.client, self.spec, scope, paging=paging if not self.url else {}, place=place, url=self.url)
 
     def advance(self, page: Page, records: list, guard: LoopGuard) -> bool:
         """Work out the next request; False when this was the last page."""
@@ -274,8 +319,11 @@ class _Walker:
             if self.kind == "graphql_cursor":
                 info = self.read(p.page_info, page)
                 if not isinstance(info, dict):
-                    raise FetchError(f"{self.spec.method} {page.url}: page_info ({p.page_info.source}) is "
-                                     f"{json.dumps(info)}, not an object", url=page.url)
+                    raise FetchError(
+                        f"{self.spec.method} {page.url}: page_info ({p.page_info.source}) is "
+                        f"{json.dumps(info)}, not an object",
+                        url=page.url,
+                    )
                 token = info.get("endCursor") if info.get("hasNextPage") else None
             else:
                 token = self.read(p.cursor, page)
@@ -291,8 +339,10 @@ class _Walker:
         if not target:
             return False
         if not isinstance(target, str):
-            raise FetchError(f"{self.spec.method} {page.url}: the next page's URL is {json.dumps(target)}, "
-                             f"not a string", url=page.url)
+            raise FetchError(
+                f"{self.spec.method} {page.url}: the next page's URL is {json.dumps(target)}, not a string",
+                url=page.url,
+            )
         self.url = urljoin(page.request_url if self.kind == "link_header" else self.client.base_url + "/", target)
         guard.visit("URL", self.url, self.client.redactor(self.url), page.url)
         return True
@@ -310,5 +360,6 @@ def _next_link(header: str | None) -> str | None:
 
 def _check_number(value: Any, expression, page: Page, method: str, what: str) -> None:
     if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
-        raise FetchError(f"{method} {page.url}: {what} ({expression.source}) is {json.dumps(value)[:80]}, "
-                         f"not a number", url=page.url)
+        raise FetchError(
+            f"{method} {page.url}: {what} ({expression.source}) is {json.dumps(value)[:80]}, not a number", url=page.url
+        )

@@ -18,8 +18,10 @@ AUTH_FIELDS = {
     "bearer": {"required": {"token"}, "optional": set()},
     "basic": {"required": {"username", "password"}, "optional": set()},
     "api_key": {"required": {"name", "value"}, "optional": {"in"}},
-    "oauth2_client_credentials": {"required": {"token_url", "client_id", "client_secret"},
-                                  "optional": {"scope", "params", "client_auth"}},
+    "oauth2_client_credentials": {
+        "required": {"token_url", "client_id", "client_secret"},
+        "optional": {"scope", "params", "client_auth"},
+    },
 }
 
 
@@ -273,4 +275,3 @@ def fits_type(kind: str, value: Any) -> bool:
         "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
         "boolean": lambda v: isinstance(v, bool),
     }.get(kind, lambda v: True)(value)
-

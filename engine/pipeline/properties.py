@@ -17,21 +17,28 @@ The result, warnings included, is that of evaluating each property on its own;
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..lang.values import Value
+
 
 def _is_dict(value: Any) -> bool:
     return value.__class__ is dict or isinstance(value, dict)
 
 
-def compile_properties(properties: list[tuple[str, Value, Any, str, str | None]], *, property_value: Callable,
-                       describe: Callable) -> Callable:
+def compile_properties(
+    properties: list[tuple[str, Value, Any, str, str | None]], *, property_value: Callable, describe: Callable
+) -> Callable:
     """``fill(record, scope, functions, notes, entity)``: evaluate ``properties`` (as the
     builder lists them: name, value, search, message path, same_as) into ``entity``."""
     lines = ["def fill(record, scope, functions, notes, entity):"]
-    names: dict[str, Any] = {"_is_dict": _is_dict, "property_value": property_value, "describe": describe,
-                             "_PRIMITIVES": frozenset((str, int, float, bool))}
+    names: dict[str, Any] = {
+        "_is_dict": _is_dict,
+        "property_value": property_value,
+        "describe": describe,
+        "_PRIMITIVES": frozenset((str, int, float, bool)),
+    }
     lookups: dict[tuple[str, ...], str] = {(): "root"}  # a path prefix -> the local holding its dict (or None)
     lines.append("    root = record if _is_dict(record) else None")
 
@@ -57,13 +64,20 @@ def compile_properties(properties: list[tuple[str, Value, Any, str, str | None]]
             lines.append(f"    v = {holder}.get({parts[-1]!r}) if {holder} is not None else None")
         else:
             call = f"S{number}(record, functions)" if search is not None else f"V{number}.evaluate(scope)"
-            lines += ["    try:", f"        v = {call}", "    except Exception as exc:",
-                      f"        notes.add(P{number}, describe(exc))", "        v = None"]
-        lines += ["    if v is not None:",
-                  "        if v.__class__ not in _PRIMITIVES:",
-                  f"            v = property_value(v, notes, P{number})",
-                  "        if v is not None:",
-                  f"            entity[{name!r}] = v"]
+            lines += [
+                "    try:",
+                f"        v = {call}",
+                "    except Exception as exc:",
+                f"        notes.add(P{number}, describe(exc))",
+                "        v = None",
+            ]
+        lines += [
+            "    if v is not None:",
+            "        if v.__class__ not in _PRIMITIVES:",
+            f"            v = property_value(v, notes, P{number})",
+            "        if v is not None:",
+            f"            entity[{name!r}] = v",
+        ]
     source = "\n".join(lines) + "\n"
     exec(compile(source, "<entity properties>", "exec"), names)  # noqa: S102 - our own generated code
     return names["fill"]

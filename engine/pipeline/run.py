@@ -42,40 +42,53 @@ class RunRequest:
     quiet: bool = False
 
 
-def run_mapping(request: RunRequest, *, output: Path, pretty: bool = False, observer: Observer | None = None,
-                record_limit: int | None = None) -> tuple[Plan, RunResult, Redactor]:
+def run_mapping(
+    request: RunRequest,
+    *,
+    output: Path,
+    pretty: bool = False,
+    observer: Observer | None = None,
+    record_limit: int | None = None,
+) -> tuple[Plan, RunResult, Redactor]:
     """Compile, configure and run a mapping as ``request`` says; raises EtlError."""
     try:
         plan = compile_file(request.mapping)
         for step_id in request.steps:
             if step_id not in {s.id for s in plan.steps}:
                 raise UsageError(f"--step: {request.mapping} has no step '{step_id}'")
-        cassette_path, mode, defaults = replay_settings(plan, request.cassette, request.record_mode,
-                                                        request.offline)
+        cassette_path, mode, defaults = replay_settings(plan, request.cassette, request.record_mode, request.offline)
         as_of = request.as_of
         if as_of is None and request.offline and plan.offline is not None:
             as_of = plan.offline.as_of
-        config = resolve_config(plan, parse_assignments(list(request.config_pairs)), defaults=defaults,
-                                secret_placeholders=cassette_path is not None and mode == "none")
+        config = resolve_config(
+            plan,
+            parse_assignments(list(request.config_pairs)),
+            defaults=defaults,
+            secret_placeholders=cassette_path is not None and mode == "none",
+        )
         redactor = config.redactor
         log_redaction.use(redactor)
         options = RunOptions(
-            output=output, base_urls=parse_base_urls(request.base_urls), steps=request.steps, pretty=pretty,
+            output=output,
+            base_urls=parse_base_urls(request.base_urls),
+            steps=request.steps,
+            pretty=pretty,
             concurrency=1 if cassette_path is not None else request.concurrency,
-            now=parse_time(as_of, "--as-of"), record_limit=record_limit,
+            now=parse_time(as_of, "--as-of"),
+            record_limit=record_limit,
             prefetch=cassette_path is None and record_limit is None,
         )
         with cassette_context(cassette_path, mode, redactor), terminate_as_interrupt():
-            progress = Progress(sys.stderr, enabled=sys.stderr.isatty() and not request.quiet
-                                and not request.verbose)
+            progress = Progress(sys.stderr, enabled=sys.stderr.isatty() and not request.quiet and not request.verbose)
             result = run_plan(plan, config, options, progress, observer)
     except KeyboardInterrupt:
         raise RunInterrupted("interrupted; the previous output was left untouched") from None
     return plan, result, redactor
 
 
-def replay_settings(plan: Plan, cassette_path: Path | None, record_mode: str | None,
-                    offline: bool) -> tuple[Path | None, str, dict[str, Any]]:
+def replay_settings(
+    plan: Plan, cassette_path: Path | None, record_mode: str | None, offline: bool
+) -> tuple[Path | None, str, dict[str, Any]]:
     """(cassette, record mode, config defaults) for --cassette / --record-mode / --offline."""
     if offline:
         if plan.offline is None:

@@ -11,9 +11,10 @@ import gc
 import logging
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ..errors import AuthenticationError, FetchError
 from ..lang.functions import jmespath_options
@@ -53,7 +54,7 @@ class Observer:
     def page(self, step: Step, page, records: list, parent: dict | None) -> None:
         """A page was fetched for ``step`` (``parent``: the fan-out entity it was fetched for)."""
 
-    def record(self, step: Step, position: "Position", record: Any, built: Built) -> None:
+    def record(self, step: Step, position: Position, record: Any, built: Built) -> None:
         """``record`` was turned into ``built`` (entities, relationships, warnings)."""
 
 
@@ -74,8 +75,14 @@ def now_ms() -> int:
 
 
 class Runner:
-    def __init__(self, plan: Plan, config: ResolvedConfig, options: RunOptions, progress: Progress | None = None,
-                 observer: Observer | None = None):
+    def __init__(
+        self,
+        plan: Plan,
+        config: ResolvedConfig,
+        options: RunOptions,
+        progress: Progress | None = None,
+        observer: Observer | None = None,
+    ):
         self.plan = plan
         self.config = config
         self.options = options
@@ -178,12 +185,19 @@ class Runner:
             if collecting:
                 gc.enable()
 
-    def run_step(self, step: Step, done: dict[str, StepResult], writer: GraphWriter, checker: GraphChecker,
-                 tags: dict[str, Any]) -> StepResult:
+    def run_step(
+        self, step: Step, done: dict[str, StepResult], writer: GraphWriter, checker: GraphChecker, tags: dict[str, Any]
+    ) -> StepResult:
         result = StepResult(step, start_ms=now_ms())
         log.info("step %s: %s", step.id, step.name)
-        builder = GraphBuilder(step, config=self.config.values, options=self.jmespath, index=checker.index,
-                               instance_tags=tags, now=self.now)
+        builder = GraphBuilder(
+            step,
+            config=self.config.values,
+            options=self.jmespath,
+            index=checker.index,
+            instance_tags=tags,
+            now=self.now,
+        )
         pending: list[dict] = []  # relationships whose endpoints may appear later in the step
         requests_before = self.requests_made()
         try:
@@ -222,8 +236,10 @@ class Runner:
         if result.status == SUCCESS and lacking and not result.incomplete:
             # A fan-out over incomplete parents, or relationships to missing entities: incomplete too.
             result.incomplete = True
-            result.warn(f"{', '.join(lacking)}, which this step depends on, has incomplete data; this step's "
-                        f"types are marked partial too")
+            result.warn(
+                f"{', '.join(lacking)}, which this step depends on, has incomplete data; this step's "
+                f"types are marked partial too"
+            )
         result.requests = self.requests_made() - requests_before
         result.end_ms = now_ms()
         return result
@@ -259,12 +275,27 @@ class Runner:
             return select_records(step.records, body, self.jmespath)
 
         def pages_of(parent: dict | None) -> list:
-            return list(paginate(client, step.request, step.pagination, self.request_scope(parent), select,
-                                 lambda message: self.truncated(step, result, message)))
+            return list(
+                paginate(
+                    client,
+                    step.request,
+                    step.pagination,
+                    self.request_scope(parent),
+                    select,
+                    lambda message: self.truncated(step, result, message),
+                )
+            )
 
         if step.for_each is None:
-            pages = paginate(client, step.request, step.pagination, self.config_scope, select,
-                             lambda message: self.truncated(step, result, message), prefetch=self.options.prefetch)
+            pages = paginate(
+                client,
+                step.request,
+                step.pagination,
+                self.config_scope,
+                select,
+                lambda message: self.truncated(step, result, message),
+                prefetch=self.options.prefetch,
+            )
             yield from self.page_records(step, result, pages, None)
             return
         parents = self.parents[step.for_each]
@@ -295,8 +326,9 @@ class Runner:
         else:
             result.fail(f"{context}{error}")
 
-    def page_records(self, step: Step, result: StepResult, pages,
-                     parent: dict | None) -> Iterator[tuple[str, Any, dict | None]]:
+    def page_records(
+        self, step: Step, result: StepResult, pages, parent: dict | None
+    ) -> Iterator[tuple[str, Any, dict | None]]:
         for number, (page, records) in enumerate(pages, start=1):
             result.pages += 1
             self.observer.page(step, page, records, parent)
@@ -305,8 +337,15 @@ class Runner:
             for index, record in enumerate(records):
                 yield Position(step.id, number, page.url, index), record, parent
 
-    def accept(self, step: Step, built: Built, result: StepResult, writer: GraphWriter, checker: GraphChecker,
-               pending: list[dict]) -> None:
+    def accept(
+        self,
+        step: Step,
+        built: Built,
+        result: StepResult,
+        writer: GraphWriter,
+        checker: GraphChecker,
+        pending: list[dict],
+    ) -> None:
         for message in built.warnings:
             result.warn(message)
         result.skipped_types.update(built.skipped_types)
@@ -347,6 +386,11 @@ class Runner:
         }
 
 
-def run_plan(plan: Plan, config: ResolvedConfig, options: RunOptions, progress: Progress | None = None,
-             observer: Observer | None = None) -> RunResult:
+def run_plan(
+    plan: Plan,
+    config: ResolvedConfig,
+    options: RunOptions,
+    progress: Progress | None = None,
+    observer: Observer | None = None,
+) -> RunResult:
     return Runner(plan, config, options, progress, observer).run()

@@ -13,16 +13,12 @@ from the step, type and batch number, so two runs over the same data give the sa
 
 from __future__ import annotations
 
-import json
 import os
-from collections import Counter
 import shutil
 import tempfile
 import uuid
+from collections import Counter
 from pathlib import Path
-from typing import Any
-
-import orjson
 
 from ..errors import OutputError
 from ..jsonio import encode_json

@@ -31,7 +31,7 @@ import difflib
 import json
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -106,8 +106,9 @@ def parse_rules(text: str, filename: str, path: Path | None = None) -> RuleSet:
     try:
         data, source = parse_yaml(text, filename)
     except MappingError as exc:  # YAML syntax, duplicate keys, an empty file
-        problems = [Problem(p.location, p.path, p.message.replace("the mapping file", "the rules file"))
-                    for p in exc.problems]
+        problems = [
+            Problem(p.location, p.path, p.message.replace("the mapping file", "the rules file")) for p in exc.problems
+        ]
         raise RulesError(problems) from None
     problems: list[Problem] = []
     rules = _check(data, source, problems)
@@ -122,8 +123,7 @@ def _check(data: Any, source: SourceMap, problems: list[Problem]) -> list[Rule]:
         return []
     for key in data:
         if key != "rules":
-            problems.append(source.problem((key,), f"unknown key '{key}'{_did_you_mean(key, ('rules',))}",
-                                           key=True))
+            problems.append(source.problem((key,), f"unknown key '{key}'{_did_you_mean(key, ('rules',))}", key=True))
     if "rules" not in data:
         problems.append(source.problem((), "missing required key 'rules' (a list of rules)"))
         return []
@@ -136,8 +136,11 @@ def _check(data: Any, source: SourceMap, problems: list[Problem]) -> list[Rule]:
         if rule is None:
             continue
         if rule.name in names:
-            problems.append(source.problem(("rules", index, "name"),
-                                           f"duplicate rule name '{rule.name}' (also rules[{names[rule.name]}])"))
+            problems.append(
+                source.problem(
+                    ("rules", index, "name"), f"duplicate rule name '{rule.name}' (also rules[{names[rule.name]}])"
+                )
+            )
             continue
         names[rule.name] = index
         rules.append(rule)
@@ -156,24 +159,32 @@ def _check_rule(index: int, item: Any, source: SourceMap, problems: list[Problem
     meant = set()
     for key in item:
         if key not in RULE_FIELDS:
-            problems.append(source.problem(path + (str(key),),
-                                           f"unknown field '{key}'{_did_you_mean(str(key), RULE_FIELDS)}",
-                                           key=True))
+            problems.append(
+                source.problem(
+                    path + (str(key),), f"unknown field '{key}'{_did_you_mean(str(key), RULE_FIELDS)}", key=True
+                )
+            )
             meant.update(difflib.get_close_matches(str(key), RULE_FIELDS, n=1, cutoff=0.6))
     for name in REQUIRED_FIELDS:
         if name not in item and name not in meant:  # a misspelt field is reported once
             problems.append(source.problem(path, f"missing required field '{name}'"))
     for name in ("name", "type", "description", "where"):
         if name in item and not (isinstance(item[name], str) and item[name].strip()):
-            problems.append(source.problem(path + (name,), f"must be a non-empty string, not {describe_type(item[name])}"))
+            problems.append(
+                source.problem(path + (name,), f"must be a non-empty string, not {describe_type(item[name])}")
+            )
     on = item.get("on")
     if "on" in item and on not in KINDS:
-        problems.append(source.problem(path + ("on",), f"must be one of {', '.join(KINDS)}, not "
-                                       f"{json.dumps(on) if not isinstance(on, str) else repr(on)}"
-                                       f"{_did_you_mean(str(on), KINDS)}"))
+        problems.append(
+            source.problem(
+                path + ("on",),
+                f"must be one of {', '.join(KINDS)}, not "
+                f"{json.dumps(on) if not isinstance(on, str) else repr(on)}"
+                f"{_did_you_mean(str(on), KINDS)}",
+            )
+        )
     if on == BECAME and "where" not in item:
-        problems.append(source.problem(path, "a rule 'on: became' needs a 'where' predicate "
-                                             "(what the entity became)"))
+        problems.append(source.problem(path, "a rule 'on: became' needs a 'where' predicate (what the entity became)"))
     compiled = None
     where = item.get("where")
     if isinstance(where, str) and where.strip():
@@ -181,17 +192,20 @@ def _check_rule(index: int, item: Any, source: SourceMap, problems: list[Problem
             compiled = compile_jmespath(where, frozenset())
             _check_negated_paths(where, compiled.parsed)
         except ExpressionError as exc:
-            problems.append(Problem(source.locate_in_scalar(path + ("where",), exc.offset),
-                                    format_path(path + ("where",)), str(exc)))
+            problems.append(
+                Problem(
+                    source.locate_in_scalar(path + ("where",), exc.offset), format_path(path + ("where",)), str(exc)
+                )
+            )
     if len(problems) > before:
         return None
-    return Rule(index, item["name"], on, item["type"], compiled, where, item.get("description"),
-                source.locate(path))
+    return Rule(index, item["name"], on, item["type"], compiled, where, item.get("description"), source.locate(path))
 
 
 def _check_negated_paths(text: str, tree: dict) -> None:
     """JMESPath reads ``!_old.admin`` as ``(!_old).admin``: a field of a boolean, always null.
     Nobody means that; say how to write it."""
+
     def negated_path(node: Any) -> bool:
         if not isinstance(node, dict):
             return False
@@ -204,19 +218,29 @@ def _check_negated_paths(text: str, tree: dict) -> None:
         return
     tokens = list(jmespath.lexer.Lexer().tokenize(text))
     for index, token in enumerate(tokens[:-2]):
-        if token["type"] == "not" and tokens[index + 1]["type"] in ("unquoted_identifier", "quoted_identifier") \
-                and tokens[index + 2]["type"] == "dot":
+        if (
+            token["type"] == "not"
+            and tokens[index + 1]["type"] in ("unquoted_identifier", "quoted_identifier")
+            and tokens[index + 2]["type"] == "dot"
+        ):
             end = index + 1
-            while end + 2 < len(tokens) and tokens[end + 1]["type"] == "dot" \
-                    and tokens[end + 2]["type"] in ("unquoted_identifier", "quoted_identifier"):
+            while (
+                end + 2 < len(tokens)
+                and tokens[end + 1]["type"] == "dot"
+                and tokens[end + 2]["type"] in ("unquoted_identifier", "quoted_identifier")
+            ):
                 end += 2
-            path = text[tokens[index + 1]["start"]:tokens[end]["end"]]
-            head = text[tokens[index + 1]["start"]:tokens[index + 1]["end"]]
-            raise ExpressionError(f"'!{path}' reads as '(!{head}){path[len(head):]}', a field of a boolean "
-                                  f"(always null); write '!({path})'", token["start"])
+            path = text[tokens[index + 1]["start"] : tokens[end]["end"]]
+            head = text[tokens[index + 1]["start"] : tokens[index + 1]["end"]]
+            raise ExpressionError(
+                f"'!{path}' reads as '(!{head}){path[len(head) :]}', a field of a boolean "
+                f"(always null); write '!({path})'",
+                token["start"],
+            )
     first_not = next((t["start"] for t in tokens if t["type"] == "not"), 0)
-    raise ExpressionError("'!' applies to the first name of a path only ('!a.b' is '(!a).b', always null); "
-                          "write '!(a.b)'", first_not)
+    raise ExpressionError(
+        "'!' applies to the first name of a path only ('!a.b' is '(!a).b', always null); write '!(a.b)'", first_not
+    )
 
 
 def _did_you_mean(word: str, options: tuple[str, ...]) -> str:
@@ -236,8 +260,14 @@ class Alert:
     changes: dict | None  # for changed and became: the properties that changed
 
     def to_json(self) -> dict:
-        out = {"rule": self.rule.name, "on": self.rule.on, "_type": self.type, "_key": self.key,
-               "displayName": self.display_name, "description": self.rule.description}
+        out = {
+            "rule": self.rule.name,
+            "on": self.rule.on,
+            "_type": self.type,
+            "_key": self.key,
+            "displayName": self.display_name,
+            "description": self.rule.description,
+        }
         if self.changes is not None:
             out["changes"] = self.changes
         return out
@@ -274,8 +304,9 @@ def default_old_clock(old: OutputDir, new: OutputDir, now: int) -> int:
     return now - max(0, new_start - old_start)
 
 
-def evaluate_rules(rules: RuleSet, old_path: Path, new_path: Path, *, now: int | None = None,
-                   old_now: int | None = None) -> AlertReport:
+def evaluate_rules(
+    rules: RuleSet, old_path: Path, new_path: Path, *, now: int | None = None, old_now: int | None = None
+) -> AlertReport:
     """The alerts ``rules`` raise for the change OLD -> NEW, evaluated with the clock ``now``
     (epoch ms, default: the current time; OLD's side of ``became`` rules with ``old_now``,
     default: :func:`default_old_clock`)."""
@@ -300,16 +331,16 @@ def evaluate_rules(rules: RuleSet, old_path: Path, new_path: Path, *, now: int |
             if _fires(rule, event, options, old_options, report):
                 entity = event.new if event.new is not None else event.old
                 changes = event.changes if event.kind in (CHANGED, UNCHANGED) else None
-                report.alerts.append(Alert(rule, event.key, event.type,
-                                           entity.get("displayName", entity.get("name")), changes))
+                report.alerts.append(
+                    Alert(rule, event.key, event.type, entity.get("displayName", entity.get("name")), changes)
+                )
     report.alerts.sort(key=lambda a: (a.rule.index, a.key))
     report.partial_types = comparison.partial_types
     seen_types = comparison.types["entities"]
     for rule in rules.rules:
         if rule.type not in seen_types:
             hint = did_you_mean(rule.type, seen_types)
-            report.warnings.append(f"{rules.path}: {rule.label}: no entity of type '{rule.type}' in OLD or "
-                                   f"NEW{hint}")
+            report.warnings.append(f"{rules.path}: {rule.label}: no entity of type '{rule.type}' in OLD or NEW{hint}")
     return report
 
 
@@ -322,8 +353,9 @@ def _fires(rule: Rule, event: Event, options, old_options, report: AlertReport) 
             return rule.matches(scope, options)
         return rule.matches(event.new if rule.on == ADDED else event.old, options)
     except Exception as exc:  # a function given the wrong type by an odd entity
-        report.errors.append(f"{report.rules.path}: {rule.label}: where {rule.where_source!r} failed on "
-                             f"{event.key}: {exc}")
+        report.errors.append(
+            f"{report.rules.path}: {rule.label}: where {rule.where_source!r} failed on {event.key}: {exc}"
+        )
         return False
 
 
@@ -331,13 +363,14 @@ def _matches_or_false(rule: Rule, event: Event, old_options, report: AlertReport
     try:
         return rule.matches(event.old, old_options)
     except Exception as exc:
-        report.errors.append(f"{report.rules.path}: {rule.label}: where {rule.where_source!r} failed on "
-                             f"{event.key} in OLD: {exc}")
+        report.errors.append(
+            f"{report.rules.path}: {rule.label}: where {rule.where_source!r} failed on {event.key} in OLD: {exc}"
+        )
         return True  # unknown before: do not claim it became true
 
 
 def iso(ms: int) -> str:
-    moment = datetime.fromtimestamp(ms / 1000, timezone.utc)
+    moment = datetime.fromtimestamp(ms / 1000, UTC)
     return moment.isoformat(timespec="milliseconds" if ms % 1000 else "seconds").replace("+00:00", "Z")
 
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import jinja2.nodes
 import jmespath
@@ -53,7 +54,8 @@ class Preview(Observer):
         self.sample(step).requests.append(
             f"{step.request.method} {page.url} -> {page.status}, {len(records)} record(s)"
             + (f", {retries} retr{'y' if retries == 1 else 'ies'}" if retries else "")
-            + (f" (for {parent['_key']})" if parent else ""))
+            + (f" (for {parent['_key']})" if parent else "")
+        )
 
     def record(self, step, position, record, built: Built) -> None:
         sample = self.sample(step)
@@ -133,18 +135,25 @@ class Coverage(Observer):
                 continue
             used = referenced_paths(step)
             unused = sorted(p for p in coverage.fields if not _covered(p, used))
-            empty = [(index, name, value) for index, spec in enumerate(step.entities)
-                     for name, value in spec.properties
-                     if coverage.built[index] and not coverage.filled[(index, name)]]
-            lines.append(f"== step {step.id}: {coverage.records} record(s), {len(coverage.fields)} field(s), "
-                         f"{len(coverage.fields) - len(unused)} read by the mapping")
+            empty = [
+                (index, name, value)
+                for index, spec in enumerate(step.entities)
+                for name, value in spec.properties
+                if coverage.built[index] and not coverage.filled[(index, name)]
+            ]
+            lines.append(
+                f"== step {step.id}: {coverage.records} record(s), {len(coverage.fields)} field(s), "
+                f"{len(coverage.fields) - len(unused)} read by the mapping"
+            )
             lines.append("fields the API returned that no expression reads:")
             lines.extend(f"  {p}  ({coverage.fields[p]}/{coverage.records} records)" for p in unused)
             if not unused:
                 lines.append("  (none)")
             lines.append("properties that were empty for every entity (a typo, or a field this API leaves out):")
-            lines.extend(f"  entities[{i}].properties.{name}: {value.source}  (0/{coverage.built[i]})"
-                         for i, name, value in empty)
+            lines.extend(
+                f"  entities[{i}].properties.{name}: {value.source}  (0/{coverage.built[i]})"
+                for i, name, value in empty
+            )
             if not empty:
                 lines.append("  (none)")
             lines.append("")
@@ -349,8 +358,11 @@ def _origin(name: str, spec: Any, base: tuple, loaded: LoadedMapping, plan: Plan
         return f"the rule's class  ({at('class')})"
     if name == "_type":
         written = "type" in _raw_rule(loaded, base)
-        return (f"the rule's type  ({at('type')})" if written or not relationship
-                else "derived from the classes and end types (JupiterOne's rule)")
+        return (
+            f"the rule's type  ({at('type')})"
+            if written or not relationship
+            else "derived from the classes and end types (JupiterOne's rule)"
+        )
     if name == "_key" and relationship:
         return "<source key>|<class>|<target key> (JupiterOne's convention)"
     if name == "displayName":
@@ -367,8 +379,11 @@ def _origin(name: str, spec: Any, base: tuple, loaded: LoadedMapping, plan: Plan
         return f"tags_from (tags whose value is true or empty)  ({at('tags_from')})"
     if name in ("_fromEntityKey", "_toEntityKey"):
         end = spec.source if name == "_fromEntityKey" else spec.target
-        detail = end.key.source if end.key is not None else (
-            f"the {end.type} built from the record" if end.mode == "record" else f"every {end.type}")
+        detail = (
+            end.key.source
+            if end.key is not None
+            else (f"the {end.type} built from the record" if end.mode == "record" else f"every {end.type}")
+        )
         return f"{detail}  ({at('from' if name == '_fromEntityKey' else 'to')})"
     if name == "_mapping":
         return f"target, filter_keys, direction  ({at('target')})"

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from ..errors import EXIT_DIFFERENT, EXIT_SAME, OutputDirError
 from ..output import COLLECTIONS, RAW_DATA, OutputDir
@@ -81,8 +82,7 @@ class Comparison:
     :attr:`suppressed` counts, per partial type, the objects of OLD missing from NEW that
     were not reported as removed, and :attr:`types` holds every type seen in either run."""
 
-    def __init__(self, old: OutputDir, new: OutputDir, *, ignore: Iterable[str] = (),
-                 unchanged: bool = False):
+    def __init__(self, old: OutputDir, new: OutputDir, *, ignore: Iterable[str] = (), unchanged: bool = False):
         self.old, self.new = old, new
         self.ignore = frozenset(ignore)
         self.unchanged = unchanged
@@ -181,8 +181,15 @@ def diff_outputs(old_path: Path, new_path: Path, *, ignore: Iterable[str] = ()) 
             part.removed[event.key] = event.type
         else:
             part.changed[event.key] = (event.type, event.changes)
-    return Diff(old, new, parts["entities"], parts["relationships"], comparison.partial_types,
-                dict(sorted(comparison.suppressed.items())), frozenset(ignore))
+    return Diff(
+        old,
+        new,
+        parts["entities"],
+        parts["relationships"],
+        comparison.partial_types,
+        dict(sorted(comparison.suppressed.items())),
+        frozenset(ignore),
+    )
 
 
 def value_text(value: Any) -> str:
@@ -193,8 +200,7 @@ def format_diff(diff: Diff) -> str:
     """The text report of ``etl diff``."""
     lines = [f"--- {diff.old.path}", f"+++ {diff.new.path}"]
     for title, part in (("Entities", diff.entities), ("Relationships", diff.relationships)):
-        lines.append(f"{title}: {len(part.added)} added, {len(part.removed)} removed, "
-                     f"{len(part.changed)} changed")
+        lines.append(f"{title}: {len(part.added)} added, {len(part.removed)} removed, {len(part.changed)} changed")
         rows = [(key, "+", graph_type, None) for key, graph_type in part.added.items()]
         rows += [(key, "-", graph_type, None) for key, graph_type in part.removed.items()]
         rows += [(key, "~", graph_type, changes) for key, (graph_type, changes) in part.changed.items()]

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from ..errors import DocumentationMarkerError
 from ..pipeline.plan import Plan
@@ -99,14 +99,18 @@ def data_model(plan: Plan) -> DataModel:
     """The deduplicated, sorted rows of the plan's steps (walked in dependency order)."""
     return DataModel(
         entities=tuple(sorted(entity_rows(plan), key=lambda r: r.resource)),
-        relationships=tuple(sorted(
-            relationship_rows(plan),
-            key=lambda r: (r.type, r.source_type, r.target_type, r.relationship_class),
-        )),
-        mapped_relationships=tuple(sorted(
-            mapped_relationship_rows(plan),
-            key=lambda r: (r.type, r.source_type, r.target_type, r.relationship_class, r.direction),
-        )),
+        relationships=tuple(
+            sorted(
+                relationship_rows(plan),
+                key=lambda r: (r.type, r.source_type, r.target_type, r.relationship_class),
+            )
+        ),
+        mapped_relationships=tuple(
+            sorted(
+                mapped_relationship_rows(plan),
+                key=lambda r: (r.type, r.source_type, r.target_type, r.relationship_class, r.direction),
+            )
+        ),
     )
 
 
@@ -119,7 +123,8 @@ def entity_rows(plan: Plan) -> list[EntityRow]:
 def relationship_rows(plan: Plan) -> list[RelationshipRow]:
     rows = (
         RelationshipRow(r.source.type, r.relationship_class, r.target.type, r.type)
-        for step in plan.steps for r in step.relationships
+        for step in plan.steps
+        for r in step.relationships
     )
     return _first_of_each(rows, key=lambda r: r)
 
@@ -127,9 +132,11 @@ def relationship_rows(plan: Plan) -> list[RelationshipRow]:
 def mapped_relationship_rows(plan: Plan) -> list[MappedRelationshipRow]:
     """Mapped relationships; a target given by class only is shown by its class."""
     rows = (
-        MappedRelationshipRow(m.source_type, m.relationship_class, m.target_type or m.target_class or "",
-                              m.direction, m.type)
-        for step in plan.steps for m in step.mapped_relationships
+        MappedRelationshipRow(
+            m.source_type, m.relationship_class, m.target_type or m.target_class or "", m.direction, m.type
+        )
+        for step in plan.steps
+        for m in step.mapped_relationships
     )
     return _first_of_each(rows, key=lambda r: r)
 
@@ -163,25 +170,33 @@ def code(text: str) -> str:
 
 
 def entity_table(rows: Sequence[EntityRow]) -> str:
-    return markdown_table([
-        ENTITY_HEADER,
-        *((r.resource, code(r.type), ", ".join(code(c) for c in r.classes)) for r in rows),
-    ])
+    return markdown_table(
+        [
+            ENTITY_HEADER,
+            *((r.resource, code(r.type), ", ".join(code(c) for c in r.classes)) for r in rows),
+        ]
+    )
 
 
 def relationship_table(rows: Sequence[RelationshipRow]) -> str:
-    return markdown_table([
-        RELATIONSHIP_HEADER,
-        *((code(r.source_type), f"**{r.relationship_class}**", code(r.target_type)) for r in rows),
-    ])
+    return markdown_table(
+        [
+            RELATIONSHIP_HEADER,
+            *((code(r.source_type), f"**{r.relationship_class}**", code(r.target_type)) for r in rows),
+        ]
+    )
 
 
 def mapped_relationship_table(rows: Sequence[MappedRelationshipRow]) -> str:
-    return markdown_table([
-        MAPPED_RELATIONSHIP_HEADER,
-        *((code(r.source_type), f"**{r.relationship_class}**", code(f"*{r.target_type}*"), r.direction)
-          for r in rows),
-    ])
+    return markdown_table(
+        [
+            MAPPED_RELATIONSHIP_HEADER,
+            *(
+                (code(r.source_type), f"**{r.relationship_class}**", code(f"*{r.target_type}*"), r.direction)
+                for r in rows
+            ),
+        ]
+    )
 
 
 def _subsection(title: str, sentence: str, table: str) -> str:
@@ -194,11 +209,15 @@ def render_section(model: DataModel) -> str:
     if model.entities:
         body += _subsection("Entities", "The following entities are created:", entity_table(model.entities))
     if model.relationships:
-        body += _subsection("Relationships", "The following relationships are created:",
-                            relationship_table(model.relationships))
+        body += _subsection(
+            "Relationships", "The following relationships are created:", relationship_table(model.relationships)
+        )
     if model.mapped_relationships:
-        body += _subsection("Mapped Relationships", "The following mapped relationships are created:",
-                            mapped_relationship_table(model.mapped_relationships))
+        body += _subsection(
+            "Mapped Relationships",
+            "The following mapped relationships are created:",
+            mapped_relationship_table(model.mapped_relationships),
+        )
     return f"{MARKER_START}\n{BANNER_START}\n\n{body}\n\n{BANNER_END}\n{MARKER_END}"
 
 
@@ -218,7 +237,7 @@ def generated_section(text: str) -> str | None:
     end = text.find(MARKER_END, start)
     if end == -1:
         return None
-    return text[start:end + len(MARKER_END)]
+    return text[start : end + len(MARKER_END)]
 
 
 def replace_section(text: str, section: str, *, name: str = "the documentation file") -> str:
@@ -234,7 +253,7 @@ def replace_section(text: str, section: str, *, name: str = "the documentation f
             f"but no end marker {MARKER_END} after it; add the end marker where the generated "
             f"section should stop"
         )
-    return text[:start] + section + text[end + len(MARKER_END):]
+    return text[:start] + section + text[end + len(MARKER_END) :]
 
 
 def read_text(path: Path) -> str | None:

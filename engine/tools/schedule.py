@@ -14,7 +14,7 @@ import json
 import os
 import re
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from .alerts import RuleSet, evaluate_rules, format_alerts
@@ -45,7 +45,7 @@ def record(output: Path, keep: int, when: datetime | None = None) -> tuple[Path 
     history = history_dir(output)
     history.mkdir(parents=True, exist_ok=True)
     entries = sorted(p for p in history.iterdir() if p.is_dir())
-    stamp = (when or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%S%fZ")
+    stamp = (when or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S%fZ")
     entry = history / stamp
     shutil.copytree(output, entry, copy_function=_link_or_copy)
     previous = entries[-1] if entries else None
@@ -65,9 +65,13 @@ def report_changes(previous: Path, current: Path, rules: RuleSet | None, now: in
     """What changed from ``previous`` to ``current``: saved as diff.json (and alerts.json), returned as text."""
     diff = diff_outputs(previous, current)
     (current / "diff.json").write_text(json.dumps(diff.to_json(), indent=2) + "\n")
-    lines = [f"Changes since {previous.name}: "
-             + "; ".join(f"{title} {len(part.added)} added, {len(part.removed)} removed, {len(part.changed)} changed"
-                         for title, part in (("entities", diff.entities), ("relationships", diff.relationships)))]
+    lines = [
+        f"Changes since {previous.name}: "
+        + "; ".join(
+            f"{title} {len(part.added)} added, {len(part.removed)} removed, {len(part.changed)} changed"
+            for title, part in (("entities", diff.entities), ("relationships", diff.relationships))
+        )
+    ]
     if rules is not None:
         report = evaluate_rules(rules, previous, current, now=now)
         (current / "alerts.json").write_text(json.dumps(report.to_json(), indent=2) + "\n")

@@ -74,8 +74,9 @@ class SyncSettings:
     integration_instance_id: str
     api_base_url: str = DEFAULT_API_BASE_URL
     max_batch_bytes: int = MAX_BATCH_BYTES
-    retry: RetryPolicy = RetryPolicy(max_attempts=5, initial_delay=1.0, max_delay=30.0,
-                                     statuses=(429, *range(500, 600)))  # and dropped connections
+    retry: RetryPolicy = RetryPolicy(
+        max_attempts=5, initial_delay=1.0, max_delay=30.0, statuses=(429, *range(500, 600))
+    )  # and dropped connections
     timeout: float = 120.0
     step_events: bool = True  # post one event per step of summary.json before finalizing
 
@@ -142,8 +143,11 @@ class Item:
         entries = self.obj.get("_rawData")
         if not isinstance(entries, list):
             return []
-        sized = [(len(encode(e["rawData"])), e) for e in entries
-                 if isinstance(e, dict) and "rawData" in e and e["rawData"] != TRUNCATED]
+        sized = [
+            (len(encode(e["rawData"])), e)
+            for e in entries
+            if isinstance(e, dict) and "rawData" in e and e["rawData"] != TRUNCATED
+        ]
         return [(size, e) for size, e in sized if size > _TRUNCATED_SIZE]  # truncating the rest gains nothing
 
 
@@ -159,8 +163,9 @@ def truncate_raw_data(items: list[Item], target: int, size: int) -> int:
     """Replace the largest ``_rawData`` entries of ``items`` with 'TRUNCATED', largest first,
     until the batch is at most ``target`` bytes (``size`` is its current size) or none is
     left. Returns how many objects changed."""
-    entries = sorted(((s, n, e, item) for n, item in enumerate(items) for s, e in item.raw_entries()),
-                     key=lambda t: (-t[0], t[1]))
+    entries = sorted(
+        ((s, n, e, item) for n, item in enumerate(items) for s, e in item.raw_entries()), key=lambda t: (-t[0], t[1])
+    )
     changed: dict[int, Item] = {}
     for entry_size, number, entry, item in entries:
         if size <= target:
@@ -185,17 +190,27 @@ class PersisterClient:
         self.redactor = redactor
         self.report = report
         self.base_url = settings.api_base_url.rstrip("/")
-        self.session = new_session({
-            "Content-Type": "application/json",
-            "JupiterOne-Account": settings.account,
-            "Authorization": f"Bearer {settings.api_key}",
-        })
+        self.session = new_session(
+            {
+                "Content-Type": "application/json",
+                "JupiterOne-Account": settings.account,
+                "Authorization": f"Bearer {settings.api_key}",
+            }
+        )
 
     def close(self) -> None:
         self.session.close()
 
-    def post(self, path: str, body: bytes, *, headers: dict[str, str] | None = None, what: str = "",
-             attempts: int | None = None, allow_too_large: bool = False) -> Any:
+    def post(
+        self,
+        path: str,
+        body: bytes,
+        *,
+        headers: dict[str, str] | None = None,
+        what: str = "",
+        attempts: int | None = None,
+        allow_too_large: bool = False,
+    ) -> Any:
         """POST ``body`` (JSON bytes); the decoded JSON answer (None when empty). With
         ``allow_too_large``, a refusal as too large raises :class:`PayloadTooLarge`."""
         url = self.base_url + path
@@ -216,8 +231,10 @@ class PersisterClient:
             except Exception as exc:
                 if not cassette_miss(exc):
                     raise
-                raise SyncError(f"{shown}: the cassette holds no response for this request (replay only); "
-                                f"re-record it, or check the directory and options") from None
+                raise SyncError(
+                    f"{shown}: the cassette holds no response for this request (replay only); "
+                    f"re-record it, or check the directory and options"
+                ) from None
             status = response.status_code
             log.debug("%s%s -> %d (attempt %d, %d bytes)", shown, what, status, attempt, len(body))
             if allow_too_large and (status == 413 or (status == 400 and b"RequestEntityTooLarge" in response.content)):
@@ -231,8 +248,9 @@ class PersisterClient:
             try:
                 return json.loads(response.content)
             except (ValueError, UnicodeDecodeError, RecursionError):
-                raise SyncError(self.redactor(f"{shown} returned HTTP {status} with a body that is not JSON: "
-                                              f"{snippet(response)}")) from None
+                raise SyncError(
+                    self.redactor(f"{shown} returned HTTP {status} with a body that is not JSON: {snippet(response)}")
+                ) from None
         raise AssertionError("unreachable: Attempts never ends by itself")
 
     def _failure(self, shown: str, response: requests.Response, suffix: str) -> str:
@@ -313,8 +331,13 @@ class Synchronizer:
         self.report.truncated += truncate_raw_data([item], limit, size)
         size = batch_size(collection, [item])
         if size <= limit:
-            log.warning("%s %s is larger than the %d-byte batch limit; its raw data was replaced with '%s'",
-                        SINGULAR[collection], self.redactor(item.obj["_key"]), limit, TRUNCATED)
+            log.warning(
+                "%s %s is larger than the %d-byte batch limit; its raw data was replaced with '%s'",
+                SINGULAR[collection],
+                self.redactor(item.obj["_key"]),
+                limit,
+                TRUNCATED,
+            )
             return True
         self.skip(collection, item, f"{size} bytes, more than the {limit}-byte batch limit even without raw data")
         return False
@@ -327,20 +350,35 @@ class Synchronizer:
             body = batch_body(collection, batch)
             what = f" ({len(batch)} {collection}, {len(body)} bytes, correlation id {correlation_id})"
             try:
-                self.client.post(f"{self.job_path}/{collection}", body, what=what, allow_too_large=True,
-                                 headers={"JupiterOne-Correlation-Id": correlation_id})
+                self.client.post(
+                    f"{self.job_path}/{collection}",
+                    body,
+                    what=what,
+                    allow_too_large=True,
+                    headers={"JupiterOne-Correlation-Id": correlation_id},
+                )
             except PayloadTooLarge:
                 changed = truncate_raw_data(batch, len(body) // 2, len(body))
                 if changed:
                     self.report.truncated += changed
-                    log.warning("POST %s/%s: HTTP 413 for a batch of %d bytes; replaced the raw data of %d "
-                                "object(s) with '%s' and retrying", self.job_path, collection, len(body), changed,
-                                TRUNCATED)
+                    log.warning(
+                        "POST %s/%s: HTTP 413 for a batch of %d bytes; replaced the raw data of %d "
+                        "object(s) with '%s' and retrying",
+                        self.job_path,
+                        collection,
+                        len(body),
+                        changed,
+                        TRUNCATED,
+                    )
                     pending.appendleft((batch, correlation_id))
                 elif len(batch) > 1:
                     half = len(batch) // 2
-                    log.warning("POST %s/%s: HTTP 413 for %d objects without raw data; splitting the batch",
-                                self.job_path, collection, len(batch))
+                    log.warning(
+                        "POST %s/%s: HTTP 413 for %d objects without raw data; splitting the batch",
+                        self.job_path,
+                        collection,
+                        len(batch),
+                    )
                     pending.extendleft([(batch[half:], str(uuid.uuid4())), (batch[:half], str(uuid.uuid4()))])
                 else:
                     self.skip(collection, batch[0], "refused as too large (HTTP 413) even without its raw data")
@@ -352,34 +390,54 @@ class Synchronizer:
     def skip(self, collection: str, item: Item, reason: str) -> None:
         skipped = Skipped(collection, item.obj["_type"], self.redactor(item.obj["_key"]), reason)
         self.report.skipped.append(skipped)
-        log.warning("skipped %s %s (%s): %s; %s is sent as a partial type", SINGULAR[collection], skipped.key,
-                    skipped.type, reason, skipped.type)
+        log.warning(
+            "skipped %s %s (%s): %s; %s is sent as a partial type",
+            SINGULAR[collection],
+            skipped.key,
+            skipped.type,
+            reason,
+            skipped.type,
+        )
 
     def events(self) -> list[dict]:
         events = []
         if self.settings.step_events:
             events += [step_event(step) for step in self.directory.steps]
         for skip in self.report.skipped[:MAX_SKIP_EVENTS]:
-            events.append({"name": INGESTION_LIMIT_EVENT, "level": "warn",
-                           "description": f"Skipped {SINGULAR[skip.collection]} {skip.key} (_type {skip.type}): "
-                                          f"{skip.reason}. {skip.type} is marked partial."})
+            events.append(
+                {
+                    "name": INGESTION_LIMIT_EVENT,
+                    "level": "warn",
+                    "description": f"Skipped {SINGULAR[skip.collection]} {skip.key} (_type {skip.type}): "
+                    f"{skip.reason}. {skip.type} is marked partial.",
+                }
+            )
         if len(self.report.skipped) > MAX_SKIP_EVENTS:
-            events.append({"name": INGESTION_LIMIT_EVENT, "level": "warn",
-                           "description": f"{len(self.report.skipped) - MAX_SKIP_EVENTS} more objects were skipped "
-                                          f"as too large."})
+            events.append(
+                {
+                    "name": INGESTION_LIMIT_EVENT,
+                    "level": "warn",
+                    "description": f"{len(self.report.skipped) - MAX_SKIP_EVENTS} more objects were skipped "
+                    f"as too large.",
+                }
+            )
         return events
 
     def post_events(self) -> None:
         events = self.events()
         if events:
-            self.client.post(f"{self.job_path}/events", self.redactor.bytes(encode({"events": events})),
-                             what=f" ({len(events)} events)")
+            self.client.post(
+                f"{self.job_path}/events",
+                self.redactor.bytes(encode({"events": events})),
+                what=f" ({len(events)} events)",
+            )
 
     def finalize(self) -> None:
         types = sorted(set(self.directory.partial_types) | {s.type for s in self.report.skipped})
         self.report.partial_types = types
-        answer = self.client.post(f"{self.job_path}/finalize", encode({"partialDatasets": {"types": types}}),
-                                  what=" (finalize)")
+        answer = self.client.post(
+            f"{self.job_path}/finalize", encode({"partialDatasets": {"types": types}}), what=" (finalize)"
+        )
         self.report.status = str(_get(answer, "job", "status") or "FINALIZE_PENDING")
         log.info("job %s finalized: %s", self.report.job_id, self.report.status)
 
@@ -390,8 +448,7 @@ class Synchronizer:
             reason = str(cause) or type(cause).__name__
         reason = self.redactor(f"etl sync failed: {reason}")[:1000]
         try:
-            answer = self.client.post(f"{self.job_path}/abort", encode({"reason": reason}), what=" (abort)",
-                                      attempts=3)
+            answer = self.client.post(f"{self.job_path}/abort", encode({"reason": reason}), what=" (abort)", attempts=3)
             self.report.status = str(_get(answer, "job", "status") or "ABORTED")
         except (EtlError, requests.RequestException) as exc:
             self.report.status = "ABORT_FAILED"
@@ -414,8 +471,7 @@ def step_event(step: dict) -> dict:
     found = f": {found}" if found else ""
     status = step.get("status")
     if status == "failure":
-        return {"name": "step_failure", "level": "error",
-                "description": f"Step {name} failed to complete{found}."}
+        return {"name": "step_failure", "level": "error", "description": f"Step {name} failed to complete{found}."}
     if status == "success":
         return {"name": "step_end", "level": "info", "description": f"Completed step {name}{found}."}
     return {"name": "step_end", "level": "warn", "description": f"Step {name} ended with status {status}{found}."}
@@ -429,14 +485,15 @@ ACCOUNT_ENV = "JUPITERONE_ACCOUNT"
 API_KEY_ENV = "JUPITERONE_API_KEY"
 
 
-def resolve_credentials(account: str | None, api_key: str | None, dotenv: Path | None = Path(".env")) -> tuple[str, str]:
+def resolve_credentials(
+    account: str | None, api_key: str | None, dotenv: Path | None = Path(".env")
+) -> tuple[str, str]:
     """The account and API key: given (from an option or the environment), else from ``.env``."""
     values = read_dotenv(dotenv) if dotenv else {}
     account = account or values.get(ACCOUNT_ENV) or ""
     api_key = api_key or values.get(API_KEY_ENV) or ""
     if not account.strip():
-        raise ConfigError(f"missing the JupiterOne account: pass --account ID or set {ACCOUNT_ENV} "
-                          f"(or put it in .env)")
+        raise ConfigError(f"missing the JupiterOne account: pass --account ID or set {ACCOUNT_ENV} (or put it in .env)")
     if not api_key:
         raise ConfigError(f"missing the JupiterOne API key: set {API_KEY_ENV} (or put it in .env), or pass --api-key")
     if len(api_key) < MIN_SECRET_LENGTH:
@@ -449,8 +506,10 @@ def check_settings(settings: SyncSettings) -> None:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise SyncInputError(f"--api-base-url must be an http(s) URL, got {settings.api_base_url!r}")
     if parts.scheme == "http" and not _is_loopback(parts.hostname):
-        raise SyncInputError(f"refusing to send the API key over plain HTTP to {parts.hostname}; use https:// "
-                             f"(plain http is allowed only to a loopback address, for local testing)")
+        raise SyncInputError(
+            f"refusing to send the API key over plain HTTP to {parts.hostname}; use https:// "
+            f"(plain http is allowed only to a loopback address, for local testing)"
+        )
     if settings.max_batch_bytes < 64:
         raise SyncInputError("the batch limit must be at least 64 bytes")
 

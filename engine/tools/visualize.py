@@ -24,14 +24,31 @@ import base64
 import hashlib
 import html
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from ..errors import OutputDirError, VisualizeError
 from ..output import OutputDir
 
-PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7",
-           "#9c755f", "#86bcb6", "#d37295", "#a0cbe8", "#8cd17d", "#f1ce63", "#bab0ac", "#fabfd2")
+PALETTE = (
+    "#4e79a7",
+    "#f28e2b",
+    "#59a14f",
+    "#e15759",
+    "#76b7b2",
+    "#edc948",
+    "#b07aa1",
+    "#ff9da7",
+    "#9c755f",
+    "#86bcb6",
+    "#d37295",
+    "#a0cbe8",
+    "#8cd17d",
+    "#f1ce63",
+    "#bab0ac",
+    "#fabfd2",
+)
 MAX_PROPERTY_CHARS = 2000  # per property shown in the details panel
 
 
@@ -143,8 +160,17 @@ def build_view(entities: list[dict], relationships: list[dict]) -> dict:
         if not duplicate:
             by_key[key] = node_id
             firsts.append((node_id, entity))
-        nodes.append({"id": node_id, "kind": "entity", "type": _text(entity.get("_type")), "key": key,
-                      "label": _label(entity), "duplicate": duplicate, "props": _props(entity)})
+        nodes.append(
+            {
+                "id": node_id,
+                "kind": "entity",
+                "type": _text(entity.get("_type")),
+                "key": key,
+                "label": _label(entity),
+                "duplicate": duplicate,
+                "props": _props(entity),
+            }
+        )
     resolver = TargetResolver(firsts)
     placeholders: dict[str, str] = {}
     missing: dict[str, str] = {}
@@ -155,8 +181,17 @@ def build_view(entities: list[dict], relationships: list[dict]) -> dict:
             return by_key[key]
         if key not in missing:
             missing[key] = f"m{len(missing)}"
-            nodes.append({"id": missing[key], "kind": "missing", "type": "", "key": key,
-                          "label": "missing entity", "duplicate": False, "props": {"_key": key}})
+            nodes.append(
+                {
+                    "id": missing[key],
+                    "kind": "missing",
+                    "type": "",
+                    "key": key,
+                    "label": "missing entity",
+                    "duplicate": False,
+                    "props": {"_key": key},
+                }
+            )
         return missing[key]
 
     def placeholder(mapping: dict) -> str:
@@ -167,19 +202,34 @@ def build_view(entities: list[dict], relationships: list[dict]) -> dict:
         if identity not in placeholders:
             placeholders[identity] = f"p{len(placeholders)}"
             shown = ", ".join(f"{k}={_text(v)}" for k, v in pairs) or "(no target values)"
-            props = {"targetFilterKeys": _text(mapping.get("targetFilterKeys")),
-                     **{f"targetEntity.{k}": _text(v) for k, v in target.items()}}
-            nodes.append({"id": placeholders[identity], "kind": "placeholder", "type": _text(target.get("_type")),
-                          "key": shown, "label": _label(target) if (target.get("displayName") or target.get("name"))
-                          else "(mapped target)", "duplicate": False, "props": props})
+            props = {
+                "targetFilterKeys": _text(mapping.get("targetFilterKeys")),
+                **{f"targetEntity.{k}": _text(v) for k, v in target.items()},
+            }
+            nodes.append(
+                {
+                    "id": placeholders[identity],
+                    "kind": "placeholder",
+                    "type": _text(target.get("_type")),
+                    "key": shown,
+                    "label": _label(target) if (target.get("displayName") or target.get("name")) else "(mapped target)",
+                    "duplicate": False,
+                    "props": props,
+                }
+            )
         return placeholders[identity]
 
     edges = []
     for relationship in relationships:
         label = _text(relationship.get("_class") or relationship.get("displayName"))
         mapping = relationship.get("_mapping")
-        edge = {"label": label, "type": _text(relationship.get("_type")), "key": _text(relationship.get("_key")),
-                "mapped": isinstance(mapping, dict), "props": _props(relationship)}
+        edge = {
+            "label": label,
+            "type": _text(relationship.get("_type")),
+            "key": _text(relationship.get("_key")),
+            "mapped": isinstance(mapping, dict),
+            "props": _props(relationship),
+        }
         if isinstance(mapping, dict):
             source = endpoint(mapping.get("sourceEntityKey"))
             target = resolver.resolve(mapping)
@@ -205,8 +255,14 @@ def type_legend(nodes: Iterable[dict]) -> list[dict]:
     legend = []
     for number, graph_type in enumerate(sorted(counts)):
         entities, placeholders = counts[graph_type]
-        legend.append({"type": graph_type, "color": color_for(graph_type, number), "entities": entities,
-                       "placeholders": placeholders})
+        legend.append(
+            {
+                "type": graph_type,
+                "color": color_for(graph_type, number),
+                "entities": entities,
+                "placeholders": placeholders,
+            }
+        )
     return legend
 
 
@@ -242,18 +298,29 @@ def _csp_hash(text: str) -> str:
 
 def render_page(view: dict, title: str, *, empty_message: str | None = None) -> str:
     style, script = STYLE, SCRIPT
-    csp = (f"default-src 'none'; script-src {_csp_hash(script)}; style-src {_csp_hash(style)}; "
-           f"img-src data:; base-uri 'none'; form-action 'none'")
+    csp = (
+        f"default-src 'none'; script-src {_csp_hash(script)}; style-src {_csp_hash(style)}; "
+        f"img-src data:; base-uri 'none'; form-action 'none'"
+    )
     if empty_message is not None or not view["nodes"]:
-        body = f'<p id="empty" class="empty">{html.escape(empty_message or "There was no data found to visualize.")}</p>'
+        body = (
+            f'<p id="empty" class="empty">{html.escape(empty_message or "There was no data found to visualize.")}</p>'
+        )
         csp = f"default-src 'none'; style-src {_csp_hash(style)}; base-uri 'none'; form-action 'none'"
     else:
         entity_count = sum(1 for n in view["nodes"] if n["kind"] == "entity")
         status = f"{entity_count} entities, {len(view['edges'])} relationships"
-        body = (BODY.replace("%STATUS%", html.escape(status))
-                .replace("%DATA%", script_json(view)).replace("%SCRIPT%", script))
-    return (PAGE.replace("%CSP%", html.escape(csp, quote=True)).replace("%TITLE%", html.escape(title))
-            .replace("%STYLE%", style).replace("%BODY%", body))
+        body = (
+            BODY.replace("%STATUS%", html.escape(status))
+            .replace("%DATA%", script_json(view))
+            .replace("%SCRIPT%", script)
+        )
+    return (
+        PAGE.replace("%CSP%", html.escape(csp, quote=True))
+        .replace("%TITLE%", html.escape(title))
+        .replace("%STYLE%", style)
+        .replace("%BODY%", body)
+    )
 
 
 def write_page(directory: Path, output: Path) -> dict:

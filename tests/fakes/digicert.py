@@ -32,8 +32,14 @@ RESPONSE_HEADERS = {
 }
 
 CONTAINER = {
-    "id": 345678, "public_id": "0abc1def2ghi3jkl4mno5pqr6stu7vwx", "name": "Example Corp", "parent_id": 0,
-    "template_id": 5, "ekey": "1a2b3c4d5e6f7g8h9i0j1k2l3m4n", "has_logo": False, "is_active": True,
+    "id": 345678,
+    "public_id": "0abc1def2ghi3jkl4mno5pqr6stu7vwx",
+    "name": "Example Corp",
+    "parent_id": 0,
+    "template_id": 5,
+    "ekey": "1a2b3c4d5e6f7g8h9i0j1k2l3m4n",
+    "has_logo": False,
+    "is_active": True,
 }
 
 ACCOUNT = {
@@ -63,25 +69,59 @@ ACCOUNT = {
 
 def _user(uid, first, last, email, roles, **extra):
     user = {
-        "id": uid, "username": email, "account_id": ACCOUNT["id"], "first_name": first, "last_name": last,
-        "email": email, "status": "active", "container": CONTAINER,
+        "id": uid,
+        "username": email,
+        "account_id": ACCOUNT["id"],
+        "first_name": first,
+        "last_name": last,
+        "email": email,
+        "status": "active",
+        "container": CONTAINER,
         "access_roles": [{"id": rid, "name": name} for rid, name in roles],
-        "type": "standard", "has_container_assignments": False,
+        "type": "standard",
+        "has_container_assignments": False,
     }
     user.update(extra)
     return user
 
 
 USERS = [
-    _user(2000001, "Alice", "Admin", "alice.admin@example.com", [(1, "Administrator")],
-          job_title="Security Engineer", telephone="+15555550100", last_login_date="2023-10-13T15:15:13+00:00"),
-    _user(2000002, "Bob", "Finance", "bob.finance@example.com", [(3, "Finance Manager")],
-          last_login_date="2020-05-01 15:47:26"),
-    _user(2000003, "Carol", "Manager", "carol.manager@example.com", [(2, "Manager"), (1, "Administrator")],
-          job_title="IT Manager"),
+    _user(
+        2000001,
+        "Alice",
+        "Admin",
+        "alice.admin@example.com",
+        [(1, "Administrator")],
+        job_title="Security Engineer",
+        telephone="+15555550100",
+        last_login_date="2023-10-13T15:15:13+00:00",
+    ),
+    _user(
+        2000002,
+        "Bob",
+        "Finance",
+        "bob.finance@example.com",
+        [(3, "Finance Manager")],
+        last_login_date="2020-05-01 15:47:26",
+    ),
+    _user(
+        2000003,
+        "Carol",
+        "Manager",
+        "carol.manager@example.com",
+        [(2, "Manager"), (1, "Administrator")],
+        job_title="IT Manager",
+    ),
     _user(2000004, "Dan", "Departed", "dan.departed@example.com", [(4, "User")], status="inactive"),
-    _user(2000005, "Erin", "Api", "erin.api@example.com", [(4, "User")], type="api",
-          last_login_date="2024-11-02T08:30:00+00:00"),
+    _user(
+        2000005,
+        "Erin",
+        "Api",
+        "erin.api@example.com",
+        [(4, "User")],
+        type="api",
+        last_login_date="2024-11-02T08:30:00+00:00",
+    ),
 ]
 
 
@@ -89,10 +129,18 @@ def _order(oid, cid, common_name, dns_names, status, created, product, **extra):
     certificate = {"id": cid, "common_name": common_name, "dns_names": dns_names, "signature_hash": "sha256"}
     certificate.update(extra.pop("certificate", {}))
     order = {
-        "id": oid, "certificate": certificate, "status": status, "is_renewed": False,
-        "date_created": created, "organization": {"id": 7654321, "name": "Example Corp"}, "validity_years": 1,
-        "disable_renewal_notifications": False, "container": {"id": 345678, "name": "Example Corp"},
-        "product": product, "has_duplicates": False, "product_name_id": product["name_id"],
+        "id": oid,
+        "certificate": certificate,
+        "status": status,
+        "is_renewed": False,
+        "date_created": created,
+        "organization": {"id": 7654321, "name": "Example Corp"},
+        "validity_years": 1,
+        "disable_renewal_notifications": False,
+        "container": {"id": 345678, "name": "Example Corp"},
+        "product": product,
+        "has_duplicates": False,
+        "product_name_id": product["name_id"],
     }
     order.update(extra)
     return order
@@ -104,23 +152,58 @@ BASIC_OV = {"name_id": "ssl_basic", "name": "Basic OV", "type": "ssl_certificate
 EV_MULTI = {"name_id": "ssl_ev_multi_domain", "name": "EV Multi-Domain SSL", "type": "ev_ssl_certificate"}
 
 ORDERS = [
-    _order(100001, 500001, "www.example.com", ["www.example.com", "example.com"], "issued",
-           "2024-06-20T17:29:56+00:00", SSL_PLUS,
-           certificate={"valid_till": "2025-06-30", "days_remaining": 180},
-           custom_fields=[{"metadata_id": 112, "label": "Cost center", "value": "CC-42"},
-                          {"metadata_id": 113, "label": "Auto renew", "value": "true"}]),
-    _order(100002, 500002, "pending.example.com", ["pending.example.com"], "pending",
-           "2024-12-01T09:00:00+00:00", BASIC_OV),
-    _order(100003, 500003, "*.example.org", ["*.example.org", "example.org", "api.example.org"], "issued",
-           "2024-03-11T10:20:30+00:00", WILDCARD, is_renewed=True,
-           certificate={"valid_till": "2026-04-11", "days_remaining": 139, "signature_hash": "sha384"},
-           custom_fields=[{"metadata_id": 112, "label": "Cost center", "value": "1042"}]),
-    _order(100004, 500004, "old.example.net", ["old.example.net"], "expired",
-           "2022-01-05T12:00:00+00:00", SSL_PLUS, disable_renewal_notifications=True,
-           certificate={"valid_till": "2023-01-05", "days_remaining": 0}),
-    _order(100005, 500005, "shop.example.com", ["shop.example.com", "checkout.example.com", "www.example.com"],
-           "issued", "2025-02-14T08:00:00+00:00", EV_MULTI, validity_years=2, has_duplicates=True,
-           certificate={"valid_till": "2027-02-14", "days_remaining": 448}),
+    _order(
+        100001,
+        500001,
+        "www.example.com",
+        ["www.example.com", "example.com"],
+        "issued",
+        "2024-06-20T17:29:56+00:00",
+        SSL_PLUS,
+        certificate={"valid_till": "2025-06-30", "days_remaining": 180},
+        custom_fields=[
+            {"metadata_id": 112, "label": "Cost center", "value": "CC-42"},
+            {"metadata_id": 113, "label": "Auto renew", "value": "true"},
+        ],
+    ),
+    _order(
+        100002, 500002, "pending.example.com", ["pending.example.com"], "pending", "2024-12-01T09:00:00+00:00", BASIC_OV
+    ),
+    _order(
+        100003,
+        500003,
+        "*.example.org",
+        ["*.example.org", "example.org", "api.example.org"],
+        "issued",
+        "2024-03-11T10:20:30+00:00",
+        WILDCARD,
+        is_renewed=True,
+        certificate={"valid_till": "2026-04-11", "days_remaining": 139, "signature_hash": "sha384"},
+        custom_fields=[{"metadata_id": 112, "label": "Cost center", "value": "1042"}],
+    ),
+    _order(
+        100004,
+        500004,
+        "old.example.net",
+        ["old.example.net"],
+        "expired",
+        "2022-01-05T12:00:00+00:00",
+        SSL_PLUS,
+        disable_renewal_notifications=True,
+        certificate={"valid_till": "2023-01-05", "days_remaining": 0},
+    ),
+    _order(
+        100005,
+        500005,
+        "shop.example.com",
+        ["shop.example.com", "checkout.example.com", "www.example.com"],
+        "issued",
+        "2025-02-14T08:00:00+00:00",
+        EV_MULTI,
+        validity_years=2,
+        has_duplicates=True,
+        certificate={"valid_till": "2027-02-14", "days_remaining": 448},
+    ),
 ]
 
 
@@ -144,11 +227,11 @@ def install(api: LocalApi, data: DigiCertData | None = None, api_key: str = API_
     def authorized(handler):
         def wrapped(request: Request, **kwargs) -> Response:
             if request.headers.get("x-dc-devkey") != api_key:
-                return error(403, "access_denied|access_denied_invalid_key",
-                             "Access denied due to access_denied_invalid_key.")
+                return error(
+                    403, "access_denied|access_denied_invalid_key", "Access denied due to access_denied_invalid_key."
+                )
             if request.path in data.forbidden:
-                return error(403, "access_denied|missing_permission",
-                             "Access denied due to missing_permission.")
+                return error(403, "access_denied|missing_permission", "Access denied due to missing_permission.")
             return handler(request, **kwargs)
 
         return wrapped
@@ -162,7 +245,7 @@ def install(api: LocalApi, data: DigiCertData | None = None, api_key: str = API_
                 return error(400, "bad_request_format", "Invalid offset or limit.")
             items = items_of()
             body = {"page": {"total": len(items), "limit": limit, "offset": offset}}
-            page = items[offset:offset + limit]
+            page = items[offset : offset + limit]
             if page:  # the real API leaves the list key out of an empty page
                 body = {key: page, **body}
             return Response(200, body)
@@ -172,6 +255,9 @@ def install(api: LocalApi, data: DigiCertData | None = None, api_key: str = API_
     api.route("GET", f"{ROOT}/account", authorized(lambda request: Response(200, data.account)))
     api.route("GET", f"{ROOT}/user", authorized(listing("users", lambda: data.users)))
     api.route("GET", f"{ROOT}/order/certificate", authorized(listing("orders", lambda: data.orders)))
-    api.route("GET", f"{ROOT}/.*", authorized(
-        lambda request: error(404, "not_found|route", "The specified route was not found.")))
+    api.route(
+        "GET",
+        f"{ROOT}/.*",
+        authorized(lambda request: error(404, "not_found|route", "The specified route was not found.")),
+    )
     return data

@@ -34,14 +34,16 @@ paginating fails (quickly) instead of hanging the test run.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import math
 import secrets
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qs, urlencode
 
 import yaml
@@ -116,6 +118,7 @@ AuthCheck = Callable[[Request], "str | None"]
 def require_bearer(token: str) -> AuthCheck:
     def check(request: Request) -> str | None:
         return None if request.headers.get("authorization") == f"Bearer {token}" else "invalid bearer token"
+
     return check
 
 
@@ -124,18 +127,21 @@ def require_basic(username: str, password: str) -> AuthCheck:
 
     def check(request: Request) -> str | None:
         return None if request.headers.get("authorization") == expected else "invalid username or password"
+
     return check
 
 
 def require_header(name: str, value: str) -> AuthCheck:
     def check(request: Request) -> str | None:
         return None if request.headers.get(name.lower()) == value else f"invalid or missing {name}"
+
     return check
 
 
 def require_query(name: str, value: str) -> AuthCheck:
     def check(request: Request) -> str | None:
         return None if request.query.get(name) == value else f"invalid or missing {name}"
+
     return check
 
 
@@ -175,15 +181,19 @@ class OAuthServer:
             return self.error
         problem = self.check_client(request, form)
         if problem:
-            return Response(400 if problem[0] != "invalid_client" else 401,
-                            {"error": problem[0], "error_description": problem[1]})
+            return Response(
+                400 if problem[0] != "invalid_client" else 401, {"error": problem[0], "error_description": problem[1]}
+            )
         with self._lock:
             token = f"at-{secrets.token_hex(12)}-{len(self.issued) + 1}"
             self.issued.append(token)
             self._issued_at[token] = self.clock.now if self.clock else 0.0
             self._uses[token] = 0
-        return Response(200, {"access_token": token, "token_type": "Bearer", "expires_in": self.expires_in},
-                        headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+        return Response(
+            200,
+            {"access_token": token, "token_type": "Bearer", "expires_in": self.expires_in},
+            headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
+        )
 
     def check_client(self, request: Request, form: dict) -> tuple[str, str] | None:
         if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
@@ -194,8 +204,11 @@ class OAuthServer:
             expected = "Basic " + base64.b64encode(f"{self.client_id}:{self.client_secret}".encode()).decode()
             if request.headers.get("authorization") != expected or "client_secret" in form:
                 return "invalid_client", "client authentication failed (expected HTTP Basic)"
-        elif form.get("client_id") != self.client_id or form.get("client_secret") != self.client_secret \
-                or "authorization" in request.headers:
+        elif (
+            form.get("client_id") != self.client_id
+            or form.get("client_secret") != self.client_secret
+            or "authorization" in request.headers
+        ):
             return "invalid_client", "client authentication failed (expected form fields)"
         if self.scope is not None and form.get("scope") != self.scope:
             return "invalid_scope", f"scope {form.get('scope')!r}"
@@ -212,12 +225,13 @@ class OAuthServer:
             problem = None
             if token not in self._uses:
                 problem = "invalid access token"
-            elif self.reject_all:
-                problem = "the access token expired"
-            elif self.clock is not None and getattr(request, "arrived_at", self.clock.now) \
-                    >= self._issued_at[token] + self.expires_in:
-                problem = "the access token expired"
-            elif self.max_uses is not None and self._uses[token] >= self.max_uses:
+            elif (
+                self.reject_all
+                or self.clock is not None
+                and getattr(request, "arrived_at", self.clock.now) >= self._issued_at[token] + self.expires_in
+                or self.max_uses is not None
+                and self._uses[token] >= self.max_uses
+            ):
                 problem = "the access token expired"
             if problem:
                 self.rejected.append(token)
@@ -278,16 +292,30 @@ class PagingApi(LocalApi):
 
         for method in ("GET", "POST"):
             self.route(method, "/items", self.guarded(self.items_page))
-            self.route(method, r"/items/offset/(?P<offset>\d+)(?:/limit/(?P<limit>\d+))?",
-                       self.guarded(self.items_page))
+            self.route(
+                method, r"/items/offset/(?P<offset>\d+)(?:/limit/(?P<limit>\d+))?", self.guarded(self.items_page)
+            )
             self.route(method, r"/items/page/(?P<page>-?\d+)(?:/size/(?P<size>\d+))?", self.guarded(self.items_page))
         self.route("POST", "/graphql", self.guarded(self.graphql))
-        self.route("GET", "/account", self.guarded(lambda request: Response(
-            200, {"id": "acct-1", "name": "Example account"})))
-        self.route("GET", r"/items/(?P<item>\d+)/tags", self.guarded(lambda request, item: Response(
-            200, [{"id": f"{item}-{x}", "name": f"tag {x} of item {item}"} for x in ("a", "b")])))
-        self.route("GET", r"/items/(?P<item>\d+)/owners", self.guarded(lambda request, item: Response(
-            200, [{"id": f"owner-{item}", "name": f"owner of item {item}"}])))
+        self.route(
+            "GET", "/account", self.guarded(lambda request: Response(200, {"id": "acct-1", "name": "Example account"}))
+        )
+        self.route(
+            "GET",
+            r"/items/(?P<item>\d+)/tags",
+            self.guarded(
+                lambda request, item: Response(
+                    200, [{"id": f"{item}-{x}", "name": f"tag {x} of item {item}"} for x in ("a", "b")]
+                )
+            ),
+        )
+        self.route(
+            "GET",
+            r"/items/(?P<item>\d+)/owners",
+            self.guarded(
+                lambda request, item: Response(200, [{"id": f"owner-{item}", "name": f"owner of item {item}"}])
+            ),
+        )
         self.log = _Log(self._logged)
         self._matched_faults: list[tuple[str, dict, list[Response]]] = []
 
@@ -299,10 +327,8 @@ class PagingApi(LocalApi):
         address = self._server.server_address[:2] if self._server else None
 
         def wake() -> None:
-            try:
+            with contextlib.suppress(OSError):
                 socket.create_connection(address, timeout=0.2).close()
-            except OSError:
-                pass
 
         if address:
             threading.Timer(0.01, wake).start()
@@ -325,6 +351,7 @@ class PagingApi(LocalApi):
 
     def guarded(self, handler: Callable[..., Response]) -> Callable[..., Response]:
         """Auth and the runaway guard around a data route."""
+
         def wrapped(request: Request, **groups) -> Response:
             with self._counter:
                 self.data_requests += 1
@@ -334,9 +361,11 @@ class PagingApi(LocalApi):
             for check in (self.auth, self.oauth.check if self.oauth else None):
                 problem = check(request) if check else None
                 if problem:
-                    return Response(401, {"error": "invalid_token" if self.oauth else "unauthorized",
-                                          "message": problem})
+                    return Response(
+                        401, {"error": "invalid_token" if self.oauth else "unauthorized", "message": problem}
+                    )
             return handler(request, **groups)
+
         return wrapped
 
     def _logged(self, request: Request) -> None:
@@ -392,7 +421,7 @@ class PagingApi(LocalApi):
         if index in self.empty_pages:
             return index, []
         start = 0 if self.same_page else offset
-        return index, self.items[start:start + size]
+        return index, self.items[start : start + size]
 
     def next_offset(self, index: int, offset: int, size: int) -> int | None:
         """Where the next page starts, or None after the last one (``loop_back`` may lie)."""
@@ -411,8 +440,14 @@ class PagingApi(LocalApi):
 
     # -- the styles --------------------------------------------------------------------------
 
-    def items_page(self, request: Request, offset: str | None = None, limit: str | None = None,
-                   page: str | None = None, size: str | None = None) -> Response:
+    def items_page(
+        self,
+        request: Request,
+        offset: str | None = None,
+        limit: str | None = None,
+        page: str | None = None,
+        size: str | None = None,
+    ) -> Response:
         groups = {"offset": offset, "limit": limit, "page": page, "size": size}
         kind = self.kind
         if kind == "none":
@@ -436,8 +471,14 @@ class PagingApi(LocalApi):
         index, records = self.window(offset, size)
         following = self.next_offset(index, offset, size)
         total = self.reported_total if self.reported_total is not None else len(self.items)
-        return Response(200, {"items": records, "meta": {"total": total, "offset": offset, "limit": size},
-                              "has_more": self.has_more(index, following)})
+        return Response(
+            200,
+            {
+                "items": records,
+                "meta": {"total": total, "offset": offset, "limit": size},
+                "has_more": self.has_more(index, following),
+            },
+        )
 
     def numbered_page(self, request: Request, groups: dict, size: int) -> Response:
         number = int(self.param(request, "page", groups) or self.first_page)
@@ -449,9 +490,14 @@ class PagingApi(LocalApi):
         pages = max(1, math.ceil(len(self.items) / size))
         if self.kind == "page":
             total_pages = self.reported_total_pages if self.reported_total_pages is not None else pages
-            return Response(200, {"items": records, "meta": {"page": number, "per_page": size,
-                                                             "total_pages": total_pages, "total": len(self.items)},
-                                  "has_more": self.has_more(index, following)})
+            return Response(
+                200,
+                {
+                    "items": records,
+                    "meta": {"page": number, "per_page": size, "total_pages": total_pages, "total": len(self.items)},
+                    "has_more": self.has_more(index, following),
+                },
+            )
         return Response(200, records, headers={"Link": self.link_header(number, following, size, pages)})
 
     def page_url(self, number: int, size: int) -> str:
@@ -485,8 +531,9 @@ class PagingApi(LocalApi):
             next_cursor = token_for(offset + size)
         else:
             next_cursor = self.end_cursor
-        return Response(200, {"items": records, "next_cursor": next_cursor,
-                              "has_more": self.has_more(index, following)})
+        return Response(
+            200, {"items": records, "next_cursor": next_cursor, "has_more": self.has_more(index, following)}
+        )
 
     def next_url_page(self, request: Request, groups: dict, size: int) -> Response:
         offset = int(self.param(request, "after", groups) or 0)
@@ -514,8 +561,17 @@ class PagingApi(LocalApi):
         following = self.next_offset(index, offset, size)
         # Like real GraphQL servers, endCursor is the last node's cursor even on the last page.
         end_cursor = token_for(following if following is not None else offset + len(records))
-        return Response(200, {"data": {"items": {"nodes": records, "pageInfo": {
-            "hasNextPage": following is not None, "endCursor": end_cursor}}}})
+        return Response(
+            200,
+            {
+                "data": {
+                    "items": {
+                        "nodes": records,
+                        "pageInfo": {"hasNextPage": following is not None, "endCursor": end_cursor},
+                    }
+                }
+            },
+        )
 
 
 # -- mappings for tests ----------------------------------------------------------------------------
@@ -532,14 +588,29 @@ ACCOUNT_STEP = {
     "id": "fetch-account",
     "name": "Fetch the account",
     "request": {"path": "/account"},
-    "entities": [{"resource": "Account", "type": "example_account", "class": "Account",
-                  "key": "example_account:{{ record.id }}", "properties": {"name": "name"}}],
+    "entities": [
+        {
+            "resource": "Account",
+            "type": "example_account",
+            "class": "Account",
+            "key": "example_account:{{ record.id }}",
+            "properties": {"name": "name"},
+        }
+    ],
 }
 
 
-def item_mapping(pagination: dict | None = None, *, request: dict | None = None, records: str = "items",
-                 source: dict | None = None, config: dict | None = None, step: dict | None = None,
-                 steps_before: list[dict] = (), steps_after: list[dict] = ()) -> dict:
+def item_mapping(
+    pagination: dict | None = None,
+    *,
+    request: dict | None = None,
+    records: str = "items",
+    source: dict | None = None,
+    config: dict | None = None,
+    step: dict | None = None,
+    steps_before: list[dict] = (),
+    steps_after: list[dict] = (),
+) -> dict:
     """A small mapping with one step building ``example_item`` entities from ``/items``."""
     item_step = {
         "id": "fetch-items",
@@ -551,8 +622,11 @@ def item_mapping(pagination: dict | None = None, *, request: dict | None = None,
     if pagination is not None:
         item_step["pagination"] = pagination
     item_step.update(step or {})
-    src = {"base_url": "https://api.example.invalid", "timeout": 2,
-           "retry": {"max_attempts": 3, "initial_delay": 0.5, "max_delay": 4}}
+    src = {
+        "base_url": "https://api.example.invalid",
+        "timeout": 2,
+        "retry": {"max_attempts": 3, "initial_delay": 0.5, "max_delay": 4},
+    }
     src.update(source or {})
     data = {
         "version": 1,

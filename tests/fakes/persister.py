@@ -52,10 +52,17 @@ class Job:
     abort_reason: str | None = None
 
     def view(self) -> dict:
-        return {"id": self.id, "source": self.source, "integrationInstanceId": self.integration_instance_id,
-                "status": self.status, "startTimestamp": 1795392000000, "numEntitiesUploaded": self.entities,
-                "numRelationshipsUploaded": self.relationships, "numEntitiesCreated": 0,
-                "numMappedRelationshipsCreated": 0}
+        return {
+            "id": self.id,
+            "source": self.source,
+            "integrationInstanceId": self.integration_instance_id,
+            "status": self.status,
+            "startTimestamp": 1795392000000,
+            "numEntitiesUploaded": self.entities,
+            "numRelationshipsUploaded": self.relationships,
+            "numEntitiesCreated": 0,
+            "numMappedRelationshipsCreated": 0,
+        }
 
 
 def error(status: int, code: str, message: str) -> Response:
@@ -63,8 +70,9 @@ def error(status: int, code: str, message: str) -> Response:
 
 
 class Persister:
-    def __init__(self, api: LocalApi, *, account: str = ACCOUNT, api_key: str = API_KEY,
-                 max_body_bytes: int | None = None):
+    def __init__(
+        self, api: LocalApi, *, account: str = ACCOUNT, api_key: str = API_KEY, max_body_bytes: int | None = None
+    ):
         self.api = api
         self.account = account
         self.api_key = api_key
@@ -74,8 +82,9 @@ class Persister:
         self.problems: list[str] = []  # requests the real API would have refused, with why
         api.route("POST", JOBS, self.create)
         api.route("GET", JOBS + r"/(?P<job_id>[^/]+)", self.get)
-        api.route("POST", JOBS + r"/(?P<job_id>[^/]+)/(?P<action>entities|relationships|events|finalize|abort)",
-                  self.action)
+        api.route(
+            "POST", JOBS + r"/(?P<job_id>[^/]+)/(?P<action>entities|relationships|events|finalize|abort)", self.action
+        )
 
     def next_job_id(self) -> str:
         """The id the next job created will get (ids are deterministic, for cassettes)."""
@@ -99,8 +108,9 @@ class Persister:
             return None, self.refuse(request, error(401, "UNAUTHORIZED", "Unauthorized"), "wrong bearer key")
         if request.method == "POST":
             if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
-                return None, self.refuse(request, error(415, "UNSUPPORTED_MEDIA_TYPE", "Expected JSON"),
-                                         "not Content-Type: application/json")
+                return None, self.refuse(
+                    request, error(415, "UNSUPPORTED_MEDIA_TYPE", "Expected JSON"), "not Content-Type: application/json"
+                )
             try:
                 body = json.loads(request.body)
             except ValueError:
@@ -117,8 +127,9 @@ class Persister:
         if refused:
             return refused
         if body.get("source") != "integration-managed" or not body.get("integrationInstanceId"):
-            return self.refuse(request, error(400, "BAD_REQUEST", "source and integrationInstanceId required"),
-                               f"bad job body {body}")
+            return self.refuse(
+                request, error(400, "BAD_REQUEST", "source and integrationInstanceId required"), f"bad job body {body}"
+            )
         job_id = self.next_job_id()
         self.jobs[job_id] = Job(job_id, body["source"], body["integrationInstanceId"])
         return Response(200, {"job": self.jobs[job_id].view()})
@@ -138,14 +149,16 @@ class Persister:
         if job is None:
             return self.refuse(request, error(404, "NOT_FOUND", "No such job"), "unknown job")
         if job.status != "AWAITING_UPLOADS":
-            return self.refuse(request, error(400, "JOB_NOT_AWAITING_UPLOADS", f"Job is {job.status}"),
-                               f"job is {job.status}")
+            return self.refuse(
+                request, error(400, "JOB_NOT_AWAITING_UPLOADS", f"Job is {job.status}"), f"job is {job.status}"
+            )
         if action in ("entities", "relationships"):
             return self.upload(request, job, action, body)
         if action == "events":
             events = body.get("events")
-            if not isinstance(events, list) or not all(isinstance(e, dict) and e.get("name") and e.get("description")
-                                                       for e in events):
+            if not isinstance(events, list) or not all(
+                isinstance(e, dict) and e.get("name") and e.get("description") for e in events
+            ):
                 return self.refuse(request, error(400, "BAD_REQUEST", "events: [{name, description}]"), "bad events")
             job.events.extend(events)
         elif action == "finalize":
@@ -166,8 +179,11 @@ class Persister:
         try:
             uuid.UUID(correlation_id)
         except ValueError:
-            return self.refuse(request, error(400, "BAD_REQUEST", "JupiterOne-Correlation-Id must be a uuid"),
-                               f"correlation id {correlation_id!r}")
+            return self.refuse(
+                request,
+                error(400, "BAD_REQUEST", "JupiterOne-Correlation-Id must be a uuid"),
+                f"correlation id {correlation_id!r}",
+            )
         objects = body.get(collection)
         if set(body) != {collection} or not isinstance(objects, list):
             return self.refuse(request, error(400, "BAD_REQUEST", f"expected {{{collection}: [...]}}"), "bad batch")
@@ -199,12 +215,29 @@ def record_cassette(target: Path) -> Path:
     with tempfile.TemporaryDirectory() as scratch, LocalApi() as api:
         Persister(api)
         out = Path(scratch) / "graph"
-        result = runner.invoke(main, ["run", str(root / "mappings" / "digicert.yaml"), "--offline", "--output",
-                                      str(out)])
+        result = runner.invoke(
+            main, ["run", str(root / "mappings" / "digicert.yaml"), "--offline", "--output", str(out)]
+        )
         assert result.exit_code == 0, result.output
-        result = runner.invoke(main, ["sync", str(out), "--account", ACCOUNT, "--api-key", API_KEY,
-                                      "--integration-instance-id", INSTANCE_ID, "--api-base-url", api.url,
-                                      "--cassette", str(target), "--record-mode", "all"])
+        result = runner.invoke(
+            main,
+            [
+                "sync",
+                str(out),
+                "--account",
+                ACCOUNT,
+                "--api-key",
+                API_KEY,
+                "--integration-instance-id",
+                INSTANCE_ID,
+                "--api-base-url",
+                api.url,
+                "--cassette",
+                str(target),
+                "--record-mode",
+                "all",
+            ],
+        )
         assert result.exit_code == 0, result.output
         local = api.url
     text = target.read_text(encoding="utf-8")

@@ -11,16 +11,16 @@ the same scenarios live instead; see cassettes/README.md.
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
-from engine.http.cassette import cassette
-from engine.pipeline.config import resolve_config
 from engine.errors import EtlError
+from engine.http.cassette import cassette
 from engine.lang.functions import to_epoch_ms
 from engine.pipeline.compile import compile_file
+from engine.pipeline.config import resolve_config
 from engine.pipeline.runner import RunOptions, run_plan
 
 from . import digicert, nowsecure
@@ -42,8 +42,10 @@ class Scenario:
     as_of: str | None = None
 
 
-def _digicert(setup: Callable[[digicert.DigiCertData], None] = lambda data: None,
-              faults: Callable[[LocalApi], None] = lambda api: None):
+def _digicert(
+    setup: Callable[[digicert.DigiCertData], None] = lambda data: None,
+    faults: Callable[[LocalApi], None] = lambda api: None,
+):
     def install(api: LocalApi) -> None:
         data = digicert.DigiCertData()
         setup(data)
@@ -53,26 +55,55 @@ def _digicert(setup: Callable[[digicert.DigiCertData], None] = lambda data: None
     return install
 
 
-DIGICERT_CONFIG = {"apiKey": digicert.API_KEY, "pageSize": "2", "accountName": "Example Corp",
-                   "tagAccountName": "true"}
+DIGICERT_CONFIG = {"apiKey": digicert.API_KEY, "pageSize": "2", "accountName": "Example Corp", "tagAccountName": "true"}
 
 SCENARIOS = [
-    Scenario("digicert/full-run", "mappings/digicert.yaml", "https://www.digicert.com/services/v2",
-             digicert.ROOT, _digicert(), DIGICERT_CONFIG),
-    Scenario("digicert/bad-key", "mappings/digicert.yaml", "https://www.digicert.com/services/v2",
-             digicert.ROOT, _digicert(), {**DIGICERT_CONFIG, "apiKey": "not-a-valid-digicert-key"}),
-    Scenario("digicert/forbidden-users", "mappings/digicert.yaml", "https://www.digicert.com/services/v2",
-             digicert.ROOT, _digicert(lambda data: data.forbidden.add(f"{digicert.ROOT}/user")), DIGICERT_CONFIG),
-    Scenario("digicert/empty-orders", "mappings/digicert.yaml", "https://www.digicert.com/services/v2",
-             digicert.ROOT, _digicert(lambda data: (data.orders.clear(), data.account.pop("admin_email"))),
-             DIGICERT_CONFIG),
-    Scenario("digicert/rate-limited", "mappings/digicert.yaml", "https://www.digicert.com/services/v2",
-             digicert.ROOT,
-             _digicert(faults=lambda api: api.fail_next(
-                 f"{digicert.ROOT}/order/certificate",
-                 digicert.error(429, "request_limit_exceeded", "Service unavailable, please limit request volume"),
-                 digicert.error(503, "service_unavailable", "Service temporarily unavailable"))),
-             DIGICERT_CONFIG),
+    Scenario(
+        "digicert/full-run",
+        "mappings/digicert.yaml",
+        "https://www.digicert.com/services/v2",
+        digicert.ROOT,
+        _digicert(),
+        DIGICERT_CONFIG,
+    ),
+    Scenario(
+        "digicert/bad-key",
+        "mappings/digicert.yaml",
+        "https://www.digicert.com/services/v2",
+        digicert.ROOT,
+        _digicert(),
+        {**DIGICERT_CONFIG, "apiKey": "not-a-valid-digicert-key"},
+    ),
+    Scenario(
+        "digicert/forbidden-users",
+        "mappings/digicert.yaml",
+        "https://www.digicert.com/services/v2",
+        digicert.ROOT,
+        _digicert(lambda data: data.forbidden.add(f"{digicert.ROOT}/user")),
+        DIGICERT_CONFIG,
+    ),
+    Scenario(
+        "digicert/empty-orders",
+        "mappings/digicert.yaml",
+        "https://www.digicert.com/services/v2",
+        digicert.ROOT,
+        _digicert(lambda data: (data.orders.clear(), data.account.pop("admin_email"))),
+        DIGICERT_CONFIG,
+    ),
+    Scenario(
+        "digicert/rate-limited",
+        "mappings/digicert.yaml",
+        "https://www.digicert.com/services/v2",
+        digicert.ROOT,
+        _digicert(
+            faults=lambda api: api.fail_next(
+                f"{digicert.ROOT}/order/certificate",
+                digicert.error(429, "request_limit_exceeded", "Service unavailable, please limit request volume"),
+                digicert.error(503, "service_unavailable", "Service temporarily unavailable"),
+            )
+        ),
+        DIGICERT_CONFIG,
+    ),
 ]
 
 
@@ -91,8 +122,13 @@ def record(scenario: Scenario) -> Path:
             install(api)
             rewrites.append((api.url + root, real))
             base_urls.append((source, api.url + root))
-        options = RunOptions(output=Path(out) / "graph", base_urls=tuple(base_urls), concurrency=1, prefetch=False,
-                             now=to_epoch_ms(scenario.as_of) if scenario.as_of else None)
+        options = RunOptions(
+            output=Path(out) / "graph",
+            base_urls=tuple(base_urls),
+            concurrency=1,
+            prefetch=False,
+            now=to_epoch_ms(scenario.as_of) if scenario.as_of else None,
+        )
         try:
             with cassette(target, "all", config.redactor):
                 run_plan(plan, config, options)
@@ -105,8 +141,12 @@ def record(scenario: Scenario) -> Path:
     return target
 
 
-NOWSECURE_CONFIG = {"apiToken": nowsecure.API_TOKEN, "accountName": "Example Org", "tagAccountName": "true",
-                    "instanceId": "5e1f6c2a-0d3b-4e8f-9a71-2b4c6d8e0f13"}
+NOWSECURE_CONFIG = {
+    "apiToken": nowsecure.API_TOKEN,
+    "accountName": "Example Org",
+    "tagAccountName": "true",
+    "instanceId": "5e1f6c2a-0d3b-4e8f-9a71-2b4c6d8e0f13",
+}
 LAB = "https://lab-api.nowsecure.com"
 PLATFORM = "https://api.nowsecure.com"
 
@@ -115,22 +155,57 @@ def _lab(faults: Callable[[LocalApi], None] = lambda api: None):
     def install(api: LocalApi) -> None:
         nowsecure.install_lab(api)
         faults(api)
+
     return install
 
 
 SCENARIOS += [
-    Scenario("nowsecure/full-run", "mappings/nowsecure.yaml", LAB, "", _lab(), NOWSECURE_CONFIG, source="lab",
-             as_of=nowsecure.AS_OF),
-    Scenario("nowsecure/latest-report", "mappings/nowsecure.yaml", LAB, "", _lab(),
-             {**NOWSECURE_CONFIG, "findingsMode": "latest"}, source="lab",
-             also=(("platform", PLATFORM, nowsecure.install_graphql),), as_of=nowsecure.AS_OF),
-    Scenario("nowsecure/rate-limited", "mappings/nowsecure.yaml", LAB, "",
-             _lab(lambda api: api.fail_next(
-                 f"/resource/app/{nowsecure.APP_IOS['ref']}/vulnerability/",
-                 Response(429, {"message": "Too Many Requests"}, headers={"Retry-After": "1"}))),
-             NOWSECURE_CONFIG, source="lab", as_of=nowsecure.AS_OF),
-    Scenario("nowsecure/bad-token", "mappings/nowsecure.yaml", LAB, "", _lab(),
-             {**NOWSECURE_CONFIG, "apiToken": "not-a-valid-nowsecure-token"}, source="lab", as_of=nowsecure.AS_OF),
+    Scenario(
+        "nowsecure/full-run",
+        "mappings/nowsecure.yaml",
+        LAB,
+        "",
+        _lab(),
+        NOWSECURE_CONFIG,
+        source="lab",
+        as_of=nowsecure.AS_OF,
+    ),
+    Scenario(
+        "nowsecure/latest-report",
+        "mappings/nowsecure.yaml",
+        LAB,
+        "",
+        _lab(),
+        {**NOWSECURE_CONFIG, "findingsMode": "latest"},
+        source="lab",
+        also=(("platform", PLATFORM, nowsecure.install_graphql),),
+        as_of=nowsecure.AS_OF,
+    ),
+    Scenario(
+        "nowsecure/rate-limited",
+        "mappings/nowsecure.yaml",
+        LAB,
+        "",
+        _lab(
+            lambda api: api.fail_next(
+                f"/resource/app/{nowsecure.APP_IOS['ref']}/vulnerability/",
+                Response(429, {"message": "Too Many Requests"}, headers={"Retry-After": "1"}),
+            )
+        ),
+        NOWSECURE_CONFIG,
+        source="lab",
+        as_of=nowsecure.AS_OF,
+    ),
+    Scenario(
+        "nowsecure/bad-token",
+        "mappings/nowsecure.yaml",
+        LAB,
+        "",
+        _lab(),
+        {**NOWSECURE_CONFIG, "apiToken": "not-a-valid-nowsecure-token"},
+        source="lab",
+        as_of=nowsecure.AS_OF,
+    ),
 ]
 
 

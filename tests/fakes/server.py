@@ -12,9 +12,10 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 
@@ -75,7 +76,7 @@ class LocalApi:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
 
-    def __enter__(self) -> "LocalApi":
+    def __enter__(self) -> LocalApi:
         api = self
 
         class _Handler(BaseHTTPRequestHandler):

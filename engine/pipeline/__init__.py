@@ -1,0 +1,17 @@
+"""One run of a mapping, stage by stage:
+
+load.py       read the mapping YAML, keep positions, check the JSON Schema
+compile.py    compile it into the immutable plan (plan.py: its types)
+config.py     config values from --config, the environment, .env, defaults
+fetch.py      HTTP for one source: credentials (auth.py), budgets (ratelimit.py), retries
+paginate.py   the requests of a step, page after page (every pagination kind)
+fanout.py     one request per parent entity, a bounded number at a time, in order
+extract.py    records out of page bodies
+build.py      entities and relationships out of records (properties.py: compiled fill)
+check.py      JupiterOne's graph rules and the key index, before writing
+write.py      the .j1-integration layout and summary.json, written atomically
+runner.py     the steps, in dependency order, through all of the above
+results.py    step and run results, statuses, exit code, the printed summary
+run.py        a run as the user asked: compile, config, replay/record, signals, runner
+progress.py   the one-line progress display
+"""
