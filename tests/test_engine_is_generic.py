@@ -17,7 +17,7 @@ def test_engine_names_no_vendor():
     pattern = re.compile("|".join(sorted(vendor_names())), re.IGNORECASE)
     offenders = []
     for path in ENGINE.rglob("*"):
-        if path.is_file() and path.suffix in {".py", ".json", ".md", ".txt", ".yaml"}:
+        if path.is_file() and path.suffix in {".py", ".json", ".md", ".txt", ".yaml", ".html", ".j2", ".css", ".js"}:
             for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
                 if pattern.search(line):
                     offenders.append(f"{path.relative_to(ENGINE.parent)}:{number}: {line.strip()}")

@@ -7,17 +7,16 @@ collected, not raised one by one, so that ``etl validate`` reports all of them a
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import datamodel
-from ..errors import ExpressionError, MappingError, Problem, ValueProblem, did_you_mean
+from ..errors import MappingError, ValueProblem, did_you_mean
 from ..http.retry import DEFAULT_RETRY_STATUSES, RetryPolicy
 from ..lang.functions import to_epoch_ms
-from ..lang.templates import REQUEST_VARIABLES, TEMPLATE_VARIABLES
-from ..lang.values import Value, jmespath_value, literal, template_value
-from .load import LoadedMapping, PathT, SourceMap, format_path, load_mapping
+from ..lang.templates import REQUEST_VARIABLES
+from ..lang.values import Value, literal
+from .compile_rules import RuleCompiler, ancestors
+from .load import LoadedMapping, PathT, load_mapping
 from .plan import (
     AUTH_FIELDS,
     PAGINATION_FIELDS,
@@ -25,20 +24,14 @@ from .plan import (
     PAGINATION_REQUIRED,
     AuthSpec,
     ConfigField,
-    Endpoint,
-    EntitySpec,
-    MappedRelationshipSpec,
     Offline,
     Pagination,
     Plan,
-    RelationshipSpec,
     RequestSpec,
     Source,
     Step,
     fits_type,
 )
-
-VALUE_FORMS = ("jmespath", "template", "value")
 
 
 def compile_file(path: str | Path) -> Plan:
@@ -47,108 +40,15 @@ def compile_file(path: str | Path) -> Plan:
 
 
 def compile_mapping(loaded: LoadedMapping, base_dir: Path = Path(".")) -> Plan:
-    compiler = _Compiler(loaded.data, loaded.source, base_dir)
+    compiler = Compiler(loaded.data, loaded.source, base_dir)
     plan = compiler.compile()
     if compiler.problems:
         raise MappingError(compiler.problems)
     return plan
 
 
-@dataclass
-class _Compiler:
-    data: dict
-    source_map: SourceMap
-    base_dir: Path
-    problems: list[Problem] = field(default_factory=list)
-    for_each_types: set[str] = field(default_factory=set)  # of the step being compiled
-    variables: frozenset[str] = TEMPLATE_VARIABLES  # what templates of the rule being compiled can see
-    current_step: dict = field(default_factory=dict)
-
-    def scope_for(self, step_spec: dict, rule_spec: dict | None = None) -> frozenset[str]:
-        """Template variables of a rule: ``parent`` only in fan-out steps, ``item`` only
-        under for_each."""
-        variables = set(TEMPLATE_VARIABLES)
-        if "for_each" not in step_spec:
-            variables.discard("parent")
-        if rule_spec is None or "for_each" not in rule_spec:
-            variables.discard("item")
-        return frozenset(variables)
-
-    # -- reporting -----------------------------------------------------------------------
-
-    def problem(self, path: PathT, message: str, *, key: bool = False) -> None:
-        self.problems.append(self.source_map.problem(path, message, key=key))
-
-    def problem_at(self, path: PathT, offset: int, message: str) -> None:
-        self.problems.append(Problem(self.source_map.locate_in_scalar(path, offset), format_path(path), message))
-
-    # -- values --------------------------------------------------------------------------
-
-    @property
-    def config_names(self) -> frozenset[str]:
-        return frozenset((self.data.get("config") or {}).keys())
-
-    def value(
-        self, raw: Any, path: PathT, *, variables: frozenset[str] | None = None, allow_jmespath: bool = True
-    ) -> Value | None:
-        """Compile one value written in any of the documented forms. Templates may use
-        ``variables`` (by default, what the rule being compiled can see)."""
-        variables = self.variables if variables is None else variables
-        try:
-            if isinstance(raw, dict):
-                ((form, text),) = raw.items()
-                if form == "value":
-                    return literal(text)
-                if form == "template":
-                    return template_value(str(text), variables=variables, config_fields=self.config_names)
-                return jmespath_value(str(text), self.config_names)
-            if isinstance(raw, str):
-                if "{{" in raw or "{%" in raw or not allow_jmespath:
-                    return template_value(raw, variables=variables, config_fields=self.config_names)
-                return jmespath_value(raw, self.config_names)
-            return literal(raw)
-        except ExpressionError as exc:
-            if isinstance(raw, dict):
-                path = path + (next(iter(raw)),)
-            self.problem_at(path, exc.offset, str(exc))
-            return None
-
-    def structure(self, raw: Any, path: PathT, variables: frozenset[str]) -> Value | None:
-        """A JSON value (a request body) whose strings may be templates; {jmespath|template|value: ...}
-        anywhere in it is that explicit form."""
-        if isinstance(raw, dict) and len(raw) == 1 and next(iter(raw)) in VALUE_FORMS:
-            return self.value(raw, path, variables=variables)
-        if isinstance(raw, dict):
-            parts = {k: self.structure(v, path + (k,), variables) for k, v in raw.items()}
-            if any(v is None for v in parts.values()):
-                return None
-            return Value("template", raw, lambda scope: {k: v.evaluate(scope) for k, v in parts.items()})
-        if isinstance(raw, list):
-            items = [self.structure(v, path + (i,), variables) for i, v in enumerate(raw)]
-            if any(v is None for v in items):
-                return None
-            return Value("template", raw, lambda scope: [v.evaluate(scope) for v in items])
-        if isinstance(raw, str) and ("{{" in raw or "{%" in raw):
-            return self.template(raw, path, variables)
-        return literal(raw)
-
-    def template(self, raw: str, path: PathT, variables: frozenset[str] | None = None) -> Value | None:
-        return self.value(raw, path, variables=variables, allow_jmespath=False)
-
-    def expression(self, raw: str, path: PathT) -> Value | None:
-        try:
-            return jmespath_value(raw, self.config_names)
-        except ExpressionError as exc:
-            self.problem_at(path, exc.offset, str(exc))
-            return None
-
-    def value_map(self, raw: dict | None, path: PathT, **kwargs) -> tuple[tuple[str, Value], ...]:
-        out = []
-        for name, spec in (raw or {}).items():
-            compiled = self.value(spec, path + (name,), **kwargs)
-            if compiled is not None:
-                out.append((str(name), compiled))
-        return tuple(out)
+class Compiler(RuleCompiler):
+    """Compiles a whole mapping: config, sources, requests, steps and their order."""
 
     # -- top level -----------------------------------------------------------------------
 
@@ -374,7 +274,7 @@ class _Compiler:
                     path + ("for_each",),
                     f"unknown entity type '{parent_type}'{did_you_mean(parent_type, declared_types)}",
                 )
-            elif not set(owners) & _ancestors(self.data, spec["id"]) and self.dependencies_known(spec["id"]):
+            elif not set(owners) & ancestors(self.data, spec["id"]) and self.dependencies_known(spec["id"]):
                 self.problem(
                     path + ("for_each",),
                     f"'{parent_type}' is built by step '{owners[0]}', which "
@@ -510,177 +410,3 @@ class _Compiler:
             name=spec.get("name", ""),
             client_auth=spec.get("client_auth", "body"),
         )
-
-    def entity(self, spec: dict, path: PathT) -> EntitySpec | None:
-        self.variables = self.scope_for(self.current_step, spec)
-        classes = (spec["class"],) if isinstance(spec["class"], str) else tuple(spec["class"])
-        for c_index, name in enumerate(classes):
-            if name not in datamodel.ENTITY_CLASSES:
-                where = path + ("class",) if isinstance(spec["class"], str) else path + ("class", c_index)
-                self.problem(where, f"unknown JupiterOne class '{name}'{did_you_mean(name, datamodel.ENTITY_CLASSES)}")
-        key = self.template(spec["key"], path + ("key",))
-        for_each = self.for_each(spec, path)
-        properties = self.value_map(spec.get("properties"), path + ("properties",))
-        tags = self.value_map(spec.get("tags"), path + ("tags",))
-        tags_from = self.expression(spec["tags_from"], path + ("tags_from",)) if "tags_from" in spec else None
-        if key is None:
-            return None
-        return EntitySpec(
-            resource=spec.get("resource", spec["type"]),
-            type=spec["type"],
-            classes=classes,
-            for_each=for_each,
-            key=key,
-            properties=properties,
-            tags=tags,
-            tags_from=tags_from,
-            raw_data=spec.get("raw_data", True),
-            partial=spec.get("partial", False),
-            duplicates=spec.get("duplicates", "keep-first"),
-        )
-
-    def dependencies_known(self, step_id: str) -> bool:
-        """False when some (indirect) dependency of the step is not a step: that is
-        reported already, and what the step can see is then unknown."""
-        ids = {s["id"] for s in self.data["steps"]}
-        return _ancestors(self.data, step_id) <= ids
-
-    def endpoint(self, raw: Any, path: PathT, record_types: set[str], declared_types: dict) -> Endpoint | None:
-        if isinstance(raw, str):
-            if raw not in record_types:
-                where = "this step's entities" if record_types else "this step (it builds no entities)"
-                if raw in self.for_each_types:
-                    self.problem(
-                        path,
-                        f"'{raw}' is built with for_each (many per record); name one of them "
-                        f"with {{type: {raw}, key: ...}}",
-                    )
-                elif raw in declared_types:
-                    self.problem(
-                        path,
-                        f"'{raw}' is built by another step; name one of its entities with "
-                        f"{{type: {raw}, key: ...}} (or every one with {{type: {raw}}})",
-                    )
-                else:
-                    self.problem(
-                        path, f"'{raw}' is not an entity type built in {where}{did_you_mean(raw, record_types)}"
-                    )
-                return None
-            return Endpoint("record", raw)
-        entity_type = raw["type"]
-        if entity_type not in declared_types:
-            self.problem(
-                path + ("type",), f"unknown entity type '{entity_type}'{did_you_mean(entity_type, declared_types)}"
-            )
-            return None
-        owners = declared_types[entity_type]
-        step_id = self.data["steps"][path[1]]["id"]
-        if not set(owners) & (_ancestors(self.data, step_id) | {step_id}) and self.dependencies_known(step_id):
-            self.problem(
-                path + ("type",),
-                f"'{entity_type}' is built by step '{owners[0]}', which this step "
-                f"does not depend on; add it to depends_on",
-            )
-            return None
-        if "key" in raw:
-            key = self.template(raw["key"], path + ("key",))
-            return None if key is None else Endpoint("key", entity_type, key)
-        return Endpoint("type", entity_type)
-
-    def for_each(self, spec: dict, path: PathT) -> Value | None:
-        return self.expression(spec["for_each"], path + ("for_each",)) if "for_each" in spec else None
-
-    def relationship(
-        self, spec: dict, path: PathT, record_types: set[str], declared_types: dict
-    ) -> RelationshipSpec | None:
-        self.variables = self.scope_for(self.current_step, spec)
-        source = self.endpoint(spec["from"], path + ("from",), record_types, declared_types)
-        target = self.endpoint(spec["to"], path + ("to",), record_types, declared_types)
-        properties = self.value_map(spec.get("properties"), path + ("properties",))
-        for_each = self.for_each(spec, path)
-        if source is None or target is None:
-            return None
-        rel_class = spec["class"]
-        return RelationshipSpec(
-            relationship_class=rel_class,
-            type=spec.get("type") or datamodel.relationship_type(rel_class, source.type, target.type),
-            source=source,
-            target=target,
-            properties=properties,
-            for_each=for_each,
-            partial=spec.get("partial", False),
-        )
-
-    def mapped_relationship(self, spec: dict, path: PathT, record_types: set[str]) -> MappedRelationshipSpec | None:
-        self.variables = self.scope_for(self.current_step, spec)
-        source_type = spec["source"]
-        if source_type not in record_types:
-            self.problem(
-                path + ("source",),
-                f"'{source_type}' is not an entity type built in this step{did_you_mean(source_type, record_types)}",
-            )
-        target = spec["target"]
-        target_type = target.get("type")
-        target_class = target.get("class")
-        if target_class is not None and target_class not in datamodel.ENTITY_CLASSES:
-            self.problem(
-                path + ("target", "class"),
-                f"unknown JupiterOne class '{target_class}'{did_you_mean(target_class, datamodel.ENTITY_CLASSES)}",
-            )
-        rel_type = spec.get("type")
-        if rel_type is None:
-            if target_type is None:
-                self.problem(path, "give the relationship a 'type', or the target a 'type' to derive it from")
-                return None
-            rel_type = datamodel.relationship_type(spec["class"], "mapping_source", target_type)
-        target_properties = self.value_map(target.get("properties"), path + ("target", "properties"))
-        known_target_keys = {name for name, _ in target_properties}
-        known_target_keys |= {"_type"} if target_type else set()
-        known_target_keys |= {"_class"} if target_class else set()
-        filter_keys = tuple(tuple(group) for group in spec.get("filter_keys") or [["_type", "_key"]])
-        missing_default = [k for k in ("_type", "_key") if k not in known_target_keys]
-        if "filter_keys" not in spec and missing_default:
-            self.problem(
-                path,
-                f"filter_keys defaults to [[_type, _key]], but the target has no "
-                f"{' and no '.join(missing_default)}; declare filter_keys (e.g. [[_class, email]])",
-            )
-            filter_keys = ()
-        for g_index, group in enumerate(filter_keys):
-            for k_index, name in enumerate(group):
-                if name not in known_target_keys:
-                    self.problem(
-                        path + ("filter_keys", g_index, k_index),
-                        f"filter key '{name}' is not a property of the target{did_you_mean(name, known_target_keys)}",
-                    )
-        properties = self.value_map(spec.get("properties"), path + ("properties",))
-        for_each = self.for_each(spec, path)
-        if source_type not in record_types:
-            return None
-        return MappedRelationshipSpec(
-            relationship_class=spec["class"],
-            type=rel_type,
-            source_type=source_type,
-            direction=spec.get("direction", "FORWARD"),
-            target_type=target_type,
-            target_class=target_class,
-            target_properties=target_properties,
-            filter_keys=filter_keys,
-            skip_target_creation=spec.get("skip_target_creation"),
-            properties=properties,
-            for_each=for_each,
-            partial=spec.get("partial", False),
-        )
-
-
-def _ancestors(data: dict, step_id: str) -> set[str]:
-    """Every step ``step_id`` depends on, directly or not (as written; cycles are reported elsewhere)."""
-    depends = {s["id"]: s.get("depends_on") or [] for s in data["steps"]}
-    seen: set[str] = set()
-    pending = list(depends.get(step_id, []))
-    while pending:
-        current = pending.pop()
-        if current not in seen:
-            seen.add(current)
-            pending.extend(depends.get(current, []))
-    return seen

@@ -1,0 +1,104 @@
+"""The part of the compiler every other part uses: compiling one value, and reporting a
+problem at its place in the file (``compile.py`` and ``compile_rules.py`` build on it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ExpressionError, Problem
+from ..lang.templates import TEMPLATE_VARIABLES
+from ..lang.values import Value, jmespath_value, literal, template_value
+from .load import PathT, SourceMap, format_path
+
+VALUE_FORMS = ("jmespath", "template", "value")
+
+
+@dataclass
+class ValueCompiler:
+    """Compiles values in their documented forms and collects the problems found."""
+
+    data: dict
+    source_map: SourceMap
+    base_dir: Path
+    problems: list[Problem] = field(default_factory=list)
+    for_each_types: set[str] = field(default_factory=set)  # of the step being compiled
+    variables: frozenset[str] = TEMPLATE_VARIABLES  # what templates of the rule being compiled can see
+    current_step: dict = field(default_factory=dict)
+
+    # -- reporting -----------------------------------------------------------------------
+
+    def problem(self, path: PathT, message: str, *, key: bool = False) -> None:
+        self.problems.append(self.source_map.problem(path, message, key=key))
+
+    def problem_at(self, path: PathT, offset: int, message: str) -> None:
+        self.problems.append(Problem(self.source_map.locate_in_scalar(path, offset), format_path(path), message))
+
+    # -- values --------------------------------------------------------------------------
+
+    @property
+    def config_names(self) -> frozenset[str]:
+        return frozenset((self.data.get("config") or {}).keys())
+
+    def value(
+        self, raw: Any, path: PathT, *, variables: frozenset[str] | None = None, allow_jmespath: bool = True
+    ) -> Value | None:
+        """Compile one value written in any of the documented forms. Templates may use
+        ``variables`` (by default, what the rule being compiled can see)."""
+        variables = self.variables if variables is None else variables
+        try:
+            if isinstance(raw, dict):
+                ((form, text),) = raw.items()
+                if form == "value":
+                    return literal(text)
+                if form == "template":
+                    return template_value(str(text), variables=variables, config_fields=self.config_names)
+                return jmespath_value(str(text), self.config_names)
+            if isinstance(raw, str):
+                if "{{" in raw or "{%" in raw or not allow_jmespath:
+                    return template_value(raw, variables=variables, config_fields=self.config_names)
+                return jmespath_value(raw, self.config_names)
+            return literal(raw)
+        except ExpressionError as exc:
+            if isinstance(raw, dict):
+                path = path + (next(iter(raw)),)
+            self.problem_at(path, exc.offset, str(exc))
+            return None
+
+    def structure(self, raw: Any, path: PathT, variables: frozenset[str]) -> Value | None:
+        """A JSON value (a request body) whose strings may be templates; {jmespath|template|value: ...}
+        anywhere in it is that explicit form."""
+        if isinstance(raw, dict) and len(raw) == 1 and next(iter(raw)) in VALUE_FORMS:
+            return self.value(raw, path, variables=variables)
+        if isinstance(raw, dict):
+            parts = {k: self.structure(v, path + (k,), variables) for k, v in raw.items()}
+            if any(v is None for v in parts.values()):
+                return None
+            return Value("template", raw, lambda scope: {k: v.evaluate(scope) for k, v in parts.items()})
+        if isinstance(raw, list):
+            items = [self.structure(v, path + (i,), variables) for i, v in enumerate(raw)]
+            if any(v is None for v in items):
+                return None
+            return Value("template", raw, lambda scope: [v.evaluate(scope) for v in items])
+        if isinstance(raw, str) and ("{{" in raw or "{%" in raw):
+            return self.template(raw, path, variables)
+        return literal(raw)
+
+    def template(self, raw: str, path: PathT, variables: frozenset[str] | None = None) -> Value | None:
+        return self.value(raw, path, variables=variables, allow_jmespath=False)
+
+    def expression(self, raw: str, path: PathT) -> Value | None:
+        try:
+            return jmespath_value(raw, self.config_names)
+        except ExpressionError as exc:
+            self.problem_at(path, exc.offset, str(exc))
+            return None
+
+    def value_map(self, raw: dict | None, path: PathT, **kwargs) -> tuple[tuple[str, Value], ...]:
+        out = []
+        for name, spec in (raw or {}).items():
+            compiled = self.value(spec, path + (name,), **kwargs)
+            if compiled is not None:
+                out.append((str(name), compiled))
+        return tuple(out)
