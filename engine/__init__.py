@@ -1,15 +1,28 @@
 """etl: a declarative engine that turns vendor security APIs into a JupiterOne-compatible graph.
 
-The pipeline, one module per stage:
+The map (dependencies point down: cli -> tools -> pipeline -> lang/http -> the modules at the top):
 
-    load.py     read the mapping YAML, keep positions, check the JSON Schema
-    plan.py     compile it into an immutable Plan (JMESPath and Jinja compiled once)
-    fetch.py    HTTP: sessions, retries, pagination
-    extract.py  records out of page bodies
-    build.py    entities and relationships out of records
-    graph.py    JupiterOne graph rules, checked before writing
-    write.py    the .j1-integration layout and summary.json, written atomically
-    run.py      the steps, in dependency order, through all of the above
+    cli/          the ``etl`` command: click commands only (parse, call, print); errors converted once
+    tools/        what users do with a mapping or a run's output: authoring (preview, coverage,
+                  explain), document, diff, alerts, visualize (assets/: the page), sync, schedule
+    pipeline/     one run, stage by stage: load -> compile -> config -> fetch/auth/ratelimit ->
+                  paginate/fanout -> extract -> build -> check -> write; runner.py drives the steps,
+                  run.py starts a run as the user asked (see pipeline/__init__.py)
+    lang/         the expression language: JMESPath compiled to closures, the engine's functions,
+                  Jinja templates in a sandbox, compiled values
+    http/         HTTP shared by runs and sync: the retry policy, its clock, sessions, cassettes
+
+    errors.py     every error class and every exit code
+    secrets.py    the redactor (and the log filter that applies it)
+    output.py     the one reader of an output directory (summary, entities, relationships)
+    jsonio.py     JSON in and out (orjson, with json's fallback)
+    datamodel.py  JupiterOne's data model: classes, required properties, relationship types
+    signals.py    SIGTERM handled like Ctrl-C
+    schema/       the JSON Schema of mapping files (package data)
+
+Where a change goes: a pagination kind -> pipeline/paginate.py (and plan.py, the schema);
+how secrets are redacted -> secrets.py; retrying on another status -> http/retry.py;
+reading a run's output -> output.py; a CLI command -> cli/ (its logic under tools/).
 """
 
 __version__ = "0.1.0"

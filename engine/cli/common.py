@@ -14,6 +14,8 @@ from ..http.cassette import RECORD_MODES
 from ..pipeline.runner import DEFAULT_CONCURRENCY
 from ..secrets import log_redaction
 
+INTERNAL_ERROR_LINE = f"  {EXIT_INTERNAL}  internal error: a bug in etl (re-run with --debug for the traceback)"
+
 EXIT_CODES_HELP = f"""\b
 Exit codes:
   0  success: every step succeeded and the output is complete
@@ -22,7 +24,7 @@ Exit codes:
   3  the mapping file is invalid
   4  a config value is missing or invalid
   5  the run failed; the previous output was left untouched
-  {EXIT_INTERNAL}  internal error (a bug in etl; re-run with --debug for the traceback)
+{INTERNAL_ERROR_LINE}
   130  interrupted (Ctrl-C, SIGTERM); the previous output was left untouched
 """
 

@@ -14,15 +14,16 @@ from ..pipeline.run import cassette_context, parse_time
 from ..secrets import Redactor, log_redaction
 from ..signals import terminate_as_interrupt
 from ..tools import sync as graph_sync  # its option defaults are needed to build the command line
-from .common import setup_logging
+from .common import INTERNAL_ERROR_LINE, setup_logging
 
-DOCUMENT_EXIT_CODES_HELP = """\b
+DOCUMENT_EXIT_CODES_HELP = f"""\b
 Exit codes:
   0  success (with --check: FILE is up to date)
   1  with --check: FILE is missing or not up to date
   2  usage error (bad command-line options)
   3  the mapping file is invalid
   5  FILE has the start marker but no end marker; nothing was written
+{INTERNAL_ERROR_LINE}
 """
 
 
@@ -81,12 +82,13 @@ def document(mapping: Path, output: Path | None, check: bool) -> None:
         click.echo(f"{output}: {'updated' if changed else 'already up to date'}")
 
 
-DIFF_EXIT_CODES_HELP = """\b
+DIFF_EXIT_CODES_HELP = f"""\b
 Exit codes (as diff(1)):
   0  no differences
   1  differences found
   2  usage error (bad command-line options)
   3  OLD or NEW is not a readable etl output directory (no summary.json, a malformed graph file)
+{INTERNAL_ERROR_LINE}
 """
 
 
@@ -146,7 +148,7 @@ def diff_command(old: Path, new: Path, output_format: str, ignored: tuple[str, .
     sys.exit(result.exit_code)
 
 
-ALERTS_EXIT_CODES_HELP = """\b
+ALERTS_EXIT_CODES_HELP = f"""\b
 Exit codes:
   0  no alert
   1  at least one alert
@@ -154,6 +156,7 @@ Exit codes:
   3  OLD or NEW is not a readable etl output directory
   4  the rules file is missing or invalid (each problem as FILE:LINE:COL: path: message)
   5  a rule could not be evaluated on some entity (named on stderr); the other alerts are printed
+{INTERNAL_ERROR_LINE}
 """
 
 
@@ -245,7 +248,7 @@ def alerts_command(
     sys.exit(report.exit_code)
 
 
-SYNC_EXIT_CODES_HELP = """\b
+SYNC_EXIT_CODES_HELP = f"""\b
 Exit codes:
   0  the job was finalized with every entity and relationship
   1  the job was finalized, but some objects were too large even without their raw data and were
@@ -254,6 +257,7 @@ Exit codes:
   4  the JupiterOne account or API key is missing
   5  the sync failed: the job (if one was created) was aborted and nothing was finalized
   130  interrupted (Ctrl-C, SIGTERM): the job was aborted
+{INTERNAL_ERROR_LINE}
 """
 
 
@@ -354,11 +358,12 @@ def sync(
     sys.exit(report.exit_code)
 
 
-VISUALIZE_EXIT_CODES_HELP = """\b
+VISUALIZE_EXIT_CODES_HELP = f"""\b
 Exit codes:
   0  FILE was written (also when there is no data: the page says so)
   2  usage error (bad options; DIRECTORY does not exist)
   5  a graph file cannot be read, or FILE cannot be written
+{INTERNAL_ERROR_LINE}
 """
 
 

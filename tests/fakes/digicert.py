@@ -1,4 +1,4 @@
-"""A DigiCert CertCentral Services API v2 look-alike, per ../shared/reference/vendor-apis.md §A.
+"""A DigiCert CertCentral Services API v2 look-alike, from DigiCert's API documentation.
 
 Behaves like the real API where the engine can tell: ``X-DC-DEVKEY`` auth answered with
 403 ``access_denied|access_denied_invalid_key``; offset/limit pagination with a ``page``

@@ -1,4 +1,4 @@
-"""NowSecure look-alikes, per ../shared/reference/vendor-apis.md §B: the lab REST API
+"""NowSecure look-alikes, from NowSecure's API documentation: the lab REST API
 (``lab-api.nowsecure.com``: bare JSON arrays, no pagination, trailing slashes, Bearer auth,
 401 ``{"message": "Unauthorized"}``, 429 with ``Retry-After``) and the platform GraphQL API
 (``api.nowsecure.com/graphql``: POST ``{query, variables}``, ``{data, errors}`` envelope,
