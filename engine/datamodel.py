@@ -1,7 +1,7 @@
 """What JupiterOne's data model says about classes: names, required properties, relationship verbs.
 
-Source: ``@jupiterone/data-model`` (schemas under ``src/schemas``, ``RelationshipClass.ts``),
-summarised in ``../shared/reference/jupiterone-sdk.md`` §2-3.
+Source: JupiterOne's ``@jupiterone/data-model`` package (its class schemas under
+``src/schemas`` and ``RelationshipClass.ts``).
 """
 
 from __future__ import annotations

@@ -68,8 +68,8 @@ class OutputDir:
     @property
     def started_ms(self) -> int | None:
         """When the run started (its earliest step start), in epoch ms, if the summary says."""
-        times = [s.get("startTime") for s in self.steps]
-        times = [t for t in times if isinstance(t, int) and not isinstance(t, bool)]
+        starts = [s.get("startTime") for s in self.steps]
+        times: list[int] = [t for t in starts if isinstance(t, int) and not isinstance(t, bool)]
         return min(times) if times else None
 
     def files(self, collection: str) -> list[Path]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterable
 from urllib.parse import quote, quote_plus
 
 REDACTED = "[REDACTED]"
@@ -24,9 +25,9 @@ class Redactor:
     Secrets learnt during a run (an OAuth2 access token, say) are added with :meth:`add`.
     """
 
-    def __init__(self, secrets: list[str] = ()):
+    def __init__(self, secrets: Iterable[str] = ()):
         self._variants: set[str] = set()
-        self._pattern = None
+        self._pattern: re.Pattern[str] | None = None
         self.secrets: tuple[str, ...] = ()
         for secret in secrets:
             self.add(secret)

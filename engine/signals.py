@@ -12,7 +12,7 @@ class terminate_as_interrupt:
     """While in this block (on the main thread), SIGTERM raises KeyboardInterrupt."""
 
     def __enter__(self) -> terminate_as_interrupt:
-        def handler(signum: int, frame: FrameType | None) -> None:
+        def handler(_signum: int, _frame: FrameType | None) -> None:
             raise KeyboardInterrupt
 
         self.previous: Any = None
@@ -24,7 +24,6 @@ class terminate_as_interrupt:
 
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
-    ) -> bool:
+    ) -> None:
         if self.previous is not None:
             signal.signal(signal.SIGTERM, self.previous)
-        return False

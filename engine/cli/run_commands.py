@@ -44,7 +44,8 @@ def validate(mappings: tuple[Path, ...]) -> None:
 
 def _count_types(plan: Plan) -> str:
     entities = {e.type for s in plan.steps for e in s.entities}
-    relationships = {r.type for s in plan.steps for r in (*s.relationships, *s.mapped_relationships)}
+    relationships = {r.type for s in plan.steps for r in s.relationships}
+    relationships |= {m.type for s in plan.steps for m in s.mapped_relationships}
     return f"{len(entities)} entity types, {len(relationships)} relationship types"
 
 

@@ -92,6 +92,7 @@ def compile_template(text: str, *, variables: frozenset[str], config_fields: fro
                 f"unknown variable '{name}'{known_names(name, variables)}", _variable_offset(tokens, name)
             )
     for node in tree.find_all((jinja2.nodes.Getattr, jinja2.nodes.Getitem)):
+        assert isinstance(node, (jinja2.nodes.Getattr, jinja2.nodes.Getitem))  # find_all's type is their base
         target = node.node
         if isinstance(target, jinja2.nodes.Name) and target.name == "config":
             field = node.attr if isinstance(node, jinja2.nodes.Getattr) else getattr(node.arg, "value", None)
@@ -148,7 +149,7 @@ def _config_field_offset(tokens, field: str) -> int:
     return 0
 
 
-def _syntax_error_offset(text: str, message: str) -> int:
+def _syntax_error_offset(text: str, message: str | None) -> int:
     """Where a syntax error is: the end of the shortest prefix that fails the same way
     (Jinja itself only reports the line)."""
     for end in range(1, len(text) + 1):

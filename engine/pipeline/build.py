@@ -138,10 +138,10 @@ class GraphBuilder:
                     built.skipped_types.add(spec.type)
                 else:
                     built.entities.append(entity)
-        for spec, where in self.relationship_rules:
-            built.relationships.extend(self.relationships(spec, scope, keys_by_type, notes, where))
-        for rule in self.mapped_rules:
-            built.relationships.extend(self.mapped(rule, scope, keys_by_type, notes))
+        for relationship_spec, where in self.relationship_rules:
+            built.relationships.extend(self.relationships(relationship_spec, scope, keys_by_type, notes, where))
+        for mapped_rule in self.mapped_rules:
+            built.relationships.extend(self.mapped(mapped_rule, scope, keys_by_type, notes))
         return built
 
     # -- entities ------------------------------------------------------------------------
@@ -214,6 +214,7 @@ class GraphBuilder:
             return [key] if key is not None else []
         if endpoint.mode == "type":
             return list(self.index.keys_by_type.get(endpoint.type, ()))
+        assert endpoint.key is not None  # the compiler gives every mode 'key' endpoint a key
         key = as_key(evaluate(endpoint.key, scope, notes, f"{where}.key"))
         return [key] if key else []
 
@@ -279,6 +280,7 @@ class GraphBuilder:
                 "displayName": spec.relationship_class,
             }
             if spec.properties:
+                assert item_scope is not None  # rule.needs_scope is true when spec.properties is set
                 relationship.update(self.relationship_properties(spec.properties, item_scope, notes, where))
             yield relationship
 

@@ -42,7 +42,7 @@ def compile_file(path: str | Path) -> Plan:
 def compile_mapping(loaded: LoadedMapping, base_dir: Path = Path(".")) -> Plan:
     compiler = Compiler(loaded.data, loaded.source, base_dir)
     plan = compiler.compile()
-    if compiler.problems:
+    if plan is None or compiler.problems:
         raise MappingError(compiler.problems)
     return plan
 
@@ -130,7 +130,7 @@ class Compiler(RuleCompiler):
                     auth=self.auth(spec.get("auth"), path + ("auth",)),
                     rate_limits=tuple((int(r["requests"]), float(r["seconds"])) for r in spec.get("rate_limits") or ()),
                     on_status=tuple((int(k), v) for k, v in (spec.get("on_status") or {}).items()),
-                    base_url=base_url,
+                    base_url=self.compiled(base_url),
                     headers=self.value_map(
                         spec.get("headers"), path + ("headers",), variables=variables, allow_jmespath=False
                     ),
@@ -140,7 +140,7 @@ class Compiler(RuleCompiler):
                     timeout=float(spec.get("timeout", 30)),
                     retry=retry,
                     validate=validate,
-                    error_message=error_message,
+                    error_message=self.compiled(error_message),
                 )
             )
         return tuple(out)
@@ -162,7 +162,7 @@ class Compiler(RuleCompiler):
                 variables=variables,
                 allow_jmespath=False,
             ),
-            path=self.template(spec.get("path", ""), path + ("path",), variables),
+            path=self.compiled(self.template(spec.get("path", ""), path + ("path",), variables)),
             params=self.value_map(spec.get("params"), path + ("params",), variables=variables, allow_jmespath=False),
             headers=self.value_map(spec.get("headers"), path + ("headers",), variables=variables, allow_jmespath=False),
             body=self.structure(spec["body"], path + ("body",), variables) if "body" in spec else None,

@@ -13,6 +13,7 @@ from ..lang.values import Value, jmespath_value, literal, template_value
 from .load import PathT, SourceMap, format_path
 
 VALUE_FORMS = ("jmespath", "template", "value")
+NOT_COMPILED = literal(None)
 
 
 @dataclass
@@ -72,18 +73,26 @@ class ValueCompiler:
         if isinstance(raw, dict) and len(raw) == 1 and next(iter(raw)) in VALUE_FORMS:
             return self.value(raw, path, variables=variables)
         if isinstance(raw, dict):
-            parts = {k: self.structure(v, path + (k,), variables) for k, v in raw.items()}
-            if any(v is None for v in parts.values()):
+            found = {k: self.structure(v, path + (k,), variables) for k, v in raw.items()}
+            parts = {k: v for k, v in found.items() if v is not None}
+            if len(parts) < len(found):
                 return None
             return Value("template", raw, lambda scope: {k: v.evaluate(scope) for k, v in parts.items()})
         if isinstance(raw, list):
-            items = [self.structure(v, path + (i,), variables) for i, v in enumerate(raw)]
-            if any(v is None for v in items):
+            listed = [self.structure(v, path + (i,), variables) for i, v in enumerate(raw)]
+            items = [v for v in listed if v is not None]
+            if len(items) < len(listed):
                 return None
             return Value("template", raw, lambda scope: [v.evaluate(scope) for v in items])
         if isinstance(raw, str) and ("{{" in raw or "{%" in raw):
             return self.template(raw, path, variables)
         return literal(raw)
+
+    @staticmethod
+    def compiled(value: Value | None) -> Value:
+        """``value``, or a stand-in when it did not compile: its problem is recorded, so no
+        plan is ever built with the stand-in (compilation raises MappingError instead)."""
+        return value if value is not None else NOT_COMPILED
 
     def template(self, raw: str, path: PathT, variables: frozenset[str] | None = None) -> Value | None:
         return self.value(raw, path, variables=variables, allow_jmespath=False)

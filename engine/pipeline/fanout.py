@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from concurrent.futures import Future, ThreadPoolExecutor
+from enum import Enum
+from typing import Final, Literal, TypeVar
 
 from ..errors import FetchError
 
@@ -28,7 +29,7 @@ def ordered_map(func: Callable[[T], R], items: Iterable[T], concurrency: int) ->
         for item in items:
             yield item, call(item)
         return
-    pending: deque = deque()
+    pending: deque[tuple[T, Future[R | FetchError]]] = deque()
     source = iter(items)
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="etl-fetch") as pool:
         for item in source:
@@ -38,10 +39,16 @@ def ordered_map(func: Callable[[T], R], items: Iterable[T], concurrency: int) ->
         while pending:
             item, future = pending.popleft()
             result = future.result()
-            following = next(source, _END)
+            following: T | Literal[_End.END] = next(source, _END)
             if following is not _END:
                 pending.append((following, pool.submit(call, following)))
             yield item, result
 
 
-_END = object()
+class _End(Enum):
+    """The end of the items (a sentinel no item can be, unlike None)."""
+
+    END = 0
+
+
+_END: Final = _End.END

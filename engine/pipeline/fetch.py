@@ -115,6 +115,7 @@ class HttpClient:
     ) -> Page:
         """One logical request, retried as the source's policy says. Returns the decoded JSON."""
         prepared = self.prepare(method, path, params, headers, body)
+        assert prepared.url is not None  # prepare_request always sets it
         url = self.redactor(prepared.url)
         settings = self.session.merge_environment_settings(prepared.url, {}, None, None, None)
         attempts = Attempts(self.source.retry, f"{method} {url}")

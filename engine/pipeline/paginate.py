@@ -23,7 +23,7 @@ import orjson
 import requests
 
 from ..errors import AuthenticationError, FetchError, PaginationLoopError, RecordsError, ValueProblem
-from ..lang.values import Scope, is_truthy
+from ..lang.values import Scope, Value, is_truthy
 from .fetch import HttpClient, Page
 from .plan import Pagination, RequestSpec
 
@@ -132,7 +132,7 @@ class LoopGuard:
     """Remembers what a paginator asked for and what it got, to catch it going round."""
 
     seen: dict[str, set] = field(default_factory=dict)
-    pages: dict[str, int] = field(default_factory=dict)  # digest of a page's records -> page number
+    pages: dict[bytes, int] = field(default_factory=dict)  # digest of a page's records -> page number
 
     def visit(self, what: str, value: Any, shown: str, after: str) -> None:
         """Note the ``what`` (offset, page, cursor, URL) of the next request; seen before is a loop."""
@@ -273,7 +273,7 @@ class _Walker:
         elif self.kind in ("next_url", "link_header"):
             guard.visit("URL", page.request_url, page.url, page.url)
 
-    def read(self, expression, page: Page) -> Any:
+    def read(self, expression: Value, page: Page) -> Any:
         return expression.evaluate(Scope(page.body, {}, self.scope.options))
 
     def request(self) -> Page:
@@ -287,7 +287,7 @@ class _Walker:
             "size": p.size_param,
             "cursor": p.cursor_param,
         }
-        paging = {names[k]: v for k, v in self.values.items() if names.get(k)}
+        paging = {name: v for k, v in self.values.items() if (name := names.get(k))}
         scope = Scope(self.scope.root, {**self.scope.variables, "paging": dict(self.values)}, self.scope.options)
         place = "variables" if self.spec.graphql is not None else p.place
         return fetch(self.client, self.spec, scope, paging=paging if not self.url else {}, place=place, url=self.url)
@@ -317,6 +317,7 @@ class _Walker:
             return True
         if self.kind in ("cursor", "graphql_cursor"):
             if self.kind == "graphql_cursor":
+                assert p.page_info is not None  # required for this kind (compile checks it)
                 info = self.read(p.page_info, page)
                 if not isinstance(info, dict):
                     raise FetchError(
@@ -326,6 +327,7 @@ class _Walker:
                     )
                 token = info.get("endCursor") if info.get("hasNextPage") else None
             else:
+                assert p.cursor is not None  # required for this kind (compile checks it)
                 token = self.read(p.cursor, page)
             if token in (None, ""):
                 return False
@@ -333,6 +335,7 @@ class _Walker:
             values["cursor"] = token
             return True
         if self.kind == "next_url":
+            assert p.next_url is not None  # required for this kind (compile checks it)
             target = self.read(p.next_url, page)
         else:  # link_header
             target = _next_link(page.headers.get("Link"))

@@ -119,7 +119,7 @@ PAGINATION_REQUIRED = {
     "graphql_cursor": {"page_info": "JMESPath to the pageInfo object"},
 }
 # ... and the parameter names it sends, with their defaults.
-PAGINATION_PARAMS = {
+PAGINATION_PARAMS: dict[str, dict[str, str | None]] = {
     "none": {},
     "offset": {"offset_param": "offset", "limit_param": "limit"},
     "page": {"page_param": "page", "size_param": None},
@@ -204,14 +204,16 @@ class Step:
     mapped_relationships: tuple[MappedRelationshipSpec, ...]
 
     @property
+    def _specs(self) -> tuple[EntitySpec | RelationshipSpec | MappedRelationshipSpec, ...]:
+        return (*self.entities, *self.relationships, *self.mapped_relationships)
+
+    @property
     def declared_types(self) -> tuple[str, ...]:
-        specs = (*self.entities, *self.relationships, *self.mapped_relationships)
-        return tuple(dict.fromkeys(s.type for s in specs))
+        return tuple(dict.fromkeys(s.type for s in self._specs))
 
     @property
     def partial_types(self) -> tuple[str, ...]:
-        specs = (*self.entities, *self.relationships, *self.mapped_relationships)
-        return tuple(dict.fromkeys(s.type for s in specs if s.partial))
+        return tuple(dict.fromkeys(s.type for s in self._specs if s.partial))
 
 
 @dataclass(frozen=True)

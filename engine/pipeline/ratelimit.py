@@ -16,7 +16,9 @@ class RateLimiter:
     of a source: :meth:`acquire` waits until one more request fits in every window."""
 
     def __init__(self, limits: tuple[tuple[int, float], ...]):
-        self.windows = [(requests_allowed, seconds, deque()) for requests_allowed, seconds in limits]
+        self.windows: list[tuple[int, float, deque[float]]] = [
+            (requests_allowed, seconds, deque()) for requests_allowed, seconds in limits
+        ]
         self._lock = threading.Lock()
 
     def acquire(self) -> None:

@@ -11,7 +11,7 @@ import gc
 import logging
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from .check import GraphChecker, Verdict
 from .config import ResolvedConfig
 from .extract import keep_record, select_records
 from .fanout import ordered_map
-from .fetch import HttpClient
+from .fetch import HttpClient, Page
 from .paginate import paginate, render_text_pairs, validate_credentials
 from .plan import Plan, Source, Step
 from .progress import Progress
@@ -54,8 +54,9 @@ class Observer:
     def page(self, step: Step, page, records: list, parent: dict | None) -> None:
         """A page was fetched for ``step`` (``parent``: the fan-out entity it was fetched for)."""
 
-    def record(self, step: Step, position: Position, record: Any, built: Built) -> None:
-        """``record`` was turned into ``built`` (entities, relationships, warnings)."""
+    def record(self, step: Step, position: Position | str, record: Any, built: Built) -> None:
+        """``record`` was turned into ``built`` (entities, relationships, warnings). ``position``
+        is the step's id alone for the one record of a step without a request."""
 
 
 @dataclass(frozen=True)
@@ -258,7 +259,7 @@ class Runner:
     def requests_made(self) -> int:
         return sum(c.requests_made for c in self.clients.values())
 
-    def records(self, step: Step, result: StepResult) -> Iterator[tuple[str, Any, dict | None]]:
+    def records(self, step: Step, result: StepResult) -> Iterator[tuple[Position | str, Any, dict | None]]:
         """Every ``(position, record, parent)`` of a step; ``position`` names it in messages.
 
         A step without a request has one empty record (its entities come from config). A
@@ -266,10 +267,11 @@ class Runner:
         a time, and yields the records in parent order, so the output never depends on
         timing. A failed child request fails the step but not its siblings.
         """
-        if step.request is None:
+        request = step.request
+        if request is None:
             yield step.id, {}, None
             return
-        client = self.client(step.request.source)
+        client = self.client(request.source)
 
         def select(body: Any) -> list:
             return select_records(step.records, body, self.jmespath)
@@ -278,7 +280,7 @@ class Runner:
             return list(
                 paginate(
                     client,
-                    step.request,
+                    request,
                     step.pagination,
                     self.request_scope(parent),
                     select,
@@ -289,7 +291,7 @@ class Runner:
         if step.for_each is None:
             pages = paginate(
                 client,
-                step.request,
+                request,
                 step.pagination,
                 self.config_scope,
                 select,
@@ -327,8 +329,8 @@ class Runner:
             result.fail(f"{context}{error}")
 
     def page_records(
-        self, step: Step, result: StepResult, pages, parent: dict | None
-    ) -> Iterator[tuple[str, Any, dict | None]]:
+        self, step: Step, result: StepResult, pages: Iterable[tuple[Page, list]], parent: dict | None
+    ) -> Iterator[tuple[Position, Any, dict | None]]:
         for number, (page, records) in enumerate(pages, start=1):
             result.pages += 1
             self.observer.page(step, page, records, parent)

@@ -106,10 +106,9 @@ def parse_rules(text: str, filename: str, path: Path | None = None) -> RuleSet:
     try:
         data, source = parse_yaml(text, filename)
     except MappingError as exc:  # YAML syntax, duplicate keys, an empty file
-        problems = [
-            Problem(p.location, p.path, p.message.replace("the mapping file", "the rules file")) for p in exc.problems
-        ]
-        raise RulesError(problems) from None
+        raise RulesError(
+            [Problem(p.location, p.path, p.message.replace("the mapping file", "the rules file")) for p in exc.problems]
+        ) from None
     problems: list[Problem] = []
     rules = _check(data, source, problems)
     if problems:
@@ -130,7 +129,8 @@ def _check(data: Any, source: SourceMap, problems: list[Problem]) -> list[Rule]:
     if not isinstance(data["rules"], list):
         problems.append(source.problem(("rules",), f"must be a list of rules, not {describe_type(data['rules'])}"))
         return []
-    rules, names = [], {}
+    rules: list[Rule] = []
+    names: dict[str, int] = {}  # rule name -> index of the rule that has it
     for index, item in enumerate(data["rules"]):
         rule = _check_rule(index, item, source, problems)
         if rule is None:
@@ -329,7 +329,7 @@ def evaluate_rules(
             continue
         for rule in by_event.get((event.type, event.kind), ()):
             if _fires(rule, event, options, old_options, report):
-                entity = event.new if event.new is not None else event.old
+                entity = event.latest
                 changes = event.changes if event.kind in (CHANGED, UNCHANGED) else None
                 report.alerts.append(
                     Alert(rule, event.key, event.type, entity.get("displayName", entity.get("name")), changes)
@@ -346,12 +346,18 @@ def evaluate_rules(
 
 def _fires(rule: Rule, event: Event, options, old_options, report: AlertReport) -> bool:
     try:
+        # ADDED events have NEW's object only, REMOVED ones OLD's only; CHANGED and UNCHANGED
+        # (the events of 'changed' and 'became' rules) have both.
         if rule.on == BECAME:
+            assert event.new is not None
             return rule.matches(event.new, options) and not _matches_or_false(rule, event, old_options, report)
         if rule.on == CHANGED:
+            assert event.new is not None
             scope = dict(event.new, _old=event.old, _changed=sorted(event.changes))
             return rule.matches(scope, options)
-        return rule.matches(event.new if rule.on == ADDED else event.old, options)
+        entity = event.new if rule.on == ADDED else event.old
+        assert entity is not None
+        return rule.matches(entity, options)
     except Exception as exc:  # a function given the wrong type by an odd entity
         report.errors.append(
             f"{report.rules.path}: {rule.label}: where {rule.where_source!r} failed on {event.key}: {exc}"
@@ -361,6 +367,7 @@ def _fires(rule: Rule, event: Event, options, old_options, report: AlertReport) 
 
 def _matches_or_false(rule: Rule, event: Event, old_options, report: AlertReport) -> bool:
     try:
+        assert event.old is not None  # a 'became' rule's event is CHANGED or UNCHANGED: it has OLD's object
         return rule.matches(event.old, old_options)
     except Exception as exc:
         report.errors.append(

@@ -25,7 +25,7 @@ from ..lang.values import Value
 from ..pipeline.build import Built
 from ..pipeline.check import entity_problems
 from ..pipeline.load import LoadedMapping, format_path
-from ..pipeline.plan import Plan, Step
+from ..pipeline.plan import MappedRelationshipSpec, Plan, RelationshipSpec, Step
 from ..pipeline.runner import Observer
 
 # ----------------------------------------------------------------------------------------
@@ -191,16 +191,21 @@ def referenced_paths(step: Step) -> set[str]:
         values.extend((v, bases) for _, v in (*spec.properties, *spec.tags))
         if spec.tags_from is not None:
             values.append((spec.tags_from, bases))
-    for spec in (*step.relationships, *step.mapped_relationships):
+    relationship_specs: tuple[RelationshipSpec | MappedRelationshipSpec, ...] = (
+        *step.relationships,
+        *step.mapped_relationships,
+    )
+    for rule in relationship_specs:
         bases = root
-        if spec.for_each is not None:
-            bases = frozenset(p + "[]" for p in _value_paths(spec.for_each, root, used))
-        values.extend((v, bases) for _, v in spec.properties)
-        if hasattr(spec, "target_properties"):
-            values.extend((v, bases) for _, v in spec.target_properties)
-        for end in (getattr(spec, "source", None), getattr(spec, "target", None)):
-            if getattr(end, "key", None) is not None:
-                values.append((end.key, bases))
+        if rule.for_each is not None:
+            bases = frozenset(p + "[]" for p in _value_paths(rule.for_each, root, used))
+        values.extend((v, bases) for _, v in rule.properties)
+        if isinstance(rule, MappedRelationshipSpec):
+            values.extend((v, bases) for _, v in rule.target_properties)
+        else:
+            for end in (rule.source, rule.target):
+                if end.key is not None:
+                    values.append((end.key, bases))
     for value, bases in values:
         _value_paths(value, bases, used)
     used.discard("")
@@ -260,7 +265,7 @@ def _template_paths(text: str, bases: frozenset[str], used: set[str]) -> None:
     tree = ENVIRONMENT.parse(text)
     for node in tree.find_all(jinja2.nodes.Getattr):
         chain = []
-        current = node
+        current: jinja2.nodes.Expr = node
         while isinstance(current, jinja2.nodes.Getattr):
             chain.append(current.attr)
             current = current.node

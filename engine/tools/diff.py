@@ -73,8 +73,15 @@ class Event:
     changes: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
+    def latest(self) -> dict:
+        """The object as NEW has it, or as OLD had it when it was removed."""
+        obj = self.new if self.new is not None else self.old
+        assert obj is not None  # every event has an object on at least one side
+        return obj
+
+    @property
     def type(self) -> str:
-        return (self.new if self.new is not None else self.old)["_type"]
+        return self.latest["_type"]
 
 
 class Comparison:
@@ -201,7 +208,9 @@ def format_diff(diff: Diff) -> str:
     lines = [f"--- {diff.old.path}", f"+++ {diff.new.path}"]
     for title, part in (("Entities", diff.entities), ("Relationships", diff.relationships)):
         lines.append(f"{title}: {len(part.added)} added, {len(part.removed)} removed, {len(part.changed)} changed")
-        rows = [(key, "+", graph_type, None) for key, graph_type in part.added.items()]
+        rows: list[tuple[str, str, str, dict | None]] = [
+            (key, "+", graph_type, None) for key, graph_type in part.added.items()
+        ]
         rows += [(key, "-", graph_type, None) for key, graph_type in part.removed.items()]
         rows += [(key, "~", graph_type, changes) for key, (graph_type, changes) in part.changed.items()]
         for key, mark, graph_type, changes in sorted(rows, key=lambda r: (r[0], r[1])):

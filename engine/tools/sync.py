@@ -292,6 +292,7 @@ class Synchronizer:
 
     @property
     def job_path(self) -> str:
+        assert self.report.job_id is not None  # used only after create_job
         return f"{JOBS_PATH}/{quote(self.report.job_id, safe='')}"
 
     def create_job(self) -> None:

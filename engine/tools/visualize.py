@@ -144,7 +144,7 @@ def filter_key_groups(mapping: dict) -> list[tuple[str, ...]]:
     keys = mapping.get("targetFilterKeys")
     if not isinstance(keys, list) or not keys:
         return [("_type", "_key")]
-    groups = []
+    groups: list[tuple[str, ...]] = []
     for group in keys:
         if isinstance(group, str):  # the flat form: each key its own group (OR)
             groups.append((group,))
@@ -200,7 +200,8 @@ def build_view(entities: list[dict], relationships: list[dict]) -> dict:
         return missing[key]
 
     def placeholder(mapping: dict) -> str:
-        target = mapping.get("targetEntity") if isinstance(mapping.get("targetEntity"), dict) else {}
+        found = mapping.get("targetEntity")
+        target: dict = found if isinstance(found, dict) else {}
         usable = [g for g in filter_key_groups(mapping) if g and all(k in target for k in g)]
         pairs = [(k, target[k]) for k in usable[0]] if usable else sorted(target.items())
         identity = _norm(pairs)
