@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -39,6 +41,31 @@ def setup_logging(verbose: int, quiet: bool) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+
+
+mapping_argument = click.argument("mapping", type=click.Path(dir_okay=False, path_type=Path))
+
+
+def output_dir_option(name: str, help: str) -> Callable:
+    """A required option naming an output directory of `etl run` (``--old``, ``--new``)."""
+    return click.option(name, required=True, type=click.Path(path_type=Path), metavar="DIR", help=help)
+
+
+def report_format_option(json_help: str) -> Callable:
+    """``--format text|json`` of a command that prints a report."""
+    return click.option(
+        "--format",
+        "output_format",
+        type=click.Choice(["text", "json"]),
+        default="text",
+        show_default=True,
+        help=json_help,
+    )
+
+
+def print_report(output_format: str, data: Any, text: Callable[[], str]) -> None:
+    """Print a report as indented JSON (``data``) or as text (``text()``)."""
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False) if output_format == "json" else text())
 
 
 def run_options(command: Callable) -> Callable:

@@ -19,7 +19,7 @@ from ..pipeline.results import format_result
 from ..pipeline.run import RunRequest, parse_time, run_mapping
 from ..pipeline.runner import Observer
 from ..secrets import log_redaction
-from .common import EXIT_CODES_HELP, run_options, setup_logging
+from .common import EXIT_CODES_HELP, mapping_argument, run_options, setup_logging
 
 
 @click.command(epilog=EXIT_CODES_HELP)
@@ -56,7 +56,7 @@ def schema() -> None:
 
 
 @click.command(epilog=EXIT_CODES_HELP)
-@click.argument("mapping", type=click.Path(dir_okay=False, path_type=Path))
+@mapping_argument
 @click.option(
     "-o",
     "--output",
@@ -180,7 +180,7 @@ def _observe(
 
 
 @click.command(epilog=EXIT_CODES_HELP)
-@click.argument("mapping", type=click.Path(dir_okay=False, path_type=Path))
+@mapping_argument
 @click.option(
     "--limit",
     type=click.IntRange(1),
@@ -205,7 +205,7 @@ def preview(mapping: Path, limit: int, **shared: Any) -> None:
 
 
 @click.command(epilog=EXIT_CODES_HELP)
-@click.argument("mapping", type=click.Path(dir_okay=False, path_type=Path))
+@mapping_argument
 @run_options
 def coverage(mapping: Path, **shared: Any) -> None:
     """Report, per step, the API fields that no expression reads and the properties that
@@ -219,7 +219,7 @@ def coverage(mapping: Path, **shared: Any) -> None:
 
 
 @click.command(epilog=EXIT_CODES_HELP)
-@click.argument("mapping", type=click.Path(dir_okay=False, path_type=Path))
+@mapping_argument
 @click.option("--key", required=True, help="The _key of the entity or relationship to explain.")
 @run_options
 def explain(mapping: Path, key: str, **shared: Any) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -14,7 +13,14 @@ from ..pipeline.run import cassette_context, parse_time
 from ..secrets import Redactor, log_redaction
 from ..signals import terminate_as_interrupt
 from ..tools import sync as graph_sync  # its option defaults are needed to build the command line
-from .common import INTERNAL_ERROR_LINE, setup_logging
+from .common import (
+    INTERNAL_ERROR_LINE,
+    mapping_argument,
+    output_dir_option,
+    print_report,
+    report_format_option,
+    setup_logging,
+)
 
 DOCUMENT_EXIT_CODES_HELP = f"""\b
 Exit codes:
@@ -28,7 +34,7 @@ Exit codes:
 
 
 @click.command(epilog=DOCUMENT_EXIT_CODES_HELP)
-@click.argument("mapping", type=click.Path(dir_okay=False, path_type=Path))
+@mapping_argument
 @click.option(
     "-o",
     "--output",
@@ -95,15 +101,10 @@ Exit codes (as diff(1)):
 @click.command("diff", epilog=DIFF_EXIT_CODES_HELP)
 @click.argument("old", type=click.Path(path_type=Path))
 @click.argument("new", type=click.Path(path_type=Path))
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help='text: a readable report; json: {"entities": {"added": [keys], "removed": [keys], '
+@report_format_option(
+    'text: a readable report; json: {"entities": {"added": [keys], "removed": [keys], '
     '"changed": [{"_key": ..., "changes": {property: {"old": ..., "new": ...}}}]}, '
-    '"relationships": {...}}, keys sorted.',
+    '"relationships": {...}}, keys sorted.'
 )
 @click.option(
     "--ignore",
@@ -141,10 +142,7 @@ def diff_command(old: Path, new: Path, output_format: str, ignored: tuple[str, .
     if {"_key", "_type"} & set(ignored):
         raise click.BadParameter("_key and _type cannot be ignored: objects are matched by them", param_hint="--ignore")
     result = graph_diff.diff_outputs(old, new, ignore=ignored)
-    if output_format == "json":
-        click.echo(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
-    else:
-        click.echo(graph_diff.format_diff(result))
+    print_report(output_format, result.to_json(), lambda: graph_diff.format_diff(result))
     sys.exit(result.exit_code)
 
 
@@ -162,30 +160,11 @@ Exit codes:
 
 @click.command("alerts", epilog=ALERTS_EXIT_CODES_HELP)
 @click.argument("rules", type=click.Path(path_type=Path))
-@click.option(
-    "--old",
-    "old",
-    required=True,
-    type=click.Path(path_type=Path),
-    metavar="DIR",
-    help="The earlier output directory (e.g. yesterday's run).",
-)
-@click.option(
-    "--new",
-    "new",
-    required=True,
-    type=click.Path(path_type=Path),
-    metavar="DIR",
-    help="The later output directory (e.g. today's run).",
-)
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="json: a list of {rule, on, _type, _key, displayName, description[, changes]}, in the order "
-    "of the rules, then by _key.",
+@output_dir_option("--old", "The earlier output directory (e.g. yesterday's run).")
+@output_dir_option("--new", "The later output directory (e.g. today's run).")
+@report_format_option(
+    "json: a list of {rule, on, _type, _key, displayName, description[, changes]}, in the order "
+    "of the rules, then by _key."
 )
 @click.option(
     "--as-of",
@@ -241,10 +220,7 @@ def alerts_command(
         click.echo(f"etl: warning: {warning}", err=True)
     for error in report.errors:
         click.echo(f"etl: error: {error}", err=True)
-    if output_format == "json":
-        click.echo(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
-    else:
-        click.echo(alert_rules.format_alerts(report))
+    print_report(output_format, report.to_json(), lambda: alert_rules.format_alerts(report))
     sys.exit(report.exit_code)
 
 
