@@ -15,12 +15,16 @@ by name), so memory holds one file, not the graph. Every problem is an
 
 from __future__ import annotations
 
+import fcntl
+import os
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import OutputDirError
+from .errors import OutputDirError, OutputError
 from .jsonio import decode_json
 
 COLLECTIONS = ("entities", "relationships")
@@ -123,3 +127,39 @@ def read_json(path: Path) -> Any:
     except (ValueError, RecursionError) as exc:
         reason = "nested too deeply" if isinstance(exc, RecursionError) else exc
         raise OutputDirError(f"{path}: cannot read it as JSON ({reason}); is it compressed or cut short?") from None
+
+
+# -- the lock of an output directory ----------------------------------------------------------
+
+
+def lock_path(directory: Path) -> Path:
+    """The lock file of an output directory: ``.<name>.lock`` beside it (it survives the swap)."""
+    resolved = directory.resolve()
+    return resolved.with_name(f".{resolved.name}.lock")
+
+
+@contextmanager
+def output_lock(directory: Path, *, shared: bool, wait: float = 0.0) -> Iterator[None]:
+    """Hold the lock of ``directory``: exclusive while a run replaces it, shared while a reader
+    (``etl sync``) needs one consistent run. Waits up to ``wait`` seconds for the other holder,
+    then raises :class:`OutputError` naming what holds it."""
+    path = lock_path(directory)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + wait
+        mode = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB
+        while True:
+            try:
+                fcntl.flock(handle, mode)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    what = "a run is replacing it" if shared else "another etl command is using it"
+                    raise OutputError(
+                        f"{directory} is locked ({what}; lock file {path}); try again when it has finished"
+                    ) from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(handle)  # closing releases the lock
