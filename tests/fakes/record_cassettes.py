@@ -23,7 +23,7 @@ from engine.pipeline.compile import compile_file
 from engine.pipeline.config import resolve_config
 from engine.pipeline.runner import RunOptions, run_plan
 
-from . import digicert, nowsecure
+from . import digicert, domains, nowsecure, people
 from .server import LocalApi, Response
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -205,6 +205,28 @@ SCENARIOS += [
         {**NOWSECURE_CONFIG, "apiToken": "not-a-valid-nowsecure-token"},
         source="lab",
         as_of=nowsecure.AS_OF,
+    ),
+]
+
+
+# The example mappings of mappings/examples/: generic sources of Person and Domain entities
+# whose data lines up with the DigiCert and NowSecure cassettes above.
+SCENARIOS += [
+    Scenario(
+        "examples/people/full-run",
+        "mappings/examples/people.yaml",
+        "https://people.example.com/v1",
+        people.ROOT,
+        lambda api: people.install(api),
+        {"apiToken": people.API_TOKEN, "pageSize": "3"},
+    ),
+    Scenario(
+        "examples/domains/full-run",
+        "mappings/examples/domains.yaml",
+        "https://dns.example.com/v1",
+        domains.ROOT,
+        lambda api: domains.install(api),
+        {"apiKey": domains.API_KEY, "pageSize": "2"},
     ),
 ]
 
