@@ -39,6 +39,7 @@ from email.utils import parsedate_to_datetime
 import requests
 
 from . import clock
+from .transfer import DeadlineExceeded
 
 log = logging.getLogger("etl.http")
 
@@ -146,6 +147,8 @@ def retry_after(value: str | None) -> float | None:
 
 def connection_reason(exc: Exception) -> str:
     """A transport failure in a few words ("timed out", "connection refused")."""
+    if isinstance(exc, DeadlineExceeded):
+        return f"timed out ({exc})"
     if isinstance(exc, requests.Timeout):
         return "timed out"
     if isinstance(exc, requests.exceptions.ChunkedEncodingError):

@@ -1,21 +1,26 @@
 """HTTP sessions and what every caller reads off a response.
 
 One ``requests.Session`` per source (connection reuse) or per sync, made by
-:func:`new_session`; a short, one-line :func:`snippet` of a body for error messages
-(callers redact it).
+:func:`new_session` (its connections keep to the deadlines of ``transfer.py``); a short,
+one-line :func:`snippet` of a body for error messages (callers redact it).
 """
 
 from __future__ import annotations
 
 import requests
 
+from .transfer import DeadlineAdapter
+
 USER_AGENT = "etl (declarative JupiterOne graph engine)"
+DEFAULT_HEADERS = {"User-Agent": USER_AGENT, "Accept": "application/json"}
 
 
 def new_session(headers: dict[str, str] | None = None) -> requests.Session:
     """A session that announces etl and asks for JSON, with ``headers`` on every request."""
     session = requests.Session()
-    session.headers.update({"User-Agent": USER_AGENT, "Accept": "application/json"})
+    session.mount("https://", DeadlineAdapter())
+    session.mount("http://", DeadlineAdapter())
+    session.headers.update(DEFAULT_HEADERS)
     session.headers.update(headers or {})
     return session
 

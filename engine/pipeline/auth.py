@@ -3,7 +3,10 @@
 Static kinds become headers or query parameters once, when the source's client is made.
 OAuth2 fetches a token when first needed, keeps it until shortly before it expires, and
 can be told a token was refused (a 401) to fetch a new one. Every credential is added
-to the run's redactor the moment it is known.
+to the run's redactor the moment it is known (HTTP Basic also as the base64 of
+``user:password``). Where credentials may be sent is ``fetch.py``'s business; the token
+request goes to ``token_url`` only: a redirect to another origin is refused, so the
+client secret never follows it.
 """
 
 from __future__ import annotations
@@ -16,10 +19,13 @@ from typing import Any
 
 import requests
 
-from ..errors import AuthenticationError
+from ..errors import AuthenticationError, ConfigError
 from ..http import clock
+from ..http.cassette import cassette_miss
+from ..http.origins import origin_of, url_problem
 from ..http.retry import RETRYABLE_ERRORS, Attempts, RetryPolicy
 from ..http.session import new_session, snippet
+from ..http.transfer import DEFAULT_MAX_RESPONSE_BYTES, ResponseTooLarge, TooManyRedirects, exchange
 from ..lang.values import Scope
 from ..secrets import Redactor
 from .plan import AuthSpec
@@ -48,7 +54,7 @@ def static_auth(spec: AuthSpec | None, scope: Scope, redactor: Redactor) -> Stat
         redactor.add(values["token"])
         return StaticAuth({"Authorization": f"Bearer {values['token']}"}, {})
     if spec.kind == "basic":
-        redactor.add(values["password"])
+        redactor.add_basic(values["username"], values["password"])
         return StaticAuth({}, {}, (values["username"], values["password"]))
     redactor.add(values["value"])
     if spec.location == "query":
@@ -60,20 +66,43 @@ class OAuth2ClientCredentials:
     """RFC 6749 §4.4: a token from ``token_url``, cached until it nearly expires. Thread-safe."""
 
     def __init__(
-        self, spec: AuthSpec, scope: Scope, redactor: Redactor, *, token_url: str, timeout: float, retry: RetryPolicy
+        self,
+        spec: AuthSpec,
+        scope: Scope,
+        redactor: Redactor,
+        *,
+        token_url: str,
+        timeout: float,
+        retry: RetryPolicy,
+        max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        source: str = "",
     ):
         # The source's backoff, fewer attempts: the credentials may simply be wrong.
         self.retry = dataclasses.replace(retry, max_attempts=min(retry.max_attempts, TOKEN_ATTEMPTS))
         self.values: dict[str, Any] = {name: value.evaluate(scope) for name, value in spec.fields}
         self.client_auth = spec.client_auth
-        self.token_url = token_url
         self.timeout = timeout
+        self.max_bytes = max_bytes
         self.redactor = redactor
         self.session = new_session()
         self._lock = threading.Lock()
         self._token: str | None = None
         self._expires_at = 0.0
         redactor.add(str(self.values["client_secret"]))
+        if self.client_auth == "basic":
+            redactor.add_basic(str(self.values["client_id"]), str(self.values["client_secret"]))
+        problem = url_problem(token_url)
+        origin = origin_of(token_url)
+        if problem or origin is None:
+            where = f"sources.{source}.auth.token_url" if source else "the token_url"
+            raise ConfigError(
+                redactor(
+                    f"{where} is {token_url!r}: {problem or 'not an http(s) URL'}; it must be an http:// or "
+                    f"https:// URL, or a path on the source's base URL"
+                )
+            )
+        self.token_url = token_url
+        self.origin = origin  # the client secret goes here, and nowhere else
 
     def token(self) -> str:
         with self._lock:
@@ -103,16 +132,53 @@ class OAuth2ClientCredentials:
             form.update(client_id=self.values["client_id"], client_secret=self.values["client_secret"])
         where = f"POST {self.redactor(self.token_url)}"
         attempts = Attempts(self.retry, where)
+
+        def prepare(method: str, url: str, with_form: bool) -> requests.PreparedRequest:
+            request = requests.Request(method, url, data=form if with_form else None, auth=auth)
+            return self.session.prepare_request(request)
+
+        def redirect(method: str, url: str, keep_body: bool, response: requests.Response) -> requests.PreparedRequest:
+            if origin_of(url) != self.origin:
+                raise AuthenticationError(
+                    self.redactor(
+                        f"authentication failed: {where} -> HTTP {response.status_code} redirect to {url}, on "
+                        f"another origin ({origin_of(url) or 'not http(s)'}) than the token URL ({self.origin}); "
+                        f"the client credentials are only sent to the token URL - set token_url to the "
+                        f"endpoint itself"
+                    ),
+                    status=response.status_code,
+                )
+            log.debug("%s -> %d: redirected to %s", where, response.status_code, self.redactor(url))
+            return prepare(method, url, keep_body)
+
         for _ in attempts:
             try:
-                response = self.session.post(self.token_url, data=form, auth=auth, timeout=self.timeout)
+                response = exchange(
+                    self.session,
+                    prepare("POST", self.token_url, True),
+                    timeout=self.timeout,
+                    max_bytes=self.max_bytes,
+                    redirect=redirect,
+                )
             except RETRYABLE_ERRORS as exc:
                 failure = attempts.transport_failed(exc)
                 if failure:
                     raise AuthenticationError(f"authentication failed: {where} {failure}") from None
                 continue
+            except (ResponseTooLarge, TooManyRedirects) as exc:
+                raise AuthenticationError(f"authentication failed: {where}: {exc}") from None
             except requests.RequestException as exc:
                 raise AuthenticationError(f"authentication failed: {where}: {type(exc).__name__}") from None
+            except AuthenticationError:
+                raise
+            except Exception as exc:
+                if not cassette_miss(exc):
+                    raise
+                # vcrpy's own message shows the request, form body (client secret) included.
+                raise AuthenticationError(
+                    f"authentication failed: {where}: the cassette holds no response for the token request "
+                    f"(replay only); re-record it with --record-mode all, or check --config and --base-url"
+                ) from None
             if not attempts.retry_status(response):  # the token endpoint may be having a moment
                 break
         try:

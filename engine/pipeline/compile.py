@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..errors import MappingError, ValueProblem, did_you_mean
+from ..http.origins import origin_of, url_problem
 from ..http.retry import DEFAULT_RETRY_STATUSES, RetryPolicy
+from ..http.transfer import DEFAULT_MAX_RESPONSE_BYTES
 from ..lang.functions import to_epoch_ms
 from ..lang.templates import REQUEST_VARIABLES
 from ..lang.values import Value, literal
@@ -124,6 +127,17 @@ class Compiler(RuleCompiler):
                 spec.get("error_message", "errors[0].message || message || error || detail"),
                 path + ("error_message",),
             )
+            allowed_origins = []  # each an http(s) origin, without a path
+            for index, url in enumerate(spec.get("allowed_origins") or ()):
+                origin = origin_of(url)
+                bare = urlsplit(url).path in ("", "/") and "?" not in url and "#" not in url
+                if origin is None or url_problem(url) or not bare:
+                    self.problem(
+                        path + ("allowed_origins", index),
+                        f"{url!r} is not an origin: write it as https://host or https://host:port",
+                    )
+                else:
+                    allowed_origins.append(str(origin))
             out.append(
                 Source(
                     name=name,
@@ -141,6 +155,9 @@ class Compiler(RuleCompiler):
                     retry=retry,
                     validate=validate,
                     error_message=self.compiled(error_message),
+                    allowed_origins=tuple(allowed_origins),
+                    cross_origin=spec.get("cross_origin", "refuse"),
+                    max_response_bytes=int(spec.get("max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES)),
                 )
             )
         return tuple(out)

@@ -6,6 +6,16 @@ retries what the retry policy (``engine/http/retry.py``) says is worth retrying,
 turns every other failure into a :class:`FetchError` that names the URL (with secrets
 redacted). The client is thread-safe, which fan-out relies on. Which requests a step
 makes, page after page, is ``paginate.py``'s business.
+
+**Credentials stay on the source's origin.** The source's headers and query parameters,
+its auth (a header, a query parameter, HTTP Basic, the OAuth2 access token) go only to
+requests whose scheme, host and port are those of its base URL, or of an origin its
+mapping allows (``allowed_origins``). A URL on any other origin - an absolute next-page
+link, a ``Link`` header, an absolute path, a redirect - is refused with an error naming
+both origins, or, with ``cross_origin: anonymous``, requested without any of them (and
+without any header, query parameter or body holding a secret). Redirects are followed
+here, hop by hop (``engine/http/transfer.py``), so this holds for every hop; every attempt
+is bounded in time (the source's ``timeout``, in all) and in size (``max_response_bytes``).
 """
 
 from __future__ import annotations
@@ -16,15 +26,17 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import requests
 
-from ..errors import FetchError
+from ..errors import ConfigError, FetchError
 from ..http import clock
 from ..http.cassette import cassette_miss
+from ..http.origins import Origin, origin_of, url_problem
 from ..http.retry import RETRYABLE_ERRORS, Attempts
-from ..http.session import new_session, snippet
+from ..http.session import DEFAULT_HEADERS, new_session, snippet
+from ..http.transfer import ResponseTooLarge, TooManyRedirects, exchange
 from ..jsonio import decode_json
 from ..lang.values import Scope
 from ..secrets import Redactor
@@ -46,6 +58,15 @@ class Page:
     elapsed_ms: float = 0.0
 
 
+@dataclass(frozen=True)
+class _Call:
+    """What one logical request asked for, to build each hop of it again."""
+
+    method: str
+    headers: dict[str, str]  # the request's own (not the source's)
+    body: Any
+
+
 class HttpClient:
     """HTTP for one source: base URL, default headers and params, credentials, budgets,
     retries, JSON decoding."""
@@ -62,13 +83,17 @@ class HttpClient:
         auth_scope: Scope,
     ):
         self.source = source
-        self.base_url = base_url.rstrip("/")
         self.redactor = redactor
+        self.origin = base_origin(source.name, base_url, redactor)
+        self.base_url = base_url.rstrip("/")
+        # Credentials go to these origins only; allowed_origins are checked when compiled.
+        self.trusted = {self.origin, *(o for o in map(origin_of, source.allowed_origins) if o is not None)}
         self.options = options  # JMESPath options, for the source's error_message expression
         credentials = static_auth(source.auth, auth_scope, redactor)
-        self.session = new_session({**headers, **credentials.headers})
-        self.session.auth = credentials.basic
+        self.headers = {**headers, **credentials.headers}  # auth headers win over the source's
         self.params = {**params, **credentials.params}
+        self.basic = credentials.basic
+        self.session = new_session()
         self.oauth = None
         if source.auth is not None and source.auth.kind == "oauth2_client_credentials":
             token_url = next(v for n, v in source.auth.fields if n == "token_url").evaluate(auth_scope)
@@ -76,9 +101,11 @@ class HttpClient:
                 source.auth,
                 auth_scope,
                 redactor,
-                token_url=self.url_for(token_url),
+                token_url=self.url_for(str(token_url)),
                 timeout=source.timeout,
                 retry=source.retry,
+                max_bytes=source.max_response_bytes,
+                source=source.name,
             )
         self.limiter = RateLimiter(source.rate_limits) if source.rate_limits else None
         self.requests_made = 0
@@ -96,13 +123,77 @@ class HttpClient:
             return self.base_url
         return f"{self.base_url}/{path.lstrip('/')}"
 
-    def prepare(self, method: str, path: str, params, headers, body) -> requests.PreparedRequest:
-        url = self.url_for(path)
-        present = {name for name, _ in parse_qsl(urlsplit(url).query, keep_blank_values=True)}
-        merged = {k: v for k, v in self.params.items() if k not in present}  # a next-page URL has them already
-        merged.update(params or {})
-        request = requests.Request(method, url, params=merged, headers=dict(headers or {}), json=body)
-        return self.session.prepare_request(request)
+    # -- where credentials go --------------------------------------------------------------
+
+    def may_send_credentials(self, url: str, refused: str) -> bool:
+        """True when ``url`` is on a trusted origin (it gets the source's credentials); False
+        when it is not and the source says ``cross_origin: anonymous`` (it gets none); a
+        :class:`FetchError` otherwise. ``refused`` starts the message (what asked for it)."""
+        origin = origin_of(url)
+        if origin is not None and origin in self.trusted:
+            return True
+        if origin is not None and self.source.cross_origin == "anonymous":
+            return False
+        name = self.source.name
+        where = f"on another origin ({origin})" if origin is not None else "not an http(s) URL"
+        raise FetchError(
+            self.redactor(
+                f"{refused} is {where}, not the origin of source '{name}' ({self.origin}); refusing to send "
+                f"the source's credentials there. Allow it with sources.{name}.allowed_origins, or set "
+                f"sources.{name}.cross_origin: anonymous to request it without credentials"
+            ),
+            url=self.redactor(url),
+        )
+
+    def prepare(
+        self, call: _Call, url: str, params: Mapping[str, Any] | None, *, trusted: bool, token: str | None = None
+    ) -> requests.PreparedRequest:
+        """The request for ``url``: with the source's headers, params and credentials (and
+        the OAuth2 ``token``) when ``trusted``; otherwise with none of them, and nothing
+        else that holds a secret."""
+        if trusted:
+            present = {name for name, _ in parse_qsl(urlsplit(url).query, keep_blank_values=True)}
+            merged = {k: v for k, v in self.params.items() if k not in present}  # a next-page URL has them already
+            merged.update(params or {})
+            request = requests.Request(
+                call.method, url, params=merged, headers={**self.headers, **call.headers}, json=call.body
+            )
+            request.auth = self.basic
+            prepared = self.session.prepare_request(request)
+            if token is not None:
+                prepared.headers["Authorization"] = f"Bearer {token}"
+            return prepared
+        secret = self.redactor.contains_secret
+        url = without_secret_params(url, secret)
+        if secret(url) or (call.body is not None and secret(json.dumps(call.body, default=str))):
+            raise FetchError(
+                self.redactor(
+                    f"{call.method} {url}: this request to another origin ({origin_of(url)}) would carry a "
+                    f"credential of source '{self.source.name}' in its URL or body; not sent"
+                ),
+                url=self.redactor(url),
+            )
+        safe = {k: v for k, v in (params or {}).items() if not secret(str(k)) and not secret(str(v))}
+        headers = {k: v for k, v in call.headers.items() if not secret(k) and not secret(v)}
+        # Not through the session: no session cookies, no .netrc, nothing of the source's.
+        headers = {**DEFAULT_HEADERS, **headers}
+        return requests.Request(call.method, url, params=safe, headers=headers, json=call.body).prepare()
+
+    def redirect(
+        self, call: _Call, token: str | None, what: str, method: str, url: str, keep_body: bool, response
+    ) -> requests.PreparedRequest:
+        """The next hop of a redirect, built as a new request for its origin (or refused)."""
+        status = response.status_code
+        trusted = self.may_send_credentials(url, f"{what} -> HTTP {status}: the redirect to {url}")
+        log.debug("%s -> %d: redirected to %s%s", what, status, self.redactor(url), "" if trusted else " (anonymous)")
+        hop = _Call(method, call.headers, call.body if keep_body else None)
+        return self.prepare(hop, url, None, trusted=trusted, token=token)
+
+    def _count(self) -> None:
+        with self._count_lock:
+            self.requests_made += 1
+
+    # -- one logical request ---------------------------------------------------------------
 
     def get_json(
         self,
@@ -114,39 +205,63 @@ class HttpClient:
         body: Any = None,
     ) -> Page:
         """One logical request, retried as the source's policy says. Returns the decoded JSON."""
-        prepared = self.prepare(method, path, params, headers, body)
-        assert prepared.url is not None  # prepare_request always sets it
+        call = _Call(method, dict(headers or {}), body)
+        target = self.url_for(path)
+        trusted = self.may_send_credentials(target, f"{method} {target}")
+        prepared = self.prepare(call, target, params, trusted=trusted)
+        assert prepared.url is not None  # prepare always sets it
         url = self.redactor(prepared.url)
-        settings = self.session.merge_environment_settings(prepared.url, {}, None, None, None)
-        attempts = Attempts(self.source.retry, f"{method} {url}")
+        what = f"{method} {url}"
+        attempts = Attempts(self.source.retry, what)
         refreshed = False
         started = clock.monotonic()
         for attempt in attempts:
-            token = self.authorize(prepared)
+            token = self.oauth.token() if trusted and self.oauth is not None else None
+            if token is not None:
+                prepared.headers["Authorization"] = f"Bearer {token}"
             if self.limiter is not None:
                 self.limiter.acquire()
             try:
-                with self._count_lock:
-                    self.requests_made += 1
-                response = self.session.send(prepared, timeout=self.source.timeout, **settings)
+                response = exchange(
+                    self.session,
+                    prepared,
+                    timeout=self.source.timeout,
+                    max_bytes=self.source.max_response_bytes,
+                    redirect=lambda *hop, token=token: self.redirect(call, token, what, *hop),
+                    sent=self._count,
+                )
             except RETRYABLE_ERRORS as exc:
                 failure = attempts.transport_failed(exc)
                 if failure:
-                    raise FetchError(f"{method} {url} {failure}", url=url) from None
+                    raise FetchError(f"{what} {failure}", url=url) from None
                 continue
+            except FetchError:
+                raise  # a redirect refused
+            except ResponseTooLarge as exc:
+                raise FetchError(
+                    f"{what}: {exc}; refused. If the API really sends that much in one response, raise "
+                    f"sources.{self.source.name}.max_response_bytes",
+                    url=url,
+                ) from None
+            except TooManyRedirects as exc:
+                raise FetchError(f"{what}: {exc}", url=url) from None
+            except requests.RequestException as exc:  # a redirect to a URL that cannot be requested, say
+                detail = " ".join(str(exc).split())[:200]
+                raise FetchError(self.redactor(f"{what}: {type(exc).__name__}: {detail}"), url=url) from None
             except Exception as exc:
                 if not cassette_miss(exc):
                     raise
+                # vcrpy's own message shows the whole request (a body with a secret too): not shown.
                 raise FetchError(
-                    f"{method} {url}: the cassette holds no response for this request "
+                    f"{what}: the cassette holds no response for this request "
                     f"(replay only); re-record it with --record-mode all, or check --config "
                     f"and --base-url",
                     url=url,
                 ) from None
             status = response.status_code
-            log.debug("%s %s -> %d (attempt %d)", method, url, status, attempt)
+            log.debug("%s -> %d (attempt %d)", what, status, attempt)
             if status == 401 and token is not None and not refreshed and self.oauth is not None:
-                log.info("%s %s -> 401: the access token was refused; getting a new one", method, url)
+                log.info("%s -> 401: the access token was refused; getting a new one", what)
                 self.oauth.refused(token)
                 refreshed = True
                 attempts.repeat_for_free()  # a refresh is not a retry
@@ -165,14 +280,6 @@ class HttpClient:
                 elapsed_ms=(clock.monotonic() - started) * 1000,
             )
         raise AssertionError("unreachable: Attempts never ends by itself")
-
-    def authorize(self, prepared: requests.PreparedRequest) -> str | None:
-        """Put the current OAuth2 token on the request; returns it (None without OAuth2)."""
-        if self.oauth is None:
-            return None
-        token = self.oauth.token()
-        prepared.headers["Authorization"] = f"Bearer {token}"
-        return token
 
     def decode(self, method: str, url: str, response: requests.Response) -> Any:
         content_type = response.headers.get("Content-Type", "")
@@ -216,3 +323,29 @@ class HttpClient:
         if found in (None, "", [], {}):
             return snippet(response)
         return found if isinstance(found, str) else json.dumps(found)
+
+
+def base_origin(source: str, base_url: Any, redactor: Redactor) -> Origin:
+    """The origin of a source's base URL; a :class:`ConfigError` (exit 4) when it is not
+    an http(s) URL with a host."""
+    problem = url_problem(base_url) if isinstance(base_url, str) else f"it is {type(base_url).__name__}, not text"
+    origin = origin_of(base_url) if isinstance(base_url, str) else None
+    if problem is None and origin is not None:
+        return origin
+    raise ConfigError(
+        redactor(
+            f"the base URL of source '{source}' is {base_url!r}: {problem or 'not an http(s) URL'}. It must be "
+            f"an http:// or https:// URL with a host; check --base-url, or sources.{source}.base_url and the "
+            f"config values it reads"
+        )
+    )
+
+
+def without_secret_params(url: str, secret) -> str:
+    """``url`` without the query parameters whose name or value holds a secret."""
+    parts = urlsplit(url)
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    kept = [(k, v) for k, v in pairs if not secret(k) and not secret(v)]
+    if len(kept) == len(pairs):
+        return url
+    return urlunsplit(parts._replace(query=urlencode(kept)))

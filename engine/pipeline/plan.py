@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..http.retry import RetryPolicy
+from ..http.transfer import DEFAULT_MAX_RESPONSE_BYTES
 from ..lang.values import Value
 
 AUTH_FIELDS = {
@@ -77,6 +78,9 @@ class Source:
     auth: AuthSpec | None = None
     rate_limits: tuple[tuple[int, float], ...] = ()  # (requests, seconds)
     on_status: tuple[tuple[int, str], ...] = ()  # (HTTP status, skip | partial | fail)
+    allowed_origins: tuple[str, ...] = ()  # origins besides base_url's that get the credentials
+    cross_origin: str = "refuse"  # a URL on another origin: refuse | anonymous (sent without credentials)
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES  # per response, decoded
 
 
 @dataclass(frozen=True)

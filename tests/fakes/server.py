@@ -150,3 +150,70 @@ class LocalApi:
             handler.connection.shutdown(2)
             return
         handler.wfile.write(body)
+
+
+# -- slow servers ------------------------------------------------------------------------------
+
+
+@dataclass
+class Trickle(Response):
+    """A response written a byte at a time, ``interval`` seconds apart: its body, or (with
+    ``head``) its status line and headers too - a server that never quite stops answering."""
+
+    interval: float = 0.05
+    head: bool = False
+
+
+class TricklingApi(LocalApi):
+    """A :class:`LocalApi` that also serves :class:`Trickle` responses (from routes or
+    ``fail_next``). A trickle stops when the client hangs up or the server stops."""
+
+    def __init__(self, default_headers: dict[str, str] | None = None):
+        super().__init__(default_headers)
+        self.stopping = threading.Event()
+        self.hung_up = 0  # trickles the client hung up on
+
+    def __enter__(self) -> TricklingApi:
+        super().__enter__()
+        assert self._server is not None
+        # A client that gives up on a response hangs up on the server: not an error here.
+        self._server.handle_error = lambda request, client_address: None  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopping.set()
+        address = self._server.server_address[:2] if self._server else None
+
+        def wake() -> None:  # serve_forever notices a shutdown at its next poll; a connection wakes it
+            try:
+                connection = socket.create_connection(address, timeout=0.2)
+            except OSError:
+                return
+            connection.close()
+
+        if address:
+            threading.Timer(0.01, wake).start()
+        super().__exit__(*exc)
+
+    def _send(self, handler: BaseHTTPRequestHandler, response: Response) -> None:
+        if not isinstance(response, Trickle):
+            super()._send(handler, response)
+            return
+        body = response.encoded()
+        reason = handler.responses.get(response.status, ("",))[0]
+        headers = {"Date": handler.date_time_string(), **self.default_headers, **response.headers}
+        headers["Content-Length"] = str(len(body))
+        head = f"HTTP/1.1 {response.status} {reason}\r\n"
+        head += "".join(f"{name}: {value}\r\n" for name, value in headers.items()) + "\r\n"
+        handler.close_connection = True
+        try:
+            if not response.head:
+                handler.wfile.write(head.encode("latin-1"))
+            slow = (head.encode("latin-1") if response.head else b"") + body
+            for index in range(len(slow)):
+                if self.stopping.wait(response.interval):
+                    return
+                handler.wfile.write(slow[index : index + 1])
+        except OSError:
+            with self._lock:
+                self.hung_up += 1
