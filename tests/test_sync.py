@@ -4,7 +4,13 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
+import queue
 import shutil
+import subprocess
+import sys
+import threading
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -16,7 +22,7 @@ from engine import output
 from engine.http import clock as http_clock
 from engine.tools import sync as graph_sync
 from tests.conftest import CASSETTES, MAPPINGS
-from tests.fakes.persister import ACCOUNT, API_KEY, INSTANCE_ID, JOBS, REAL_BASE, Persister, error
+from tests.fakes.persister import ACCOUNT, API_KEY, DROPPED, INSTANCE_ID, JOBS, REAL_BASE, Persister, error
 from tests.fakes.server import LocalApi, Response
 from tests.graphtools import read_output
 
@@ -71,8 +77,9 @@ def sync(etl, directory: Path, api: LocalApi, *extra, key: str = API_KEY):
 
 
 def calls(api: LocalApi, job_id: str) -> list[str]:
-    """The requests the server saw, as 'METHOD path' with the job path shortened to 'job/'."""
-    return [f"{r.method} {r.path.replace(f'{JOBS}/{job_id}/', 'job/')}" for r in api.log]
+    """The requests the server saw, as 'METHOD path' with the job path shortened to 'job'."""
+    job = f"{JOBS}/{job_id}"
+    return [f"{r.method} {'job' if r.path == job else r.path.replace(f'{job}/', 'job/')}" for r in api.log]
 
 
 def keys(objects: list[dict]) -> Counter:
@@ -348,12 +355,20 @@ def test_429_and_5xx_are_retried_with_the_same_correlation_id(etl, api, persiste
 
     result = sync(etl, digicert_output, api)
     assert result.exit_code == 0, result.stderr
-    assert calls(api, job_id) == [f"POST {JOBS}", f"POST {JOBS}"] + ["POST job/entities"] * 4 + [
+    # After the 502 the create may have been carried out: the instance's jobs are looked up before
+    # trying again, and once more after the job is made (for one the first lookup did not list yet).
+    assert calls(api, job_id) == [f"POST {JOBS}", "POST /graphql", f"POST {JOBS}", "POST /graphql"] + [
+        "POST job/entities"
+    ] * 4 + [
         "POST job/relationships",
         "POST job/events",
         "POST job/finalize",
+        "GET job",  # the 500 may have come after finalizing: the job says it did not
         "POST job/finalize",
     ]
+    assert list(persister.jobs) == [job_id]
+    creates = [r for r in api.log if r.path == JOBS]
+    assert len({r.headers["jupiterone-correlation-id"] for r in creates}) == 1
     entity_posts = [r for r in api.log if r.path.endswith("/entities")]
     assert len({r.headers["jupiterone-correlation-id"] for r in entity_posts}) == 1
     assert len(persister.batches) == 2  # the entities arrived once
@@ -457,7 +472,8 @@ def test_a_failed_finalize_aborts(etl, api, persister, digicert_output):
     api.fail_next(f"{JOBS}/{job_id}/finalize", *[Response(503, {"message": "down"})] * 5)
     result = sync(etl, digicert_output, api)
     assert result.exit_code == 5
-    assert calls(api, job_id)[-2:] == ["POST job/finalize", "POST job/abort"]
+    # The last 503 may have come after finalizing: the job's state decides, and it still awaits uploads.
+    assert calls(api, job_id)[-3:] == ["POST job/finalize", "GET job", "POST job/abort"]
     assert persister.jobs[job_id].status == "ABORTED"
 
 
@@ -504,6 +520,475 @@ def test_an_interrupted_sync_aborts_the_job(etl, api, persister, digicert_output
     assert calls(api, job_id)[-1] == "POST job/abort"
     assert persister.jobs[job_id].abort_reason == "etl sync failed: interrupted"
     assert "interrupted" in result.stderr
+
+
+# -- one consistent run: the lock, and a directory that changes anyway ---------------------------
+
+TRY_EXCLUSIVE = """
+import sys
+from pathlib import Path
+from engine.errors import OutputError
+from engine.output import output_lock
+try:
+    with output_lock(Path(sys.argv[1]), shared=False, wait=0):
+        print("acquired")
+except OutputError:
+    print("locked")
+"""
+
+HOLD_EXCLUSIVE = """
+import sys
+from pathlib import Path
+from engine.output import output_lock
+with output_lock(Path(sys.argv[1]), shared=False, wait=10):
+    print("locked", flush=True)
+    sys.stdin.read()  # until the test closes it
+"""
+
+
+def try_exclusive(directory: Path) -> str:
+    """What a run replacing ``directory`` (another process) finds: 'acquired' or 'locked'."""
+    done = subprocess.run(
+        [sys.executable, "-c", TRY_EXCLUSIVE, str(directory)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def run_of(root: Path, tag: str, files: int = 3) -> Path:
+    """An output directory whose keys all start with ``tag`` (two runs have the same file names)."""
+    things = [[entity(f"acme_thing:{tag}-{f}-{n}") for n in range(2)] for f in range(files)]
+    rels = [[relationship(things[0][0]["_key"], things[f][1]["_key"]) for f in range(files)]]
+    return write_output(root, {"fetch-things": {"entities": things, "relationships": rels}})
+
+
+def one_file_per_batch(run: Path) -> int:
+    """A batch limit at which each graph file of ``run`` is a batch of its own."""
+    first = sorted((run / "graph" / "fetch-things" / "entities").glob("*.json"))[0]
+    objects = json.loads(first.read_text())["entities"]
+    return graph_sync.batch_size("entities", [graph_sync.Item(o) for o in objects])
+
+
+def test_sync_holds_the_shared_lock_from_start_to_finalize(api, persister, tmp_path):
+    out = run_of(tmp_path / "out", "a")
+    job_id = persister.next_job_id()
+    seen = []
+    for action in ("entities", "relationships", "finalize"):
+        persister.on(persister.path(job_id, action), lambda request: seen.append(try_exclusive(out)))
+    assert try_exclusive(out) == "acquired"
+
+    report = graph_sync.synchronize(out, settings(api))
+    assert report.status == "FINALIZE_PENDING"
+    assert seen == ["locked"] * 3  # a run could not have replaced the directory at any point of the upload
+    assert try_exclusive(out) == "acquired"  # and the lock is released at the end
+
+
+def test_a_sync_started_while_a_run_replaces_the_directory_waits_and_uploads_the_new_run(api, persister, tmp_path):
+    """A real `etl sync` process, while this process holds the exclusive lock (as a run does
+    while it replaces the directory): it waits, then uploads the new run and nothing of the old."""
+    out = run_of(tmp_path / "out", "old")
+    staging = run_of(tmp_path / ".out.staging", "new")
+    env = {**os.environ, "JUPITERONE_ACCOUNT": ACCOUNT, "JUPITERONE_API_KEY": API_KEY}
+    command = [sys.executable, "-m", "engine", "sync", str(out), "-i", INSTANCE_ID, "--api-base-url", api.url]
+    lines: queue.Queue[str] = queue.Queue()
+    process = None
+    try:
+        with output.output_lock(out, shared=False):
+            process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            threading.Thread(target=lambda: [lines.put(line) for line in process.stderr], daemon=True).start()
+            first = lines.get(timeout=60)
+            assert "is locked: a run is replacing it; waiting" in first, first
+            assert api.log == []  # nothing was read or sent while the run held the lock
+            backup = tmp_path / ".out.old"
+            os.replace(out, backup)  # what a run does when it commits (engine/pipeline/write.py)
+            os.replace(staging, out)
+            shutil.rmtree(backup)
+        stdout, _ = process.communicate(timeout=60)
+    finally:
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, list(lines.queue)
+    assert "FINALIZE_PENDING" in stdout
+    assert len(persister.jobs) == 1
+    uploaded = [o["_key"] for o in persister.uploaded("entities") + persister.uploaded("relationships")]
+    assert uploaded and all(key.startswith("acme_thing:new-") for key in uploaded)
+
+
+def test_a_sync_gives_up_waiting_for_the_lock_before_creating_a_job(api, persister, tmp_path):
+    out = run_of(tmp_path / "out", "a")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_EXCLUSIVE, str(out)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(graph_sync.SyncError) as failure:
+            graph_sync.synchronize(out, settings(api, lock_wait=0.2))
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    message = str(failure.value)
+    assert f"{out} is locked (a run is replacing it" in message and "(waited 0s; no job was created)" in message
+    assert api.log == [] and persister.jobs == {}
+
+
+@pytest.fixture
+def sync_log():
+    """The warnings of etl.sync, whatever an earlier command set up for the 'etl' logger."""
+    messages: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logger = logging.getLogger("etl.sync")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+    yield messages
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
+def test_without_a_lock_file_the_checks_still_guard_the_upload(api, persister, tmp_path, monkeypatch, sync_log):
+    """A directory whose parent is read-only has no lock file: the sync warns and goes on."""
+
+    def no_lock_file(directory, **options):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(graph_sync, "output_lock", no_lock_file)
+    out = run_of(tmp_path / "out", "a")
+    report = graph_sync.synchronize(out, settings(api))
+    assert report.status == "FINALIZE_PENDING"
+    assert any(f"cannot take the lock of {out} (Permission denied): uploading without it" in m for m in sync_log)
+
+
+def replace_directory(out: Path) -> str:
+    staging = run_of(out.with_name(".out.staging"), "new")
+    os.replace(out, out.with_name(".out.old"))
+    os.replace(staging, out)
+    return "the directory was replaced"
+
+
+def rewrite_summary(out: Path) -> str:
+    summary = json.loads((out / "summary.json").read_text())
+    summary["metadata"]["partialDatasets"]["types"] = ["acme_thing"]
+    (out / "summary.json").write_text(json.dumps(summary))
+    return "summary.json was rewritten"
+
+
+def remove_summary(out: Path) -> str:
+    (out / "summary.json").unlink()
+    return "summary.json vanished"
+
+
+def remove_a_file_not_read_yet(out: Path) -> str:
+    (out / "graph" / "fetch-things" / "entities" / "0002.json").unlink()
+    return "graph/fetch-things/entities/0002.json vanished"
+
+
+def rewrite_a_file_already_uploaded(out: Path) -> str:
+    path = out / "graph" / "fetch-things" / "entities" / "0000.json"
+    path.write_text(json.dumps({"entities": [entity("acme_thing:new-0-0", raw_bytes=7)]}))
+    return "graph/fetch-things/entities/0000.json was rewritten"
+
+
+def add_a_file(out: Path) -> str:
+    (out / "graph" / "fetch-things" / "entities" / "0003.json").write_text(json.dumps({"entities": []}))
+    return "graph files appeared: graph/fetch-things/entities/0003.json"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        replace_directory,
+        rewrite_summary,
+        remove_summary,
+        remove_a_file_not_read_yet,
+        rewrite_a_file_already_uploaded,
+        add_a_file,
+    ],
+)
+def test_a_directory_changed_during_the_upload_aborts_the_job(api, persister, tmp_path, change):
+    """A writer that ignores the lock changes the directory while the first batch is on the
+    wire: the job is aborted, never finalized with a mix of two runs."""
+    out = run_of(tmp_path / "out", "old")
+    job_id = persister.next_job_id()
+    details = []
+    persister.on(persister.path(job_id, "entities"), lambda request: details.append(change(out)))
+
+    with pytest.raises(graph_sync.SyncError) as failure:
+        graph_sync.synchronize(out, settings(api, max_batch_bytes=one_file_per_batch(out)))
+    message = str(failure.value)
+    assert f"{out} changed during the upload: {details[0]}" in message
+    assert "aborted rather than finalized with a mix of two runs" in message
+    assert f"; job {job_id} aborted (" in message
+    job = persister.jobs[job_id]
+    assert job.status == "ABORTED" and job.partial_types is None  # never finalized
+    assert details[0] in job.abort_reason
+    assert "POST job/finalize" not in calls(api, job_id)
+    uploaded = [o["_key"] for o in persister.uploaded("entities") + persister.uploaded("relationships")]
+    assert not any(key.startswith("acme_thing:new-") for key in uploaded)  # nothing of the other run
+
+
+def test_a_directory_replaced_between_listing_and_upload_is_not_mixed_in(api, persister, tmp_path):
+    """Same file names in both runs: reading by name after a swap would have read the new run's files."""
+    out = run_of(tmp_path / "out", "old")
+    job_id = persister.next_job_id()
+    persister.on(JOBS, lambda request: replace_directory(out))  # before anything was read
+    with pytest.raises(graph_sync.SyncError, match="the directory was replaced"):
+        graph_sync.synchronize(out, settings(api))
+    assert persister.batches == [] and persister.jobs[job_id].status == "ABORTED"
+
+
+# -- lost answers: one job, and a finalize or abort checked against the job --------------------------
+
+
+@pytest.mark.parametrize(
+    "lost", [DROPPED, Response(502, {"message": "Bad Gateway"}), Response(504, {"message": "Gateway Timeout"})]
+)
+def test_a_create_carried_out_but_unanswered_is_found_not_repeated(etl, api, persister, digicert_output, lost):
+    job_id = persister.next_job_id()
+    persister.lose_answers(JOBS, lost)
+    result = sync(etl, digicert_output, api)
+
+    assert result.exit_code == 0, result.stderr
+    assert list(persister.jobs) == [job_id]  # one job: none left awaiting uploads
+    assert persister.jobs[job_id].status == "FINALIZE_PENDING"
+    assert calls(api, job_id)[:4] == [f"POST {JOBS}", "POST /graphql", "GET job", "POST job/entities"]
+    assert persister.jobs[job_id].correlation_id == api.log[0].headers["jupiterone-correlation-id"]
+    reason = "HTTP 502" if lost.status == 502 else "HTTP 504" if lost.status == 504 else "the connection closed"
+    note = next(line for line in result.stdout.splitlines() if line.startswith("  note"))
+    assert f"creating the job got no answer ({reason}" in note
+    assert f"job {job_id}, which that request had created" in note and note.endswith("is used")
+    assert note.strip()[len("note") :].strip() in result.stderr  # also a warning as it happened
+    assert persister.problems == []
+
+
+def test_a_create_lost_before_it_was_carried_out_is_sent_again(etl, api, persister, digicert_output):
+    job_id = persister.next_job_id()
+    api.fail_next(JOBS, DROPPED)  # answered by the network, not by the API: nothing was created
+    result = sync(etl, digicert_output, api)
+    assert result.exit_code == 0, result.stderr
+    assert calls(api, job_id)[:5] == [
+        f"POST {JOBS}",
+        "POST /graphql",
+        f"POST {JOBS}",
+        "POST /graphql",
+        "POST job/entities",
+    ]
+    assert list(persister.jobs) == [job_id]
+    assert "no job was created by it: trying again" in result.stderr
+
+
+def test_a_job_the_first_lookup_missed_is_aborted_as_a_duplicate(etl, api, persister, digicert_output):
+    """The listing lags: the lookup after the lost answer does not show the job yet, so the
+    create is sent again; the lookup after that finds the first one, and aborts it."""
+    first = persister.next_job_id()
+    persister.lose_answers(JOBS, Response(502, {"message": "Bad Gateway"}))
+    api.fail_next("/graphql", Response(200, {"data": {"integrationJobs": {"jobs": []}}}))
+    result = sync(etl, digicert_output, api)
+
+    assert result.exit_code == 0, result.stderr
+    assert len(persister.jobs) == 2
+    second = [j for j in persister.jobs if j != first][0]
+    assert persister.jobs[first].status == "ABORTED"
+    assert "created by a retried request whose first answer was lost" in persister.jobs[first].abort_reason
+    assert persister.jobs[second].status == "FINALIZE_PENDING" and persister.batches[0].job_id == second
+    assert f"job {first} was also created by a request whose answer was lost: it was aborted" in result.stdout
+
+
+def test_older_and_other_instances_jobs_are_not_taken_for_ours(etl, api, persister, digicert_output):
+    older = persister.add_job(age_ms=3_600_000)  # a job of the instance left awaiting uploads an hour ago
+    other = persister.add_job("another-instance")
+    ours = persister.next_job_id()
+    persister.lose_answers(JOBS, DROPPED)
+    result = sync(etl, digicert_output, api)
+
+    assert result.exit_code == 0, result.stderr
+    assert persister.jobs[ours].status == "FINALIZE_PENDING"
+    assert {persister.jobs[older.id].status, persister.jobs[other.id].status} == {"AWAITING_UPLOADS"}
+    assert {b.job_id for b in persister.batches} == {ours}
+
+
+def test_when_the_lost_job_cannot_be_told_from_anothers_none_is_touched(etl, api, persister, digicert_output):
+    theirs = persister.add_job()  # another upload to the same instance started just now
+    ours = persister.next_job_id()
+    persister.lose_answers(JOBS, Response(502, {"message": "Bad Gateway"}))
+    result = sync(etl, digicert_output, api)
+
+    assert result.exit_code == 5
+    assert [r.path for r in api.log].count(JOBS) == 1  # no second job either
+    assert {j.status for j in persister.jobs.values()} == {"AWAITING_UPLOADS"} and persister.batches == []
+    assert "has 2 new jobs awaiting uploads (" in result.stderr
+    assert theirs.id in result.stderr and ours in result.stderr
+    assert "none of them was used or aborted" in result.stderr
+    assert "(no job was created)" not in result.stderr
+
+
+def test_when_jobs_cannot_be_looked_up_no_second_job_is_created(etl, api, persister, digicert_output):
+    orphan = persister.next_job_id()
+    persister.lose_answers(JOBS, Response(502, {"message": "Bad Gateway"}))
+    api.fail_next("/graphql", error(403, "FORBIDDEN", "Forbidden"))
+    result = sync(etl, digicert_output, api)
+
+    assert result.exit_code == 5
+    assert [r.path for r in api.log] == [JOBS, "/graphql"]
+    assert persister.jobs[orphan].status == "AWAITING_UPLOADS"  # made by the lost request; etl cannot know its id
+    message = result.stderr
+    assert "no answer (HTTP 502), so the job may have been created, and looking for it failed" in message
+    assert "POST /graphql failed: HTTP 403" in message
+    assert f"if integration instance {INSTANCE_ID} has a job awaiting uploads started since" in message
+    assert "(no job was created)" not in message
+
+
+@pytest.mark.parametrize("lost", [DROPPED, Response(502, {"message": "Bad Gateway"})])
+def test_a_finalize_carried_out_but_unanswered_is_a_success(etl, api, persister, digicert_output, lost):
+    job_id = persister.next_job_id()
+    persister.lose_answers(persister.path(job_id, "finalize"), lost)
+    result = sync(etl, digicert_output, api)
+
+    assert result.exit_code == 0, result.stderr
+    # Before finalizing again, the job is read: it finalized, so it is neither finalized again nor aborted.
+    assert calls(api, job_id)[-2:] == ["POST job/finalize", "GET job"]
+    assert persister.jobs[job_id].status == "FINALIZE_PENDING" and persister.jobs[job_id].abort_reason is None
+    assert persister.problems == []
+    assert result.stdout.splitlines()[0] == f"Synchronization job {job_id}: FINALIZE_PENDING"
+    reason = "HTTP 502" if lost.status == 502 else "the connection closed in the middle of the response body"
+    assert (
+        f"finalizing got no answer ({reason}), but job {job_id} is FINALIZE_PENDING: the finalize had been carried out"
+        in result.stdout
+    )
+
+
+def test_a_finalize_refused_after_an_unanswered_one_is_checked_too(etl, api, persister, digicert_output):
+    """The job cannot be read at first, so the finalize is sent again, and refused (the job no
+    longer awaits uploads); read again, the job says it finalized: a success."""
+    job_id = persister.next_job_id()
+    persister.lose_answers(persister.path(job_id, "finalize"), DROPPED)
+    api.fail_next(persister.path(job_id), Response(500, {"message": "down"}))
+    result = sync(etl, digicert_output, api)
+
+    assert result.exit_code == 0, result.stderr
+    assert calls(api, job_id)[-4:] == ["POST job/finalize", "GET job", "POST job/finalize", "GET job"]
+    assert "POST job/abort" not in calls(api, job_id)
+    note = next(line for line in result.stdout.splitlines() if line.startswith("  note"))
+    assert "finalizing failed: POST" in note and "JOB_NOT_AWAITING_UPLOADS" in note
+    assert "(before that: no answer, the connection closed in the middle of the response body)" in note
+    assert note.endswith(f"but job {job_id} is FINALIZE_PENDING: the finalize had been carried out")
+
+
+def test_a_finalize_whose_outcome_cannot_be_read_is_not_aborted(etl, api, persister, digicert_output):
+    job_id = persister.next_job_id()
+    persister.lose_answers(persister.path(job_id, "finalize"), DROPPED)
+    api.fail_next(persister.path(job_id), *[Response(500, {"message": "down"})] * 4)
+    result = sync(etl, digicert_output, api)
+
+    assert result.exit_code == 5
+    assert "POST job/abort" not in calls(api, job_id)
+    assert persister.jobs[job_id].status == "FINALIZE_PENDING"  # it had finalized: aborting would have been wrong
+    assert f"job {job_id} may or may not have been finalized. It was NOT aborted: check it in JupiterOne" in (
+        result.stderr
+    )
+    assert f"GET {JOBS}/{job_id} failed: HTTP 500" in result.stderr
+    assert "(11 entities and 19 relationships uploaded)" in result.stderr
+
+
+def test_an_abort_carried_out_but_unanswered_is_reported_as_aborted(etl, api, persister, digicert_output):
+    job_id = persister.next_job_id()
+    api.fail_next(persister.path(job_id, "entities"), error(400, "BAD_REQUEST", "no"))
+    persister.lose_answers(persister.path(job_id, "abort"), DROPPED)
+    result = sync(etl, digicert_output, api)
+
+    assert result.exit_code == 5
+    assert calls(api, job_id)[-3:] == ["POST job/abort", "POST job/abort", "GET job"]
+    assert f"job {job_id} aborted (0 entities and 0 relationships uploaded, nothing finalized)" in result.stderr
+    assert "could NOT be aborted" not in result.stderr
+
+
+# -- redirects: the account and key stay at the API's origin -------------------------------------
+
+
+@pytest.fixture
+def elsewhere():
+    """Another origin (another port): it must never see a request, let alone the credentials."""
+    with LocalApi() as server:
+        server.route("POST", "/.*", lambda request: Response(200, {"job": {"id": "stolen"}}))
+        server.route("GET", "/.*", lambda request: Response(200, {"job": {"id": "stolen"}}))
+        yield server
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_redirect_to_another_origin_is_refused_and_the_job_aborted(
+    etl, api, persister, digicert_output, elsewhere, status
+):
+    job_id = persister.next_job_id()
+    path = persister.path(job_id, "entities")
+    api.fail_next(path, Response(status, {}, headers={"Location": elsewhere.url + path}))
+    result = sync(etl, digicert_output, api)
+
+    assert result.exit_code == 5
+    assert elsewhere.log == []
+    assert (
+        f"POST {path} was redirected (HTTP {status}) to another origin, {elsewhere.url}: refusing to send the "
+        f"JupiterOne account and API key there (only redirects within {api.url} are followed)" in result.stderr
+    )
+    assert persister.jobs[job_id].status == "ABORTED"
+    assert calls(api, job_id) == [f"POST {JOBS}", "POST job/entities", "POST job/abort"]
+    assert API_KEY not in result.stderr
+
+
+def test_a_redirected_create_goes_nowhere_else(etl, api, persister, digicert_output, elsewhere):
+    api.fail_next(JOBS, Response(307, {}, headers={"Location": f"{elsewhere.url}{JOBS}"}))
+    result = sync(etl, digicert_output, api)
+    assert result.exit_code == 5
+    assert elsewhere.log == [] and persister.jobs == {}
+    assert "to another origin" in result.stderr and "(no job was created)" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "https://{host}:{port}{path}",  # same host and port, another scheme
+        "http://localhost:{port}{path}",  # the same server by another name is another origin
+        "http://{host}:{port}@{host}:1{path}",  # userinfo does not make it the same origin
+        "//{host}:1{path}",  # scheme-relative
+    ],
+)
+def test_every_part_of_the_origin_counts(api, persister, digicert_output, target):
+    host, port = api.url.removeprefix("http://").split(":")
+    api.fail_next(JOBS, Response(308, {}, headers={"Location": target.format(host=host, port=port, path=JOBS)}))
+    with pytest.raises(graph_sync.SyncError, match="to another origin"):
+        graph_sync.synchronize(digicert_output, settings(api))
+    assert [r.path for r in api.log] == [JOBS] and persister.jobs == {}
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_redirects_within_the_origin_are_followed(etl, api, persister, digicert_output, status):
+    """An API root that moved: every request is redirected (a relative Location) within the
+    origin, and sent again there with its method, body and headers."""
+    for method in ("GET", "POST"):
+        api.route(method, "/v1(?P<rest>/.*)", lambda request, rest: Response(status, {}, headers={"Location": rest}))
+    job_id = persister.next_job_id()
+    persister.lose_answers(persister.path(job_id, "finalize"), DROPPED)  # so that a GET is made (and redirected)
+    result = etl(
+        "sync",
+        digicert_output,
+        "--account",
+        ACCOUNT,
+        "--api-key",
+        API_KEY,
+        "-i",
+        INSTANCE_ID,
+        "--api-base-url",
+        f"{api.url}/v1",
+    )
+    assert result.exit_code == 0, result.stderr
+    assert persister.jobs[job_id].status == "FINALIZE_PENDING"
+    assert keys(persister.uploaded("entities")) == keys(read_output(digicert_output)["entities"])
+    requests = [(r.method, r.path) for r in api.log]
+    assert requests[:2] == [("POST", f"/v1{JOBS}"), ("POST", JOBS)]
+    assert requests[-2:] == [("GET", f"/v1{JOBS}/{job_id}"), ("GET", f"{JOBS}/{job_id}")]
+    assert all(r.path.startswith("/v1/") != (n % 2 == 1) for n, r in enumerate(api.log))  # each sent, then redirected
+    assert all(r.headers["authorization"] == f"Bearer {API_KEY}" for r in api.log)
+    assert [r.body for r in api.log[2:4]] == [api.log[2].body] * 2  # the same batch, sent again where redirected
 
 
 # -- options, credentials, secrets ------------------------------------------------------------

@@ -9,6 +9,16 @@ It checks what the real API checks (the account and bearer key, JSON bodies, the
 state) and records every batch it accepts. ``max_body_bytes`` makes it answer 413 to an
 upload larger than that, as the real API's 6 MB limit does.
 
+Besides the synchronization routes it answers ``GET .../jobs/{id}`` and the GraphQL query
+``integrationJobs(integrationInstanceId, status)`` (``POST /graphql``), which is how the
+real API lists an instance's jobs: an integration-managed synchronization job comes with
+an integration job of the same id. For lost answers and concurrent writers:
+
+    persister.lose_answers(JOBS, Response(502))   # the next create is carried out, then answered 502
+    persister.lose_answers(path, DROPPED)         # ... then the connection drops in the middle of the answer
+    persister.on(path, hook)                      # hook(request) runs as the next request to path arrives
+    persister.add_job()                           # a job someone else created for the instance
+
     python -m tests.fakes.persister      # re-synthesise cassettes/jupiterone/sync.yaml
 """
 
@@ -16,7 +26,10 @@ from __future__ import annotations
 
 import json
 import tempfile
+import threading
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +41,16 @@ INSTANCE_ID = "3c1e2f4a-6b7d-4e8f-9a0b-1c2d3e4f5a6b"
 JOBS = "/persister/synchronization/jobs"
 REAL_BASE = "https://api.us.jupiterone.io"
 _NAMESPACE = uuid.UUID("0d9f4f0e-9c57-4a43-8f1d-2f6c1c8a7b5e")
+CASSETTE_TIME_MS = 1795392000000  # the jobs' start time in the synthesised cassette (it stays the same)
+DROPPED = Response(200, {"job": {}}, drop=True)  # an answer cut off in the middle of its body
+# Integration job status of a synchronization job's status.
+INTEGRATION_JOB_STATUS = {
+    "AWAITING_UPLOADS": "IN_PROGRESS",
+    "FINALIZE_PENDING": "IN_PROGRESS",
+    "FINALIZING_ENTITIES": "IN_PROGRESS",
+    "FINALIZING_RELATIONSHIPS": "IN_PROGRESS",
+    "FINISHED": "COMPLETED",
+}
 
 
 @dataclass
@@ -50,14 +73,17 @@ class Job:
     events: list[dict] = field(default_factory=list)
     partial_types: list[str] | None = None
     abort_reason: str | None = None
+    start_timestamp: int = CASSETTE_TIME_MS
+    correlation_id: str = ""  # the JupiterOne-Correlation-Id of the request that created it
 
     def view(self) -> dict:
         return {
             "id": self.id,
             "source": self.source,
             "integrationInstanceId": self.integration_instance_id,
+            "integrationJobId": self.id,
             "status": self.status,
-            "startTimestamp": 1795392000000,
+            "startTimestamp": self.start_timestamp,
             "numEntitiesUploaded": self.entities,
             "numRelationshipsUploaded": self.relationships,
             "numEntitiesCreated": 0,
@@ -71,24 +97,67 @@ def error(status: int, code: str, message: str) -> Response:
 
 class Persister:
     def __init__(
-        self, api: LocalApi, *, account: str = ACCOUNT, api_key: str = API_KEY, max_body_bytes: int | None = None
+        self,
+        api: LocalApi,
+        *,
+        account: str = ACCOUNT,
+        api_key: str = API_KEY,
+        max_body_bytes: int | None = None,
+        now: Callable[[], int] = lambda: int(time.time() * 1000),
     ):
         self.api = api
         self.account = account
         self.api_key = api_key
         self.max_body_bytes = max_body_bytes
+        self.now = now  # epoch ms, the jobs' startTimestamp
         self.jobs: dict[str, Job] = {}
         self.batches: list[Batch] = []
         self.problems: list[str] = []  # requests the real API would have refused, with why
-        api.route("POST", JOBS, self.create)
-        api.route("GET", JOBS + r"/(?P<job_id>[^/]+)", self.get)
-        api.route(
+        self.lost: dict[str, list[Response]] = {}  # path -> answers that replace the real ones, after acting
+        self.hooks: dict[str, list[Callable[[Request], None]]] = {}
+        self._lock = threading.Lock()
+        self._route("POST", JOBS, self.create)
+        self._route("GET", JOBS + r"/(?P<job_id>[^/]+)", self.get)
+        self._route(
             "POST", JOBS + r"/(?P<job_id>[^/]+)/(?P<action>entities|relationships|events|finalize|abort)", self.action
         )
+        self._route("POST", "/graphql", self.graphql)
+
+    def _route(self, method: str, pattern: str, handler: Callable[..., Response]) -> None:
+        def serve(request: Request, **groups: str) -> Response:
+            with self._lock:
+                hooks = self.hooks.get(request.path)
+                hook = hooks.pop(0) if hooks else None
+            if hook is not None:
+                hook(request)
+            response = handler(request, **groups)
+            with self._lock:
+                lost = self.lost.get(request.path)
+                return lost.pop(0) if lost else response
+
+        self.api.route(method, pattern, serve)
+
+    def lose_answers(self, path: str, *responses: Response) -> None:
+        """The next requests to ``path`` are carried out as usual, then answered with these
+        (a 5xx, or ``DROPPED``): what a client sees when an answer is lost on the way back."""
+        with self._lock:
+            self.lost.setdefault(path, []).extend(responses)
+
+    def on(self, path: str, hook: Callable[[Request], None]) -> None:
+        """``hook(request)`` runs when the next request to ``path`` arrives, before it is served."""
+        with self._lock:
+            self.hooks.setdefault(path, []).append(hook)
 
     def next_job_id(self) -> str:
         """The id the next job created will get (ids are deterministic, for cassettes)."""
         return str(uuid.uuid5(_NAMESPACE, f"job-{len(self.jobs) + 1}"))
+
+    def add_job(self, integration_instance_id: str = INSTANCE_ID, *, age_ms: int = 0) -> Job:
+        """A job someone else created (another upload to the instance), ``age_ms`` ago."""
+        job = Job(self.next_job_id(), "integration-managed", integration_instance_id)
+        job.start_timestamp = self.now() - age_ms
+        self.jobs[job.id] = job
+        return job
 
     @staticmethod
     def path(job_id: str, action: str = "") -> str:
@@ -131,7 +200,13 @@ class Persister:
                 request, error(400, "BAD_REQUEST", "source and integrationInstanceId required"), f"bad job body {body}"
             )
         job_id = self.next_job_id()
-        self.jobs[job_id] = Job(job_id, body["source"], body["integrationInstanceId"])
+        self.jobs[job_id] = Job(
+            job_id,
+            body["source"],
+            body["integrationInstanceId"],
+            start_timestamp=self.now(),
+            correlation_id=request.headers.get("jupiterone-correlation-id", ""),
+        )
         return Response(200, {"job": self.jobs[job_id].view()})
 
     def get(self, request: Request, job_id: str) -> Response:
@@ -140,6 +215,31 @@ class Persister:
             return refused
         job = self.jobs.get(job_id)
         return Response(200, {"job": job.view()}) if job else error(404, "NOT_FOUND", "No such job")
+
+    def graphql(self, request: Request) -> Response:
+        """The one query the look-alike knows: integrationJobs(integrationInstanceId, status, size),
+        newest first, as JupiterOne's GraphQL API answers it."""
+        body, refused = self.check(request)
+        if refused:
+            return refused
+        query, variables = body.get("query"), body.get("variables") or {}
+        if not isinstance(query, str) or "integrationJobs" not in query or not isinstance(variables, dict):
+            return self.refuse(
+                request, Response(400, {"errors": [{"message": "unknown query"}]}), f"graphql query {query!r}"
+            )
+        instance, status = variables.get("integrationInstanceId"), variables.get("status")
+        jobs = [
+            {
+                "id": job.id,
+                "status": INTEGRATION_JOB_STATUS.get(job.status, "FAILED"),
+                "integrationInstanceId": job.integration_instance_id,
+                "createDate": job.start_timestamp,
+            }
+            for job in sorted(self.jobs.values(), key=lambda j: j.start_timestamp, reverse=True)
+            if instance in (None, job.integration_instance_id)
+        ]
+        jobs = [j for j in jobs if status in (None, j["status"])][: int(variables.get("size") or 100)]
+        return Response(200, {"data": {"integrationJobs": {"jobs": jobs, "pageInfo": {"endCursor": None}}}})
 
     def action(self, request: Request, job_id: str, action: str) -> Response:
         body, refused = self.check(request)
@@ -213,7 +313,7 @@ def record_cassette(target: Path) -> Path:
     root = Path(__file__).resolve().parents[2]
     runner = CliRunner()
     with tempfile.TemporaryDirectory() as scratch, LocalApi() as api:
-        Persister(api)
+        Persister(api, now=lambda: CASSETTE_TIME_MS)
         out = Path(scratch) / "graph"
         result = runner.invoke(
             main, ["run", str(root / "mappings" / "digicert.yaml"), "--offline", "--output", str(out)]
