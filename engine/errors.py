@@ -140,6 +140,20 @@ class PaginationLoopError(FetchError):
     """A paginator asked for a page it had already asked for."""
 
 
+class RequestBuildError(FetchError):
+    """A template of a step's request (or its page size) failed at run time; ``field`` is where
+    it is in the step (``request.params.since``). It fails the step, as a failed request does."""
+
+    def __init__(self, message: str, *, field: str):
+        self.field = field
+        super().__init__(message)
+
+
+class EvaluationError(EtlError):
+    """A template or expression evaluated once per run on the config failed (an instance tag, a
+    source's base URL, headers or credentials, a step's ``when``); the message names where it is."""
+
+
 class OutputError(EtlError):
     """The output directory cannot be written or replaced."""
 
@@ -187,9 +201,29 @@ class ValueProblem(ValueError):
     """A function or filter could not convert a value (an unparsable date, say)."""
 
 
+class LimitExceeded(ValueProblem):
+    """A template or expression would build a value, or do work, beyond one of the limits
+    of ``engine/lang/limits.py`` (a string longer than 1,000,000 characters, say)."""
+
+
 class RecordsError(ValueError):
     """A page body the step's records selector cannot make records of."""
 
 
 class PayloadTooLarge(Exception):
     """The server refused an upload as too large (HTTP 413); the uploader shrinks the batch."""
+
+
+# -- the graph store (engine/store/) -------------------------------------------------------
+
+
+class StoreError(EtlError):
+    """The graph store cannot be opened, read or written; a load that failed changed nothing."""
+
+
+class StoreUrlError(UsageError):
+    """A ``--store`` URL (or ``ETL_STORE``) that names no store etl can open."""
+
+
+class StoreVersionError(StoreError):
+    """The store was written by a newer etl (its schema version is newer than this code's)."""

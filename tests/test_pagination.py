@@ -68,6 +68,16 @@ def succeeded(result, out, expected=ALL) -> dict:
     return output
 
 
+def stopped_short(result, out) -> dict:
+    """Every item the API had was built, but the API's total promised more: exit 1, types partial."""
+    text = result.stdout + result.stderr
+    assert result.exit_code == 1, text
+    output = read_output(out)
+    assert item_ids(output) == ALL, text
+    assert partial_types(output) == ["example_item"]
+    return output
+
+
 def queries(api) -> list[dict]:
     return [r.query for r in api.data_log()]
 
@@ -290,8 +300,9 @@ def test_offset_stops_at_the_total(etl, serve, tmp_path):
 
 
 def test_offset_total_that_lies_high_stops_at_the_empty_page(etl, serve, tmp_path):
+    """The empty page ends the walk; the total says more exist, so the data is partial, not complete."""
     api, result = offset_run(etl, serve, tmp_path, {"total": "meta.total"}, reported_total=100)
-    succeeded(result, tmp_path / "out")
+    stopped_short(result, tmp_path / "out")
     assert [q["offset"] for q in queries(api)] == ["0", "5", "10", "15", "20", "23"]
 
 
@@ -329,7 +340,7 @@ def test_page_stops_at_total_pages(etl, serve, tmp_path):
 def test_page_total_pages_that_lies_high_stops_at_the_empty_page(etl, serve, tmp_path):
     api = serve("page", reported_total_pages=10)
     data = item_mapping({"kind": "page", "size_param": "per_page", "size": 5, "total_pages": "meta.total_pages"})
-    succeeded(run_inline(etl, tmp_path, api, data), tmp_path / "out")
+    stopped_short(run_inline(etl, tmp_path, api, data), tmp_path / "out")
     assert [q["page"] for q in queries(api)] == ["1", "2", "3", "4", "5", "6"]
 
 

@@ -4,6 +4,12 @@
 against the ways paginators fail to end: a token, URL, offset or page number that comes
 back, or a page that repeats an earlier page's records, stops the step with a
 :class:`PaginationLoopError` naming what repeated - never an endless run.
+
+It also guards against ending too early, silently: a page without records (empty, without
+its records key, a body of another shape) while the API's declared total says more exist,
+and a total that shrinks during the run, are reported as truncations (the step's types
+become partial); a template of a request that cannot be evaluated is a
+:class:`RequestBuildError` naming its field.
 """
 
 from __future__ import annotations
@@ -12,37 +18,45 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin
 
-import jinja2
 import orjson
 import requests
 
-from ..errors import AuthenticationError, FetchError, PaginationLoopError, RecordsError, ValueProblem
+from ..errors import AuthenticationError, FetchError, PaginationLoopError, RecordsError, RequestBuildError
 from ..lang.values import Scope, Value, is_truthy
+from .build import describe
+from .fanout import Workers
 from .fetch import HttpClient, Page
 from .plan import Pagination, RequestSpec
 
 log = logging.getLogger("etl.http")
 
 
-def render_pairs(pairs, scope: Scope) -> dict[str, Any]:
-    return {name: value.evaluate(scope) for name, value in pairs}
+def render_pairs(pairs, scope: Scope, where: str = "") -> dict[str, Any]:
+    return {name: evaluate(value, scope, f"{where}.{name}") for name, value in pairs}
 
 
-def render_text_pairs(pairs, scope: Scope) -> dict[str, str]:
-    """Query parameters or headers: null leaves one out, booleans are true/false, the rest text."""
+def render_text_pairs(pairs, scope: Scope, where: str = "") -> dict[str, str]:
+    """Query parameters or headers: null leaves one out, booleans are true/false, the rest text.
+    ``where`` (``request.params``) names them when one cannot be evaluated."""
     out = {}
     for name, value in pairs:
-        result = value.evaluate(scope)
+        result = evaluate(value, scope, f"{where}.{name}")
         if result is None:
             continue
         out[name] = ("true" if result else "false") if isinstance(result, bool) else str(result)
     return out
+
+
+def evaluate(value: Value, scope: Scope, where: str) -> Any:
+    """A template of a request; any failure is a :class:`RequestBuildError` naming ``where``."""
+    try:
+        return value.evaluate(scope)
+    except Exception as exc:  # an undefined name, a null in text, a type error of an operator...
+        raise RequestBuildError(f"cannot build the request ({value.source}): {describe(exc)}", field=where) from None
 
 
 # ----------------------------------------------------------------------------------------
@@ -66,23 +80,20 @@ def fetch(
     the path and query. GraphQL errors are failures even with HTTP 200.
     """
     paging = {k: v for k, v in (paging or {}).items() if v is not None}
-    try:
-        path = url or spec.path.evaluate(scope)
-        params = {} if url else render_text_pairs(spec.params, scope)
-        headers = render_text_pairs(spec.headers, scope)
-        if spec.graphql is not None:
-            body: Any = {"query": spec.graphql, "variables": {**render_pairs(spec.variables, scope), **paging}}
-        else:
-            body = spec.body.evaluate(scope) if spec.body is not None else None
-            if place == "query" and not url:
-                params.update(paging)
-            elif place == "header":
-                headers.update({name: str(value) for name, value in paging.items()})
-            elif place == "body" and paging:
-                body = {**(body if isinstance(body, dict) else {}), **paging}
-    except (jinja2.UndefinedError, ValueProblem) as exc:
-        message = exc.message if isinstance(exc, jinja2.UndefinedError) else str(exc)
-        raise FetchError(f"cannot build the request ({spec.path.source}): {message}") from None
+    path = url or evaluate(spec.path, scope, "request.path")
+    params = {} if url else render_text_pairs(spec.params, scope, "request.params")
+    headers = render_text_pairs(spec.headers, scope, "request.headers")
+    if spec.graphql is not None:
+        variables = render_pairs(spec.variables, scope, "request.graphql.variables")
+        body: Any = {"query": spec.graphql, "variables": {**variables, **paging}}
+    else:
+        body = evaluate(spec.body, scope, "request.body") if spec.body is not None else None
+        if place == "query" and not url:
+            params.update(paging)
+        elif place == "header":
+            headers.update({name: str(value) for name, value in paging.items()})
+        elif place == "body" and paging:
+            body = {**(body if isinstance(body, dict) else {}), **paging}
     page = client.get_json(spec.method, path, params=params, headers=headers, body=body)
     if spec.graphql is not None:
         check_graphql(spec.method, page)
@@ -167,20 +178,26 @@ def paginate(
     select: Callable[[Any], list],
     truncated: Callable[[str], None] = lambda message: None,
     prefetch: bool = False,
+    warn: Callable[[str], None] = lambda message: None,
 ) -> Iterator[tuple[Page, list]]:
     """Yield ``(page, records)`` for every page of a step's request (or of one fan-out child).
 
     ``select`` turns a page body into its records (the extract stage); offset pagination
     advances by the number of records each page really held. ``truncated`` hears about
-    a stop at ``max_pages`` while the API had more. With ``prefetch`` the next page is
-    requested (in one background thread) while the caller works on this one.
+    every stop before the data's end: at ``max_pages`` while the API had more, and at a page
+    without records (empty, no records key, a body of the wrong shape) while the declared
+    total (offset ``total``, page ``total_pages``, a Link header's ``rel="last"``) says more
+    exist; also a total that shrinks during the run (records were skipped). ``warn`` hears
+    about a total that grows. With ``prefetch`` the next page is requested (in one daemon
+    thread, see :class:`~.fanout.Workers`) while the caller works on this one.
     """
-    walker = _Walker(client, spec, pagination, scope)
+    walker = _Walker(client, spec, pagination, scope, truncated, warn)
     guard = LoopGuard()
     page = walker.request()
     walker.first(page, guard)
     number = 1
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="etl-prefetch") if prefetch else nullcontext() as pool:
+    pool = Workers(1, "etl-prefetch") if prefetch else None
+    try:
         while True:
             try:
                 records = select(page.body)
@@ -200,6 +217,9 @@ def paginate(
                 return
             page = upcoming.result() if upcoming is not None else walker.request()
             number += 1
+    finally:
+        if pool is not None:
+            pool.shutdown()  # never waits: a prefetch blocked in a read must not hold up Ctrl-C
 
 
 def _has_next(
@@ -213,8 +233,9 @@ def _has_next(
 ) -> bool:
     """Whether another page follows (and, if so, the walker is set up to request it)."""
     if not records and pagination.stop_on_empty:
+        walker.ran_out(page)
         return False
-    if pagination.has_more is not None and not is_truthy(walker.read(pagination.has_more, page)):
+    if pagination.has_more is not None and not is_truthy(walker.read(pagination.has_more, page, "has_more")):
         return False
     if not walker.advance(page, records, guard):
         return False
@@ -242,14 +263,24 @@ def log_request(method: str, page: Page, records: int) -> None:
 
 
 class _Walker:
-    """The state of one pagination: which request comes next."""
+    """The state of one pagination: which request comes next, and what the API said its total is."""
 
-    def __init__(self, client: HttpClient, spec: RequestSpec, pagination: Pagination, scope: Scope):
+    def __init__(
+        self,
+        client: HttpClient,
+        spec: RequestSpec,
+        pagination: Pagination,
+        scope: Scope,
+        truncated: Callable[[str], None],
+        warn: Callable[[str], None],
+    ):
         self.client, self.spec, self.pagination = client, spec, pagination
+        self.truncated, self.warn = truncated, warn
         self.kind = pagination.kind
         self.size = None
         if pagination.size is not None:
-            size = pagination.size.evaluate(scope)
+            where = "pagination.limit" if self.kind == "offset" else "pagination.size"
+            size = evaluate(pagination.size, scope, where)
             try:
                 self.size = int(size)
             except (TypeError, ValueError):
@@ -263,6 +294,13 @@ class _Walker:
         }
         self.scope = scope
         self.url: str | None = None  # the next page's URL (next_url, link_header)
+        # The declared total: offset 'total' (records) or page 'total_pages' (pages).
+        self.total_of: tuple[Value, str, str] | None = None  # (expression, its field, what it counts)
+        if self.kind == "offset" and pagination.total is not None:
+            self.total_of = (pagination.total, "total", "the total")
+        elif self.kind == "page" and pagination.total_pages is not None:
+            self.total_of = (pagination.total_pages, "total_pages", "the page count")
+        self.total: int | float | None = None  # the last total a page declared
 
     def first(self, page: Page, guard: LoopGuard) -> None:
         """Note where pagination started, so coming back to it is caught too."""
@@ -273,8 +311,75 @@ class _Walker:
         elif self.kind in ("next_url", "link_header"):
             guard.visit("URL", page.request_url, page.url, page.url)
 
-    def read(self, expression: Value, page: Page) -> Any:
-        return expression.evaluate(Scope(page.body, {}, self.scope.options))
+    def read(self, expression: Value, page: Page, name: str) -> Any:
+        """A pagination expression (``name``: its field) evaluated on a page's body."""
+        try:
+            return expression.evaluate(Scope(page.body, {}, self.scope.options))
+        except Exception as exc:  # a function given the wrong type by an odd body
+            raise FetchError(
+                f"{self.spec.method} {page.url}: pagination.{name} ({expression.source}) failed on this page: "
+                f"{describe(exc)}",
+                url=page.url,
+            ) from None
+
+    def declared(self, page: Page) -> int | float | None:
+        """The total this page declares, else the last one declared (None without either).
+        A total that changes is told: growing is a warning, shrinking makes the data partial."""
+        if self.total_of is None:
+            return None
+        expression, name, what = self.total_of
+        value = self.read(expression, page, name)
+        _check_number(value, expression, page, self.spec.method, what)
+        if value is None:
+            return self.total
+        previous, self.total = self.total, value
+        if previous is not None and value != previous:
+            where = self.position()
+            message = (
+                f"{self.spec.method} {page.url}: {what} ({expression.source}) changed from {previous} to {value} "
+                f"during the run (at {where})"
+            )
+            if value < previous:
+                self.truncated(f"{message}: records may have been skipped")
+            else:
+                self.warn(f"{message}: records added meanwhile may be missing or repeated")
+        return value
+
+    def position(self) -> str:
+        if self.kind == "offset":
+            return f"offset {self.values['offset']}"
+        return f"page {self.values['page']}"
+
+    def ran_out(self, page: Page) -> None:
+        """A page without records ends pagination: tell ``truncated`` if the API declared more."""
+        shape = _shape(page.body)
+        if self.kind == "offset":
+            total = self.declared(page)
+            offset = self.values["offset"]
+            if total is not None and offset < total:
+                assert self.total_of is not None
+                self.truncated(
+                    f"{self.spec.method} {page.url}: {shape} at offset {offset}, but the total "
+                    f"({self.total_of[0].source}) is {total}: {_count(total - offset)} record(s) not received"
+                )
+        elif self.kind == "page":
+            pages = self.declared(page)
+            reached = self.values["page"] - self.pagination.start + 1
+            if pages is not None and reached < pages:
+                assert self.total_of is not None
+                last = _count(self.pagination.start + pages - 1)
+                self.truncated(
+                    f"{self.spec.method} {page.url}: {shape} at page {self.values['page']}, but the page count "
+                    f"({self.total_of[0].source}) is {pages}: pages {self.values['page']} to {last} brought no records"
+                )
+        elif self.kind == "link_header":
+            links = _links(page.headers.get("Link"))
+            final = links.get("last")
+            if links.get("next") and final and urljoin(page.request_url, final) != page.request_url:
+                self.truncated(
+                    f"{self.spec.method} {page.url}: {shape}, but the Link header names a next page and a "
+                    f"last page after this one"
+                )
 
     def request(self) -> Page:
         p = self.pagination
@@ -298,16 +403,14 @@ class _Walker:
         if self.kind == "none":
             return False
         if self.kind == "offset":
+            total = self.declared(page)
             values["offset"] += len(records)
             guard.visit("offset", values["offset"], str(values["offset"]), page.url)
-            total = self.read(p.total, page) if p.total is not None else None
-            _check_number(total, p.total, page, self.spec.method, "the total")
             if total is not None:
                 return values["offset"] < total
             return self.size is None or len(records) >= self.size
         if self.kind == "page":
-            total_pages = self.read(p.total_pages, page) if p.total_pages is not None else None
-            _check_number(total_pages, p.total_pages, page, self.spec.method, "the page count")
+            total_pages = self.declared(page)
             if total_pages is not None and values["page"] - p.start + 1 >= total_pages:
                 return False
             if total_pages is None and self.size is not None and len(records) < self.size:
@@ -318,7 +421,7 @@ class _Walker:
         if self.kind in ("cursor", "graphql_cursor"):
             if self.kind == "graphql_cursor":
                 assert p.page_info is not None  # required for this kind (compile checks it)
-                info = self.read(p.page_info, page)
+                info = self.read(p.page_info, page, "page_info")
                 if not isinstance(info, dict):
                     raise FetchError(
                         f"{self.spec.method} {page.url}: page_info ({p.page_info.source}) is "
@@ -328,7 +431,7 @@ class _Walker:
                 token = info.get("endCursor") if info.get("hasNextPage") else None
             else:
                 assert p.cursor is not None  # required for this kind (compile checks it)
-                token = self.read(p.cursor, page)
+                token = self.read(p.cursor, page, "cursor")
             if token in (None, ""):
                 return False
             guard.visit("cursor", json.dumps(token, sort_keys=True), json.dumps(token), page.url)
@@ -336,9 +439,9 @@ class _Walker:
             return True
         if self.kind == "next_url":
             assert p.next_url is not None  # required for this kind (compile checks it)
-            target = self.read(p.next_url, page)
+            target = self.read(p.next_url, page, "next_url")
         else:  # link_header
-            target = _next_link(page.headers.get("Link"))
+            target = _links(page.headers.get("Link")).get("next")
         if not target:
             return False
         if not isinstance(target, str):
@@ -351,14 +454,30 @@ class _Walker:
         return True
 
 
-def _next_link(header: str | None) -> str | None:
-    """The rel="next" target of an RFC 8288 ``Link`` header."""
+def _links(header: str | None) -> dict[str, str]:
+    """The targets of an RFC 8288 ``Link`` header by relation (``next``, ``last``...)."""
     if not header:
-        return None
+        return {}
+    out: dict[str, str] = {}
     for link in requests.utils.parse_header_links(header):
-        if "next" in link.get("rel", "").split():
-            return link.get("url")
-    return None
+        for relation in link.get("rel", "").split():
+            out.setdefault(relation, link.get("url", ""))
+    return out
+
+
+def _shape(body: Any) -> str:
+    """What a page without records was, for messages."""
+    if body is None:
+        return "a null body"
+    if isinstance(body, dict):
+        return "an empty object as the body" if not body else "a page without records"
+    if isinstance(body, list):
+        return "a list as the body" if body else "an empty list as the body"
+    return f"a body that is {type(body).__name__}"
+
+
+def _count(value: int | float) -> str:
+    return str(int(value)) if value == int(value) else str(value)
 
 
 def _check_number(value: Any, expression, page: Page, method: str, what: str) -> None:

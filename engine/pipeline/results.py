@@ -37,9 +37,11 @@ class StepResult:
     warning_count: int = 0
     requests: int = 0
     pages: int = 0
-    records: int = 0
+    records: int = 0  # received
+    filtered: int = 0  # received, and left out by the step's filter
     skipped_types: set = field(default_factory=set)  # types of which some record built nothing
-    incomplete: bool = False  # a request's data is missing (an on_status 'partial' rule applied)
+    incomplete: bool = False  # some data is missing (an on_status 'partial' rule, a truncated pagination)
+    first_problem: str | None = None  # the first warning about a record that built less than it should
 
     @property
     def incomplete_data(self) -> bool:
@@ -63,6 +65,12 @@ class StepResult:
         if len(self.warnings) < MAX_WARNINGS_KEPT:
             self.warnings.append(message)
         log.debug("warning: %s", message)
+
+    def problem(self, message: str) -> None:
+        """A warning about a record (a value that could not be computed, a record skipped)."""
+        if self.first_problem is None:
+            self.first_problem = message
+        self.warn(message)
 
     def summary(self) -> dict:
         step = self.step

@@ -11,21 +11,23 @@ import gc
 import logging
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ..errors import AuthenticationError, FetchError
+from ..errors import AuthenticationError, EtlError, EvaluationError, FetchError, RequestBuildError
 from ..lang.functions import jmespath_options
-from ..lang.values import Scope, is_truthy
-from .build import Built, GraphBuilder
+from ..lang.values import Scope, Value, is_truthy
+from .build import Built, GraphBuilder, describe
 from .check import GraphChecker, Verdict
 from .config import ResolvedConfig
 from .extract import keep_record, select_records
 from .fanout import ordered_map
 from .fetch import HttpClient, Page
-from .paginate import paginate, render_text_pairs, validate_credentials
+from .load import LoadedMapping, PathT, format_path, load_mapping
+from .paginate import paginate, validate_credentials
 from .plan import Plan, Source, Step
 from .progress import Progress
 from .results import DISABLED, PARTIAL_DEPENDENCY, SKIPPED_DEPENDENCY, SUCCESS, RunResult, StepResult
@@ -95,6 +97,7 @@ class Runner:
         self.clients: dict[str, HttpClient] = {}
         self.parents: dict[str, list[dict]] = {t: [] for t in plan.parent_types}
         self.strict_types = {e.type: True for s in plan.steps for e in s.entities if e.duplicates == "strict"}
+        self.loaded: LoadedMapping | None | bool = False  # the mapping file, read again for an error's position
 
     # -- setup ---------------------------------------------------------------------------
 
@@ -105,16 +108,22 @@ class Runner:
         for name, url in self.options.base_urls:
             if name == source.name or (name is None and source is self.plan.default_source):
                 return url
-        return source.base_url.evaluate(self.config_scope)
+        return self.evaluate(source.base_url, ("sources", source.name, "base_url"))
 
     def client(self, name: str) -> HttpClient:
         if name not in self.clients:
             source = self.plan.source(name)
+            base_url = self.base_url(source)
+            headers = self.text_pairs(source.headers, ("sources", name, "headers"))
+            params = self.text_pairs(source.params, ("sources", name, "params"))
+            if source.auth is not None:  # evaluated here first, so that a failure names its place
+                for field_name, value in source.auth.fields:
+                    self.evaluate(value, ("sources", name, "auth", field_name))
             self.clients[name] = HttpClient(
                 source,
-                base_url=self.base_url(source),
-                headers=render_text_pairs(source.headers, self.config_scope),
-                params=render_text_pairs(source.params, self.config_scope),
+                base_url=base_url,
+                headers=headers,
+                params=params,
                 redactor=self.config.redactor,
                 options=self.jmespath,
                 auth_scope=self.config_scope,
@@ -124,10 +133,58 @@ class Runner:
     def instance_tags(self) -> dict[str, Any]:
         tags = {}
         for name, value in self.plan.instance_tags:
-            result = value.evaluate(self.config_scope)
+            result = self.evaluate(value, ("tags", name))
             if result not in (None, ""):
                 tags[name] = result
         return tags
+
+    # -- values evaluated once per run, on the config ------------------------------------
+
+    def evaluate(self, value: Value, path: PathT | Callable[[], PathT]) -> Any:
+        """A value of the mapping evaluated on the config; a failure is an EvaluationError naming
+        where it is (``m.yaml:12:3: tags.AccountName``), never an internal error."""
+        try:
+            return value.evaluate(self.config_scope)
+        except EtlError:
+            raise
+        except Exception as exc:  # an undefined name, a null in text, a type error of an operator...
+            source = " ".join(str(value.source).split())
+            shown = source if len(source) <= 80 else source[:77] + "..."
+            where = self.where(path() if callable(path) else path)
+            raise EvaluationError(f"{where}: {shown!r} failed: {describe(exc)}") from None
+
+    def text_pairs(self, pairs, path: PathT) -> dict[str, str]:
+        """Headers or query parameters of a source: null leaves one out, booleans are true/false."""
+        out = {}
+        for name, value in pairs:
+            result = self.evaluate(value, (*path, name))
+            if result is not None:
+                out[name] = ("true" if result else "false") if isinstance(result, bool) else str(result)
+        return out
+
+    def where(self, path: PathT) -> str:
+        """``file:line:column: path`` of a place in the mapping (the file is read again, for this
+        message only; without it, the path alone)."""
+        if self.loaded is False:
+            try:
+                self.loaded = load_mapping(self.plan.path)
+            except EtlError:
+                self.loaded = None
+        if isinstance(self.loaded, LoadedMapping):
+            return f"{self.loaded.source.locate(path)}: {format_path(path)}"
+        return format_path(path)
+
+    def when_path(self, step: Step) -> PathT:
+        return (*self.step_path(step), "when")
+
+    def step_path(self, step: Step) -> PathT:
+        """``('steps', i)``: where ``step`` is in the mapping file (plan order is dependency order)."""
+        self.where(())
+        if isinstance(self.loaded, LoadedMapping):
+            for index, raw in enumerate(self.loaded.data.get("steps") or ()):
+                if isinstance(raw, dict) and raw.get("id") == step.id:
+                    return ("steps", index)
+        return ("steps", step.id)
 
     # -- the run -------------------------------------------------------------------------
 
@@ -138,14 +195,18 @@ class Runner:
         for source in self.plan.sources:
             if source.validate is not None and source.name in used:
                 log.info("validating credentials: %s %s", source.validate.method, source.name)
-                validate_credentials(self.client(source.name), source.validate, self.config_scope)
+                try:
+                    validate_credentials(self.client(source.name), source.validate, self.config_scope)
+                except RequestBuildError as exc:
+                    path = ("sources", source.name, "validate", *exc.field.split(".")[1:])
+                    raise EvaluationError(f"{self.where(path)}: {exc}") from None
 
     def enabled_steps(self) -> tuple[tuple[Step, ...], set[str]]:
         """The steps to run, and those switched off by ``when`` (with everything depending on them)."""
         steps = self.plan.steps_for(list(self.options.steps))
         disabled: set[str] = set()
         for step in steps:
-            off = step.when is not None and not is_truthy(step.when.evaluate(self.config_scope))
+            off = step.when is not None and not is_truthy(self.evaluate(step.when, partial(self.when_path, step)))
             if off or any(d in disabled for d in step.depends_on):
                 disabled.add(step.id)
         return steps, disabled
@@ -157,12 +218,12 @@ class Runner:
         collecting = gc.isenabled()
         gc.disable()
         try:
+            tags = self.instance_tags()
             self.validate(tuple(s for s in steps if s.id not in disabled))
             staged = StagedOutput(self.options.output)
             try:
                 writer = self.writer = GraphWriter(staged.path, self.config.redactor, pretty=self.options.pretty)
                 checker = GraphChecker(self.plan.listed_types)
-                tags = self.instance_tags()
                 results: dict[str, StepResult] = {}
                 for step in steps:
                     if step.id in disabled:
@@ -201,6 +262,7 @@ class Runner:
         )
         pending: list[dict] = []  # relationships whose endpoints may appear later in the step
         requests_before = self.requests_made()
+        refused_before = refusals(step, checker)
         try:
             observe = self.observer.record if type(self.observer) is not Observer else None
             show = self.progress.update if self.progress.enabled else None
@@ -208,9 +270,10 @@ class Runner:
                 result.records += 1
                 try:
                     if step.filter is not None and not keep_record(step.filter, builder.scope(record, parent)):
+                        result.filtered += 1
                         continue
                 except Exception as exc:  # the filter could not be evaluated on this record
-                    result.warn(f"{position}: filter: {type(exc).__name__}: {exc}; record skipped")
+                    result.problem(f"{position}: filter: {type(exc).__name__}: {exc}; record skipped")
                     result.skipped_types.update(e.type for e in step.entities)
                     continue
                 built = builder.build(record, position, parent)
@@ -231,6 +294,8 @@ class Runner:
                 checker.dangling(relationship)
         writer.flush_step(step.id)
         result.counts = writer.counts(step.id)
+        if step.request is not None and result.status == SUCCESS:
+            self.check_built(step, result, checker, refused_before, bool(self.failed_dependencies(step, done)))
         if result.status == SUCCESS and self.failed_dependencies(step, done):
             result.status = PARTIAL_DEPENDENCY
         lacking = [d for d in step.depends_on if d in done and done[d].incomplete_data]
@@ -244,6 +309,41 @@ class Runner:
         result.requests = self.requests_made() - requests_before
         result.end_ms = now_ms()
         return result
+
+    @staticmethod
+    def check_built(
+        step: Step, result: StepResult, checker: GraphChecker, before: tuple[int, int], lacking: bool
+    ) -> None:
+        """A step that received records (and kept some through its filter) but wrote nothing -
+        every object refused as invalid or dangling, or no rule producing anything - did not
+        succeed: it fails, naming the first reason (a step whose dependency failed is partial
+        already, and is told so in a warning). Objects that were duplicates of written ones count
+        as built. Steps that received no records succeed."""
+        considered = result.records - result.filtered
+        if considered <= 0 or any(result.counts.values()):
+            return
+        refused, duplicates = (after - was for after, was in zip(refusals(step, checker), before, strict=True))
+        if duplicates:
+            return
+        reason = result.first_problem
+        if reason is None and refused:
+            reason = next(
+                (line for t in step.declared_types for line in checker.describe(t) if "not written" in line),
+                None,
+            )
+        if reason is None:
+            reason = (
+                "no entity key could be made (every key was null)"
+                if result.skipped_types
+                else "no rule produced an entity or relationship from them"
+            )
+        kept = " and kept by the filter" if result.filtered else ""
+        message = f"{considered} record(s) received{kept}, nothing built: {reason}"
+        if lacking:
+            result.warn(message)
+            log.warning("step %s: %s", step.id, message)
+        else:
+            result.fail(message)
 
     @staticmethod
     def failed_dependencies(step: Step, done: dict[str, StepResult]) -> list[str]:
@@ -276,17 +376,26 @@ class Runner:
         def select(body: Any) -> list:
             return select_records(step.records, body, self.jmespath)
 
-        def pages_of(parent: dict | None) -> list:
-            return list(
-                paginate(
-                    client,
-                    request,
-                    step.pagination,
-                    self.request_scope(parent),
-                    select,
-                    lambda message: self.truncated(step, result, message),
+        def pages_of(parent: dict) -> tuple[list, list[tuple[bool, str]], FetchError | None]:
+            """A child's pages, what its pagination had to say (applied by the main thread, in
+            parent order: (partial?, message)), and the error that ended it, if any."""
+            context = f"for {step.for_each} {parent['_key']}: "
+            notes: list[tuple[bool, str]] = []
+            try:
+                pages = list(
+                    paginate(
+                        client,
+                        request,
+                        step.pagination,
+                        self.request_scope(parent),
+                        select,
+                        lambda message: notes.append((True, context + message)),
+                        warn=lambda message: notes.append((False, context + message)),
+                    )
                 )
-            )
+            except FetchError as exc:
+                return [], notes, exc
+            return pages, notes, None
 
         if step.for_each is None:
             pages = paginate(
@@ -297,27 +406,44 @@ class Runner:
                 select,
                 lambda message: self.truncated(step, result, message),
                 prefetch=self.options.prefetch,
+                warn=lambda message: self.total_changed(step, result, message),
             )
             yield from self.page_records(step, result, pages, None)
             return
         parents = self.parents[step.for_each]
         for parent, outcome in ordered_map(pages_of, parents, self.options.concurrency):
-            if isinstance(outcome, FetchError):
-                self.request_failed(step, result, outcome, f"for {step.for_each} {parent['_key']}: ")
+            child_pages, notes, error = ([], [], outcome) if isinstance(outcome, FetchError) else outcome
+            for lost, message in notes:
+                (self.truncated if lost else self.total_changed)(step, result, message)
+            if error is not None:
+                self.request_failed(step, result, error, f"for {step.for_each} {parent['_key']}: ")
                 continue
-            yield from self.page_records(step, result, outcome, parent)
+            yield from self.page_records(step, result, child_pages, parent)
 
     @staticmethod
     def truncated(step: Step, result: StepResult, message: str) -> None:
-        """Pagination stopped before the API's last page (max_pages): the data is incomplete."""
+        """Pagination stopped before the API's last page (max_pages, or a page without records
+        while the declared total says more exist), or the total shrank: the data is incomplete."""
         result.incomplete = True
         result.warn(f"{message}; the step's types are marked partial")
+        log.warning("step %s: %s; the step's types are marked partial", step.id, message)
+
+    @staticmethod
+    def total_changed(step: Step, result: StepResult, message: str) -> None:
+        """The API's total grew during the run: told, the data is not marked partial."""
+        result.warn(message)
+        log.warning("step %s: %s", step.id, message)
 
     def request_failed(self, step: Step, result: StepResult, error: FetchError, context: str = "") -> None:
         """Apply the step's status rules: skip quietly, warn and mark the step's types partial,
-        or fail the step (its other requests still run). Refused credentials end the run."""
+        or fail the step (its other requests still run). Refused credentials end the run. A
+        request template that failed is named with its place in the mapping."""
         if isinstance(error, AuthenticationError):
             raise error
+        if isinstance(error, RequestBuildError):
+            where = self.where((*self.step_path(step), *error.field.split(".")))
+            result.fail(f"{context}{error} (at {where})")
+            return
         action = dict(step.on_status).get(error.status, "fail") if error.status else "fail"
         if action == "skip":
             log.info("step %s: %s%s (skipped: on_status %s)", step.id, context, error, error.status)
@@ -349,7 +475,7 @@ class Runner:
         pending: list[dict],
     ) -> None:
         for message in built.warnings:
-            result.warn(message)
+            result.problem(message)
         result.skipped_types.update(built.skipped_types)
         for entity in built.entities:
             verdict = checker.check_entity(entity)
@@ -386,6 +512,17 @@ class Runner:
             "integrationStepResults": [r.summary() for r in result.steps],
             "metadata": {"partialDatasets": {"types": result.partial_types}},
         }
+
+
+def refusals(step: Step, checker: GraphChecker) -> tuple[int, int]:
+    """(objects refused as invalid or dangling, duplicates) of a step's types so far."""
+    refused = duplicates = 0
+    for graph_type in step.declared_types:
+        report = checker.reports.get(graph_type)
+        if report is not None:
+            refused += sum(report.invalid.values()) + report.dangling
+            duplicates += report.duplicates
+    return refused, duplicates
 
 
 def run_plan(

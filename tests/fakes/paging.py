@@ -655,3 +655,30 @@ def step_status(output: dict, step_id: str) -> str:
 
 def partial_types(output: dict) -> list[str]:
     return output["summary"]["metadata"]["partialDatasets"]["types"]
+
+
+# -- a server that does not answer ------------------------------------------------------------------
+
+
+@dataclass
+class HeldResponse(Response):
+    """A response held back until ``release`` is set (at most ``hold`` seconds): an API that
+    stops answering in the middle of a run. ``arrived`` is set when the request reaches it.
+    Queue it with ``fail_next`` or ``fail_request``; set ``release`` when the test ends, so
+    the server's thread ends too (see :func:`ignore_disconnects`)."""
+
+    hold: float = 60.0
+    arrived: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
+
+    def encoded(self) -> bytes:
+        self.arrived.set()
+        self.release.wait(self.hold)
+        return super().encoded()
+
+
+def ignore_disconnects(api: LocalApi) -> None:
+    """Let ``api`` (started) answer a client that has gone away without printing a traceback:
+    a held response released after its client process was stopped has nobody to write to."""
+    assert api._server is not None, "start the server first"
+    api._server.handle_error = lambda request, client_address: None
