@@ -16,8 +16,9 @@ from typing import Any
 import jmespath
 from jmespath import functions
 
-from ..errors import ValueProblem
+from ..errors import LimitExceeded, ValueProblem
 from .jmespath_compiler import CompiledExpref
+from .limits import MAX_ITEMS, MAX_STRING_LENGTH, MAX_VALUE_SIZE, check_join, check_replace, text_size
 
 
 def to_epoch_ms(value: Any) -> int | None:
@@ -59,6 +60,8 @@ def split_text(value: str | None, separator: str) -> list[str] | None:
     """Split and trim, dropping empty parts. null stays null."""
     if value is None:
         return None
+    if separator and value.count(separator) >= MAX_ITEMS:
+        raise LimitExceeded(f"split() would give more than {MAX_ITEMS:,} parts")
     return [part.strip() for part in value.split(separator) if part.strip()]
 
 
@@ -70,11 +73,28 @@ def _strings(function: str, values: list) -> list:
 
 
 def unique(values: list) -> list:
-    seen: list = []
+    """The first occurrence of each item (equal as Python compares them), in linear time."""
+    seen: set = set()
+    out = []
     for v in values:
-        if v not in seen:
-            seen.append(v)
-    return seen
+        key = _hashable(v)
+        if key not in seen:
+            seen.add(key)
+            out.append(v)
+    return out
+
+
+_LIST, _OBJECT = object(), object()  # tags keeping a frozen list apart from a frozen object
+
+
+def _hashable(value: Any) -> Any:
+    """``value`` with its lists and objects frozen: two values are equal exactly when their
+    frozen forms are (1 == 1.0 == true, as Python has it), and the frozen form hashes."""
+    if isinstance(value, list):
+        return (_LIST, tuple(_hashable(v) for v in value))
+    if isinstance(value, dict):
+        return (_OBJECT, frozenset((k, _hashable(v)) for k, v in value.items()))
+    return value
 
 
 # ----------------------------------------------------------------------------------------
@@ -99,17 +119,35 @@ class EngineFunctions(functions.Functions):
         if not isinstance(expref, CompiledExpref):  # jmespath.py's own interpreter
             return super()._func_map(expref, values)
         search, functions = expref.fn, expref.functions
-        return [search(value, functions) for value in values]
+        if not expref.amplifies:
+            return [search(value, functions) for value in values]
+        out, total = [], 0
+        for value in values:
+            result = search(value, functions)
+            total += len(result) if result.__class__ is str else text_size(result, MAX_VALUE_SIZE - total)
+            if total > MAX_VALUE_SIZE:
+                raise LimitExceeded(f"map() would build more than {MAX_VALUE_SIZE:,} characters")
+            out.append(result)
+        return out
 
     @functions.signature({"types": []})
     def _func_to_string(self, value):
-        """jmespath's to_string, without a JSON encoder for the usual text and integers."""
+        """jmespath's to_string, without a JSON encoder for the usual text and integers, and
+        refusing a list or object whose text would be too long before encoding it."""
         cls = value.__class__
         if cls is str:
             return value
         if cls is int:
             return str(value)
+        if text_size(value, MAX_STRING_LENGTH) > MAX_STRING_LENGTH:
+            raise LimitExceeded(f"to_string() would give more than {MAX_STRING_LENGTH:,} characters")
         return super()._func_to_string(value)
+
+    @functions.signature({"types": ["string"]}, {"types": ["array-string"]})
+    def _func_join(self, separator, values):
+        """jmespath's join, refusing a result beyond the string limit before building it."""
+        check_join(separator, values, "the result of join()")
+        return separator.join(values)
 
     @functions.signature()
     def _func_now_ms(self):
@@ -138,7 +176,10 @@ class EngineFunctions(functions.Functions):
 
     @functions.signature({"types": ["string", "null"]}, {"types": ["string"]}, {"types": ["string"]})
     def _func_replace(self, value, old, new):
-        return None if value is None else value.replace(old, new)
+        if value is None:
+            return None
+        check_replace(value, old, new)
+        return value.replace(old, new)
 
     @functions.signature({"types": ["string", "array", "null"]}, {"types": ["string"]})
     def _func_trim_prefix(self, value, prefix):
@@ -167,7 +208,8 @@ class EngineFunctions(functions.Functions):
         """The items of the first array that are not in the second, in order."""
         if values is None:
             return None
-        return [v for v in values if v not in (removed or [])]
+        gone = {_hashable(v) for v in removed or ()}
+        return [v for v in values if _hashable(v) not in gone]
 
     @functions.signature({"types": [], "variadic": True})
     def _func_coalesce(self, *values):

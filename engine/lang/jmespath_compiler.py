@@ -21,7 +21,14 @@ from typing import Any
 from jmespath import exceptions
 from jmespath import functions as jp_functions
 
+from ..errors import LimitExceeded
+from .limits import MAX_ITEMS, MAX_VALUE_SIZE, text_size, too_many_items
+
 Compiled = Callable[[Any, Any], Any]
+
+# Functions whose result can be much larger than their arguments: a projection (or map)
+# calling one of them checks the size of what it collects.
+AMPLIFYING_FUNCTIONS = frozenset({"replace", "join", "to_string"})
 
 # jmespath type names -> the Python type names jmespath.py accepts for them.
 _TYPE_NAMES = {
@@ -36,14 +43,16 @@ _TYPE_NAMES = {
 
 
 class CompiledExpref:
-    """What ``&expr`` evaluates to: jmespath's built-in functions call ``.visit(expression, value)``."""
+    """What ``&expr`` evaluates to: jmespath's built-in functions call ``.visit(expression, value)``.
+    ``amplifies``: the expression calls a function whose result can be much larger than its input."""
 
-    __slots__ = ("fn", "functions", "expression")
+    __slots__ = ("fn", "functions", "expression", "amplifies")
 
-    def __init__(self, fn: Compiled, functions):
+    def __init__(self, fn: Compiled, functions, amplifies: bool = False):
         self.fn = fn
         self.functions = functions
         self.expression = None
+        self.amplifies = amplifies
 
     def visit(self, node, value):
         return self.fn(value, self.functions)
@@ -144,7 +153,19 @@ def _current(node, children, table):
 
 def _expref(node, children, table):
     (inner,) = children
-    return lambda value, fns: CompiledExpref(inner, fns)
+    amplifies = amplifying(node)
+    return lambda value, fns: CompiledExpref(inner, fns, amplifies)
+
+
+def amplifying(node: dict) -> bool:
+    """Whether the expression calls one of AMPLIFYING_FUNCTIONS."""
+    pending = [node]
+    while pending:
+        current = pending.pop()
+        if current.get("type") == "function_expression" and current.get("value") in AMPLIFYING_FUNCTIONS:
+            return True
+        pending.extend(child for child in current.get("children", ()) if isinstance(child, dict))
+    return False
 
 
 def _function(node, children, table):
@@ -247,12 +268,13 @@ _PYTHON_TYPES = {
 
 def _filter_projection(node, children, table):
     left, right, condition = children
+    project = _project_checked if amplifying(node["children"][1]) else _project
 
     def filter_projection(value, fns):
         base = left(value, fns)
         if not isinstance(base, list):
             return None
-        return _project((e for e in base if not _is_false(condition(e, fns))), right, fns)
+        return project((e for e in base if not _is_false(condition(e, fns))), right, fns)
 
     return filter_projection
 
@@ -263,6 +285,21 @@ def _project(elements, right: Compiled, fns) -> list:
     for element in elements:
         current = right(element, fns)
         if current is not None:
+            collected.append(current)
+    return collected
+
+
+def _project_checked(elements, right: Compiled, fns) -> list:
+    """:func:`_project` for a ``right`` that can build large values: what it collects stays
+    within MAX_VALUE_SIZE characters of text."""
+    collected = []
+    total = 0
+    for element in elements:
+        current = right(element, fns)
+        if current is not None:
+            total += len(current) if current.__class__ is str else text_size(current, MAX_VALUE_SIZE - total)
+            if total > MAX_VALUE_SIZE:
+                raise LimitExceeded(f"a projection would build more than {MAX_VALUE_SIZE:,} characters")
             collected.append(current)
     return collected
 
@@ -278,6 +315,8 @@ def _flatten(node, children, table):
         for element in base:
             if isinstance(element, list):
                 merged.extend(element)
+                if len(merged) > MAX_ITEMS:
+                    raise too_many_items("the result of '[]'")
             else:
                 merged.append(element)
         return merged
@@ -373,18 +412,20 @@ def _not(node, children, table):
 
 def _projection(node, children, table):
     left, right = children
+    project = _project_checked if amplifying(node["children"][1]) else _project
 
     def projection(value, fns):
         base = left(value, fns)
         if not isinstance(base, list):
             return None
-        return _project(base, right, fns)
+        return project(base, right, fns)
 
     return projection
 
 
 def _value_projection(node, children, table):
     left, right = children
+    project = _project_checked if amplifying(node["children"][1]) else _project
 
     def value_projection(value, fns):
         base = left(value, fns)
@@ -392,7 +433,7 @@ def _value_projection(node, children, table):
             base = base.values()
         except AttributeError:
             return None
-        return _project(base, right, fns)
+        return project(base, right, fns)
 
     return value_projection
 

@@ -25,14 +25,33 @@ import jmespath.lexer
 from ..errors import ExpressionError
 from .functions import BUILTIN_FUNCTION_NAMES, FUNCTION_NAMES, EngineFunctions
 from .jmespath_compiler import compile_ast
-from .templates import ENVIRONMENT, LazyTemplate, compile_template, known_names
+from .limits import (
+    MAX_BRACKETS,
+    MAX_EXPRESSION_DEPTH,
+    MAX_EXPRESSION_LENGTH,
+    MAX_STRING_LENGTH,
+    MAX_VALUE_SIZE,
+    check_value_size,
+    end_render,
+    start_render,
+    too_long,
+)
+from .templates import ENVIRONMENT, LazyTemplate, compile_expression, compile_template, known_names
 
 
 def compile_jmespath(text: str, config_fields: frozenset[str] | None = None) -> jmespath.parser.ParsedResult:
     """Compile, or raise ExpressionError with the offending offset (0-based). Unknown
-    functions, and ``config('name')`` of an undeclared field, are errors too."""
+    functions, ``config('name')`` of an undeclared field, and nesting deeper than the
+    limits are errors too."""
+    if len(text) > MAX_EXPRESSION_LENGTH:
+        raise ExpressionError(
+            f"the expression is longer than {MAX_EXPRESSION_LENGTH:,} characters", MAX_EXPRESSION_LENGTH
+        )
+    _check_nesting(text)
     try:
         compiled = jmespath.compile(text)
+    except RecursionError:
+        raise ExpressionError(f"the expression is nested more than {MAX_EXPRESSION_DEPTH} levels deep", 0) from None
     except jmespath.exceptions.LexerError as exc:
         raise ExpressionError(f"JMESPath syntax error: {exc.message}", exc.lex_position) from None
     except jmespath.exceptions.IncompleteExpressionError:
@@ -42,6 +61,9 @@ def compile_jmespath(text: str, config_fields: frozenset[str] | None = None) -> 
             f"JMESPath syntax error: {exc.msg} (at {exc.token_type} {exc.token_value!r})",
             exc.lex_position,
         ) from None
+    except ValueError as exc:  # an empty expression, a number too long to read...
+        raise ExpressionError(f"JMESPath syntax error: {exc}", 0) from None
+    _check_depth(compiled.parsed)
     calls = _function_calls(text)
     for name, start, _ in calls:
         if name not in FUNCTION_NAMES and name not in BUILTIN_FUNCTION_NAMES:
@@ -54,6 +76,55 @@ def compile_jmespath(text: str, config_fields: frozenset[str] | None = None) -> 
                     f"unknown config field '{field}'{known_names(field, config_fields)}", argument["start"] + 1
                 )  # inside the quotes
     return compiled
+
+
+_OPENING = frozenset({"lparen", "lbracket", "lbrace", "filter"})
+_CLOSING = frozenset({"rparen", "rbracket", "rbrace"})
+_PREFIX = frozenset({"not", "expref"})
+
+
+def _check_nesting(text: str) -> None:
+    """Brackets (and runs of ``!`` or ``&``) nested deeper than MAX_BRACKETS: jmespath's
+    parser recurses once per level, so they are refused before it runs, located."""
+    depth = run = 0
+    too_deep = None
+    try:
+        for token in jmespath.lexer.Lexer().tokenize(text):
+            kind = token["type"]
+            if kind in _OPENING:
+                depth += 1
+            elif kind in _CLOSING:
+                depth = max(depth - 1, 0)
+            run = run + 1 if kind in _PREFIX else 0
+            if depth + run > MAX_BRACKETS:
+                too_deep = token["start"]
+                break
+    except (jmespath.exceptions.JMESPathError, ValueError, RecursionError):
+        return  # not an expression: compiling it says why
+    if too_deep is not None:
+        raise ExpressionError(f"nested more than {MAX_BRACKETS} levels deep (brackets, '!' or '&')", too_deep)
+
+
+def _check_depth(parsed: dict) -> None:
+    """A syntax tree deeper than MAX_EXPRESSION_DEPTH (a chain of 5,000 '.', or a literal
+    nested as deep), refused: compiling and evaluating it would recurse as deep."""
+    pending: list[tuple[Any, int]] = [(parsed, 1)]
+    while pending:
+        node, depth = pending.pop()
+        if depth > MAX_EXPRESSION_DEPTH:
+            raise ExpressionError(
+                f"the expression is nested more than {MAX_EXPRESSION_DEPTH} levels deep "
+                "(a chain of fields, pipes or operators, or a deep literal?)",
+                0,
+            )
+        if isinstance(node, dict) and "type" in node and "children" in node:
+            pending.extend((child, depth + 1) for child in node["children"])
+            if node["type"] == "literal":
+                pending.append((node["value"], depth + 1))
+        elif isinstance(node, dict):
+            pending.extend((child, depth + 1) for child in node.values())
+        elif isinstance(node, list):
+            pending.extend((child, depth + 1) for child in node)
 
 
 def _call_offset(text: str, name: str) -> int:
@@ -195,7 +266,10 @@ def _substitute(pieces: list, template: LazyTemplate) -> Callable[[Scope], str]:
             if value.__class__ not in _TEXT_TYPES:
                 return template.render(variables)
             out.append(value if value.__class__ is str else str(value))
-        return "".join(out)
+        result = "".join(out)
+        if len(result) > MAX_STRING_LENGTH:
+            raise too_long("template result")
+        return result
 
     return render
 
@@ -211,13 +285,26 @@ def template_value(text: str, *, variables: frozenset[str], config_fields: froze
             return Value("template", text, _substitute(fast, template))
         return Value("template", text, lambda scope: template.render(scope.variables))
     source = single.group("expr")
-    compiled: list = []  # compiled by Jinja on first use
+    compiled: list = []  # (expression, whether it needs a budget), compiled by Jinja on first use
 
     def evaluate(scope: Scope) -> Any:
         if not compiled:
-            compiled.append(ENVIRONMENT.compile_expression(source, undefined_to_none=False))
-        result = compiled[0](**scope.variables)
-        if isinstance(result, jinja2.Undefined):
+            compiled.extend(compile_expression(source))
+        if compiled[1]:
+            token = start_render()
+            try:
+                result = compiled[0](scope.variables)
+            finally:
+                end_render(token)
+        else:
+            result = compiled[0](scope.variables)
+        cls = result.__class__
+        if cls is str:
+            if len(result) > MAX_STRING_LENGTH:
+                raise too_long("template result")
+        elif cls is list or cls is dict or cls is tuple:
+            check_value_size(result, "template result", MAX_VALUE_SIZE)
+        elif isinstance(result, jinja2.Undefined):
             result._fail_with_undefined_error()
         return result
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from functools import lru_cache
 from typing import Any
 
 from .. import datamodel
@@ -9,8 +11,29 @@ from ..errors import did_you_mean
 from ..lang.templates import TEMPLATE_VARIABLES
 from ..lang.values import Value
 from .compile_values import ValueCompiler
-from .load import PathT
+from .load import PathT, mapping_schema
 from .plan import Endpoint, EntitySpec, MappedRelationshipSpec, RelationshipSpec
+
+
+@lru_cache(maxsize=1)
+def _type_rule() -> tuple[re.Pattern[str], str]:
+    """What an entity ``_type`` must look like, as the schema says (its pattern and hint):
+    relationship types and the target types of mapped relationships are held to it too."""
+    spec = mapping_schema()["definitions"]["entity"]["properties"]["type"]
+    return re.compile(spec["pattern"]), spec.get("x-hint", f"it must match {spec['pattern']}")
+
+
+def type_problem(value: Any, what: str) -> str | None:
+    """Why ``value`` cannot be a ``_type`` (None when it can), with the identifier it
+    most likely meant."""
+    pattern, hint = _type_rule()
+    if isinstance(value, str) and pattern.fullmatch(value):  # all of it: '$' also matches before a last newline
+        return None
+    text = str(value)
+    shown = repr(text) if not text.isprintable() else f"'{text}'"
+    meant = re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
+    suggestion = f" (did you mean '{meant}'?)" if pattern.fullmatch(meant) else ""
+    return f"{shown} is not a valid {what}: {hint}{suggestion}"
 
 
 class RuleCompiler(ValueCompiler):
@@ -28,6 +51,9 @@ class RuleCompiler(ValueCompiler):
 
     def entity(self, spec: dict, path: PathT) -> EntitySpec | None:
         self.variables = self.scope_for(self.current_step, spec)
+        problem = type_problem(spec["type"], "entity _type")  # the schema's pattern lets "acme_user\n" by
+        if problem:
+            self.problem(path + ("type",), problem)
         classes = (spec["class"],) if isinstance(spec["class"], str) else tuple(spec["class"])
         for c_index, name in enumerate(classes):
             if name not in datamodel.ENTITY_CLASSES:
@@ -113,6 +139,10 @@ class RuleCompiler(ValueCompiler):
         target = self.endpoint(spec["to"], path + ("to",), record_types, declared_types)
         properties = self.value_map(spec.get("properties"), path + ("properties",))
         for_each = self.for_each(spec, path)
+        if "type" in spec:
+            problem = type_problem(spec["type"], "relationship _type")
+            if problem:
+                self.problem(path + ("type",), problem)
         if source is None or target is None:
             return None
         rel_class = spec["class"]
@@ -142,7 +172,11 @@ class RuleCompiler(ValueCompiler):
                 path + ("target", "class"),
                 f"unknown JupiterOne class '{target_class}'{did_you_mean(target_class, datamodel.ENTITY_CLASSES)}",
             )
+        if target_type is not None and (problem := type_problem(target_type, "target _type")):
+            self.problem(path + ("target", "type"), problem)
         rel_type = spec.get("type")
+        if rel_type is not None and (problem := type_problem(rel_type, "relationship _type")):
+            self.problem(path + ("type",), problem)
         if rel_type is None:
             if target_type is None:
                 self.problem(path, "give the relationship a 'type', or the target a 'type' to derive it from")

@@ -13,6 +13,7 @@ from ..lang.values import Value, jmespath_value, literal, template_value
 from .load import PathT, SourceMap, format_path
 
 VALUE_FORMS = ("jmespath", "template", "value")
+TOO_DEEP = "nested too deeply to compile"
 NOT_COMPILED = literal(None)
 
 
@@ -66,6 +67,9 @@ class ValueCompiler:
                 path = path + (next(iter(raw)),)
             self.problem_at(path, exc.offset, str(exc))
             return None
+        except RecursionError:  # nesting the checks of lang/ do not foresee: still a located problem
+            self.problem(path, TOO_DEEP)
+            return None
 
     def structure(self, raw: Any, path: PathT, variables: frozenset[str]) -> Value | None:
         """A JSON value (a request body) whose strings may be templates; {jmespath|template|value: ...}
@@ -102,6 +106,9 @@ class ValueCompiler:
             return jmespath_value(raw, self.config_names)
         except ExpressionError as exc:
             self.problem_at(path, exc.offset, str(exc))
+            return None
+        except RecursionError:
+            self.problem(path, TOO_DEEP)
             return None
 
     def value_map(self, raw: dict | None, path: PathT, **kwargs) -> tuple[tuple[str, Value], ...]:

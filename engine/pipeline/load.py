@@ -121,11 +121,52 @@ def load_mapping_text(text: str, filename: str) -> LoadedMapping:
     return LoadedMapping(data, source)
 
 
+class _TooDeep(Exception):
+    """The composer met a node nested deeper than MAX_DEPTH."""
+
+    def __init__(self, path: PathT, mark: yaml.Mark):
+        super().__init__()
+        self.path = path
+        self.mark = mark
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, stopping at the first node nested deeper than MAX_DEPTH: PyYAML
+    composes a node's children recursively (a document nested thousands deep, such as
+    ``[[[[...]]]]``, would exhaust Python's stack) and scans deep nesting in quadratic time,
+    so the nesting is refused while composing, before the rest is read. The path and
+    position are those ``_walk`` gives to a document nested too deep."""
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self.trail: list = []
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if parent is None or (index is None and self.check_event(yaml.ScalarEvent)):  # the root, a plain key
+            return super().compose_node(parent, index)
+        merged = isinstance(index, yaml.ScalarNode) and index.value == "<<"  # merged at its mapping's level
+        if not merged:
+            if isinstance(parent, yaml.SequenceNode):
+                self.trail.append(index)
+            elif index is None:  # a mapping's key
+                self.trail.append("?")
+            else:
+                self.trail.append(index.value if isinstance(index, yaml.ScalarNode) else str(index.start_mark))
+        try:
+            if len(self.trail) > MAX_DEPTH and not self.check_event(yaml.AliasEvent):
+                key = isinstance(index, yaml.Node) and not merged
+                raise _TooDeep(tuple(self.trail), index.start_mark if key else self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            if not merged:
+                self.trail.pop()
+
+
 def parse_yaml(text: str, filename: str) -> tuple[Any, SourceMap]:
     """Safe-load YAML, recording positions. Refuses duplicate keys, bombs and deep nesting."""
     source = SourceMap(filename)
     try:
-        loader = yaml.SafeLoader(text)
+        loader = _Loader(text)
     except yaml.reader.ReaderError as exc:  # a character YAML does not allow
         line = text.count("\n", 0, exc.position) + 1
         column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
@@ -141,6 +182,10 @@ def parse_yaml(text: str, filename: str) -> tuple[Any, SourceMap]:
     try:
         try:
             node = loader.get_single_node()
+        except _TooDeep as exc:
+            location = Location(filename, exc.mark.line + 1, exc.mark.column + 1)
+            message = f"nesting deeper than {MAX_DEPTH} levels; refusing to load it"
+            raise MappingError([Problem(location, format_path(exc.path), message)]) from None
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             loc = Location(filename, mark.line + 1, mark.column + 1) if mark else None
@@ -313,19 +358,36 @@ def _explain(error: jsonschema.ValidationError, source: SourceMap) -> list[Probl
         ]
     if validator == "enum":
         options = [str(o) for o in error.validator_value]
-        hint = difflib.get_close_matches(str(error.instance), options, n=1, cutoff=0.5)
+        hint = difflib.get_close_matches(str(error.instance), options, n=1, cutoff=0.5) or _same_letters(
+            error.instance, options
+        )
         if hint:
-            return [source.problem(path, f"'{error.instance}' is not an allowed value; did you mean '{hint[0]}'?")]
-        return [source.problem(path, f"'{error.instance}' is not one of: {', '.join(options)}")]
+            return [
+                source.problem(path, f"{_quoted(error.instance)} is not an allowed value; did you mean '{hint[0]}'?")
+            ]
+        return [source.problem(path, f"{_quoted(error.instance)} is not one of: {', '.join(options)}")]
     if validator == "pattern":
         hint = error.schema.get("x-hint")
-        message = f"'{error.instance}' is not valid" + (
+        message = f"{_quoted(error.instance)} is not valid" + (
             f": {hint}" if hint else f" (must match {error.validator_value})"
         )
         return [source.problem(path, message)]
     if validator == "propertyNames":
         return [source.problem(path, error.message)]
     return [source.problem(path, error.message)]
+
+
+def _quoted(value: Any) -> str:
+    """A value in a message: 'HAS', or its escaped form when it holds characters that do not
+    print (a tab, a newline), so that the message stays on one line."""
+    text = str(value)
+    return f"'{text}'" if text.isprintable() else repr(text)
+
+
+def _same_letters(value: Any, options: list[str]) -> list[str]:
+    """The option ``value`` spells with other case or punctuation ('has', 'H-A-S' for 'HAS')."""
+    letters = re.sub(r"[^a-z0-9]", "", str(value).lower())
+    return [o for o in options if re.sub(r"[^a-z0-9]", "", o.lower()) == letters][:1] if letters else []
 
 
 def _explain_branches(error: jsonschema.ValidationError, source: SourceMap) -> list[Problem]:

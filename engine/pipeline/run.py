@@ -89,14 +89,43 @@ def run_mapping(
 def replay_settings(
     plan: Plan, cassette_path: Path | None, record_mode: str | None, offline: bool
 ) -> tuple[Path | None, str, dict[str, Any]]:
-    """(cassette, record mode, config defaults) for --cassette / --record-mode / --offline."""
+    """(cassette, record mode, config defaults) for --cassette / --record-mode / --offline.
+
+    Recording (``--record-mode once|all``) into the mapping's own ``offline.cassette`` writes
+    where the mapping says: only inside the mapping's repository (see
+    :func:`check_cassette_inside_repository`). Replaying reads it from anywhere."""
     if offline:
         if plan.offline is None:
             raise EtlError(f"{plan.path} has no 'offline' section naming a bundled cassette; use --cassette")
-        return cassette_path or plan.offline.cassette, record_mode or "none", dict(plan.offline.config)
+        mode = record_mode or "none"
+        if cassette_path is None and mode != "none":
+            check_cassette_inside_repository(plan.offline.cassette, Path(plan.path), mode)
+        return cassette_path or plan.offline.cassette, mode, dict(plan.offline.config)
     if record_mode and cassette_path is None:
         raise UsageError("--record-mode needs --cassette")
     return cassette_path, record_mode or "none", {}
+
+
+def mapping_repository(mapping: Path) -> Path:
+    """The repository a mapping file belongs to: the nearest directory above it holding
+    ``.git`` (a directory, or a file in a worktree), else the mapping's own directory."""
+    directory = mapping.resolve().parent
+    for candidate in (directory, *directory.parents):
+        if (candidate / ".git").exists():
+            return candidate
+    return directory
+
+
+def check_cassette_inside_repository(cassette: Path, mapping: Path, mode: str) -> None:
+    """Refuse to record the mapping's cassette outside the mapping's repository: a mapping
+    from elsewhere must not make ``--offline --record-mode`` write files where it likes."""
+    root = mapping_repository(mapping)
+    if not cassette.resolve().is_relative_to(root):
+        raise UsageError(
+            f"--record-mode {mode} --offline would write the mapping's cassette {cassette}, which is outside "
+            f"the mapping's repository ({root}); refusing. Record with --cassette PATH instead, or point "
+            "offline.cassette inside the repository"
+        )
 
 
 def parse_base_urls(values: tuple[str, ...]) -> tuple[tuple[str | None, str], ...]:
