@@ -9,8 +9,9 @@ The map (dependencies point down: cli -> tools -> pipeline -> lang/http -> the m
                   paginate/fanout -> extract -> build -> check -> write; runner.py drives the steps,
                   run.py starts a run as the user asked (see pipeline/__init__.py)
     lang/         the expression language: JMESPath compiled to closures, the engine's functions,
-                  Jinja templates in a sandbox, compiled values
-    http/         HTTP shared by runs and sync: the retry policy, its clock, sessions, cassettes
+                  Jinja templates in a sandbox, compiled values, the limits of what they may build
+    http/         HTTP shared by runs and sync: the retry policy, its clock, sessions, origins (where
+                  credentials may go), bounded transfers, cassettes
 
     errors.py     every error class and every exit code
     secrets.py    the redactor (and the log filter that applies it)
