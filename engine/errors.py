@@ -18,6 +18,8 @@ import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import requests
+
 # -- exit codes (README.md "Exit codes" and each command's --help) -------------------------
 
 EXIT_OK = 0
@@ -208,6 +210,31 @@ class LimitExceeded(ValueProblem):
 
 class RecordsError(ValueError):
     """A page body the step's records selector cannot make records of."""
+
+
+# -- a response the engine will not wait for, or read (``http/transfer.py``) ----------------
+
+
+class DeadlineExceeded(requests.exceptions.ReadTimeout):
+    """The attempt took longer than the source's timeout in all (retried like a timeout)."""
+
+    def __init__(self, timeout: float):
+        self.timeout = timeout
+        super().__init__(f"no complete response within {timeout:g}s")
+
+
+class ResponseTooLarge(Exception):
+    """The body is larger than the limit, once decoded (not retried)."""
+
+    def __init__(self, limit: int, declared: int | None = None):
+        self.limit = limit
+        self.declared = declared
+        size = f"declares {declared} bytes" if declared is not None else "is larger"
+        super().__init__(f"the response body {size}, more than the limit of {limit} bytes (decoded)")
+
+
+class TooManyRedirects(Exception):
+    """More than :data:`MAX_REDIRECTS` redirects in one attempt (not retried)."""
 
 
 class PayloadTooLarge(Exception):

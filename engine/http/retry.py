@@ -38,8 +38,8 @@ from email.utils import parsedate_to_datetime
 
 import requests
 
+from ..errors import DeadlineExceeded
 from . import clock
-from .transfer import DeadlineExceeded
 
 log = logging.getLogger("etl.http")
 

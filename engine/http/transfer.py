@@ -41,34 +41,13 @@ from requests.utils import requote_uri
 from urllib3.connection import HTTPConnection as _RealConnection  # before vcrpy may swap it
 from urllib3.response import HTTPResponse
 
+from ..errors import DeadlineExceeded, ResponseTooLarge, TooManyRedirects
 from . import clock
 
 CHUNK = 64 * 1024
 MAX_REDIRECTS = 5
 DEFAULT_MAX_RESPONSE_BYTES = 256 * 1024 * 1024  # 256 MiB, decoded
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)
-
-
-class DeadlineExceeded(requests.exceptions.ReadTimeout):
-    """The attempt took longer than the source's timeout in all (retried like a timeout)."""
-
-    def __init__(self, timeout: float):
-        self.timeout = timeout
-        super().__init__(f"no complete response within {timeout:g}s")
-
-
-class ResponseTooLarge(Exception):
-    """The body is larger than the limit, once decoded (not retried)."""
-
-    def __init__(self, limit: int, declared: int | None = None):
-        self.limit = limit
-        self.declared = declared
-        size = f"declares {declared} bytes" if declared is not None else "is larger"
-        super().__init__(f"the response body {size}, more than the limit of {limit} bytes (decoded)")
-
-
-class TooManyRedirects(Exception):
-    """More than :data:`MAX_REDIRECTS` redirects in one attempt (not retried)."""
 
 
 # A function the caller gives :func:`exchange`: (method, absolute target URL, keep the body?,

@@ -19,13 +19,13 @@ from typing import Any
 
 import requests
 
-from ..errors import AuthenticationError, ConfigError
+from ..errors import AuthenticationError, ConfigError, ResponseTooLarge, TooManyRedirects
 from ..http import clock
 from ..http.cassette import cassette_miss
 from ..http.origins import origin_of, url_problem
 from ..http.retry import RETRYABLE_ERRORS, Attempts, RetryPolicy
 from ..http.session import new_session, snippet
-from ..http.transfer import DEFAULT_MAX_RESPONSE_BYTES, ResponseTooLarge, TooManyRedirects, exchange
+from ..http.transfer import DEFAULT_MAX_RESPONSE_BYTES, exchange
 from ..lang.values import Scope
 from ..secrets import Redactor
 from .plan import AuthSpec

@@ -30,13 +30,13 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import requests
 
-from ..errors import ConfigError, FetchError
+from ..errors import ConfigError, FetchError, ResponseTooLarge, TooManyRedirects
 from ..http import clock
 from ..http.cassette import cassette_miss
 from ..http.origins import Origin, origin_of, url_problem
 from ..http.retry import RETRYABLE_ERRORS, Attempts
 from ..http.session import DEFAULT_HEADERS, new_session, snippet
-from ..http.transfer import ResponseTooLarge, TooManyRedirects, exchange
+from ..http.transfer import exchange
 from ..jsonio import decode_json
 from ..lang.values import Scope
 from ..secrets import Redactor
