@@ -19,7 +19,9 @@ from ..pipeline.results import format_result
 from ..pipeline.run import RunRequest, parse_time, run_mapping
 from ..pipeline.runner import Observer
 from ..secrets import log_redaction
+from ..store import STORE_ENV
 from .common import EXIT_CODES_HELP, mapping_argument, run_options, setup_logging
+from .store_commands import instance_option, open_store_url, store_option
 
 
 @click.command(epilog=EXIT_CODES_HELP)
@@ -55,7 +57,15 @@ def schema() -> None:
     click.echo(json.dumps(mapping_schema(), indent=2))
 
 
-@click.command(epilog=EXIT_CODES_HELP)
+RUN_EXIT_CODES_HELP = EXIT_CODES_HELP.replace(
+    "the previous output was left untouched\n",
+    "the previous output was left untouched;\n"
+    "     with --store: the output was written but could not be loaded (the store is unchanged)\n",
+    1,
+)
+
+
+@click.command(epilog=RUN_EXIT_CODES_HELP)
 @mapping_argument
 @click.option(
     "-o",
@@ -93,6 +103,15 @@ def schema() -> None:
     "is reported and the schedule goes on.",
 )
 @click.option("--runs", type=click.IntRange(1), metavar="N", help="With --every: stop after N runs.")
+@store_option(
+    required=False,
+    help="After a run that wrote output, load it into this graph store (sqlite:///graph.db or "
+    f"postgresql://user@host/db; also {STORE_ENV}): see `etl load`. A failed run loads nothing.",
+)
+@instance_option(
+    "With --store: the integration instance the run is loaded as (default: the mapping's instanceId "
+    "config where it has one, else its integration id)."
+)
 @run_options
 def run(
     mapping: Path,
@@ -103,15 +122,23 @@ def run(
     rules_file: Path | None,
     every: str | None,
     runs: int | None,
+    store_url: str | None,
+    instance: str | None,
     **shared: Any,
 ) -> None:
     """Run MAPPING: fetch from the API and write the graph to --output.
+
+    With --store, each run that wrote output is then loaded into the graph store (as
+    `etl load` does); the exit code is still the run's.
 
     \b
     Examples:
       etl run mappings/example.yaml --output out
       etl run mappings/example.yaml --output out --keep 10 --alerts rules/example.yaml --every 6h
+      etl run mappings/example.yaml --output out --store sqlite:///graph.db
     """
+    if instance is not None and store_url is None:
+        raise click.UsageError(f"--instance goes with --store (or {STORE_ENV})")
     if rules_file is not None and keep is None:
         raise click.UsageError("--alerts needs --keep N: alerts compare a run with the one before it")
     if runs is not None and every is None:
@@ -127,24 +154,39 @@ def run(
     rules = load_rules(rules_file) if rules_file else None
     request = RunRequest(mapping, **shared)
     observer = Coverage() if with_coverage else None
+    store = open_store_url(store_url, create=True) if store_url else None  # a bad store fails before the run
     done = 0
-    while True:
-        started = time.monotonic()
-        code = _run_once(request, output, pretty, observer, keep, rules, scheduled=interval is not None)
-        done += 1
-        if interval is None or (runs is not None and done >= runs):
-            sys.exit(code)
-        try:
-            time.sleep(max(0.0, interval - (time.monotonic() - started)))
-        except KeyboardInterrupt:
-            raise RunInterrupted("stopped between runs") from None
+    try:
+        while True:
+            started = time.monotonic()
+            scheduled = interval is not None
+            code = _run_once(request, output, pretty, observer, keep, rules, scheduled, store=store, instance=instance)
+            done += 1
+            if interval is None or (runs is not None and done >= runs):
+                sys.exit(code)
+            try:
+                time.sleep(max(0.0, interval - (time.monotonic() - started)))
+            except KeyboardInterrupt:
+                raise RunInterrupted("stopped between runs") from None
+    finally:
+        if store is not None:
+            store.close()
 
 
 def _run_once(
-    request: RunRequest, output: Path, pretty: bool, observer: Any, keep: int | None, rules: Any, scheduled: bool
+    request: RunRequest,
+    output: Path,
+    pretty: bool,
+    observer: Any,
+    keep: int | None,
+    rules: Any,
+    scheduled: bool,
+    store: Any = None,
+    instance: str | None = None,
 ) -> int:
-    """One run, its summary, and (with --keep) its history and changes. Returns its exit code;
-    a failed run of a schedule is reported, not fatal (the next one may succeed)."""
+    """One run, its summary, (with --keep) its history and changes, and (with --store) its load.
+    Returns its exit code; a failed run (or load) of a schedule is reported, not fatal (the next
+    one may succeed)."""
     setup_logging(request.verbose, request.quiet)
     try:
         plan, result, redactor = run_mapping(request, output=output, pretty=pretty, observer=observer)
@@ -167,6 +209,19 @@ def _run_once(
                 click.echo(redactor(report_changes(previous, entry, rules, parse_time(request.as_of, "--as-of"))))
             except EtlError as exc:
                 click.echo(f"etl: error: comparing with {previous}: {exc}", err=True)
+    if store is not None:
+        from ..store.load import default_instance, load_run
+
+        name = instance or default_instance(plan, None)
+        try:
+            loaded = load_run(store, output, integration=plan.integration_id, instance=name)
+        except EtlError as exc:
+            if not scheduled:
+                raise
+            click.echo(f"etl: error: loading {output} into the store: {log_redaction.redactor(str(exc))}", err=True)
+            return exc.exit_code
+        if not request.quiet:
+            click.echo(redactor(loaded.format()))
     return result.exit_code
 
 

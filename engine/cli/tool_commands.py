@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -12,6 +13,7 @@ from ..pipeline.compile import compile_file
 from ..pipeline.run import cassette_context, parse_time
 from ..secrets import Redactor, log_redaction
 from ..signals import terminate_as_interrupt
+from ..store import STORE_ENV
 from ..tools import sync as graph_sync  # its option defaults are needed to build the command line
 from .common import (
     INTERNAL_ERROR_LINE,
@@ -21,6 +23,7 @@ from .common import (
     report_format_option,
     setup_logging,
 )
+from .store_commands import instance_option, open_store_url, store_option
 
 DOCUMENT_EXIT_CODES_HELP = f"""\b
 Exit codes:
@@ -94,13 +97,14 @@ Exit codes (as diff(1)):
   1  differences found
   2  usage error (bad command-line options)
   3  OLD or NEW is not a readable etl output directory (no summary.json, a malformed graph file)
+  5  with --store: the store cannot be read, or has no such instance
 {INTERNAL_ERROR_LINE}
 """
 
 
 @click.command("diff", epilog=DIFF_EXIT_CODES_HELP)
-@click.argument("old", type=click.Path(path_type=Path))
-@click.argument("new", type=click.Path(path_type=Path))
+@click.argument("old", required=False, type=click.Path(path_type=Path))
+@click.argument("new", required=False, type=click.Path(path_type=Path))
 @report_format_option(
     'text: a readable report; json: {"entities": {"added": [keys], "removed": [keys], '
     '"changed": [{"_key": ..., "changes": {property: {"old": ..., "new": ...}}}]}, '
@@ -113,13 +117,42 @@ Exit codes (as diff(1)):
     metavar="PROPERTY",
     help="Also leave PROPERTY out of the comparison (repeatable), e.g. a timestamp that moves on every run.",
 )
-def diff_command(old: Path, new: Path, output_format: str, ignored: tuple[str, ...]) -> None:
+@store_option(
+    required=False,
+    help="Instead of OLD and NEW, compare two points of this graph store's history (sqlite:///graph.db, "
+    f"postgresql://...; also {STORE_ENV}, used only when OLD and NEW are not given). Needs --instance and --since.",
+)
+@instance_option("With --store: the integration instance to compare.")
+@click.option(
+    "--since",
+    metavar="WHEN",
+    help="With --store: the earlier point, a duration ago (30m, 6h, 1d) or an ISO-8601 time.",
+)
+@click.option(
+    "--until",
+    metavar="WHEN",
+    help="With --store: the later point, as --since.  [default: now]",
+)
+def diff_command(
+    old: Path | None,
+    new: Path | None,
+    output_format: str,
+    ignored: tuple[str, ...],
+    store_url: str | None,
+    instance: str | None,
+    since: str | None,
+    until: str | None,
+) -> None:
     """Compare two runs' output: what was added, removed and changed.
 
     OLD and NEW are output directories of `etl run` (e.g. yesterday's and today's).
     Lists the entities and relationships added, removed and changed, matched by _key;
     a changed object shows each property that differs with its old and new value (an
     absent property reads as null).
+
+    With --store, --instance and --since (and no OLD and NEW), compares one instance of
+    the graph store as it was then with how it is now (or at --until), with the same
+    report.
 
     \b
     Left out of the comparison:
@@ -136,12 +169,31 @@ def diff_command(old: Path, new: Path, output_format: str, ignored: tuple[str, .
       etl diff yesterday/ today/
       etl diff yesterday/ today/ --format json | jq '.entities.added'
       etl diff yesterday/ today/ --ignore lastSeenOn
+      etl diff --store sqlite:///graph.db --instance acme --since 1d
     """
     from ..tools import diff as graph_diff
 
     if {"_key", "_type"} & set(ignored):
         raise click.BadParameter("_key and _type cannot be ignored: objects are matched by them", param_hint="--ignore")
-    result = graph_diff.diff_outputs(old, new, ignore=ignored)
+    if old is not None or new is not None:
+        if old is None or new is None:
+            raise click.UsageError("give two output directories, OLD and NEW (or --store, --instance and --since)")
+        if since or until or instance:
+            raise click.UsageError("--since, --until and --instance compare a store: give them without OLD and NEW")
+        result = graph_diff.diff_outputs(old, new, ignore=ignored)
+    else:
+        if not store_url:
+            raise click.UsageError(f"give OLD and NEW, or --store URL (or {STORE_ENV}) with --instance and --since")
+        if not instance or not since:
+            raise click.UsageError("--store needs --instance NAME and --since WHEN (e.g. --since 1d)")
+        now = int(time.time() * 1000)
+        start = graph_diff.parse_point(since, now, "--since")
+        end = graph_diff.parse_point(until, now, "--until") if until else now
+        store = open_store_url(store_url, create=False)
+        try:
+            result = graph_diff.diff_store(store, instance, start, end, ignore=ignored)
+        finally:
+            store.close()
     print_report(output_format, result.to_json(), lambda: graph_diff.format_diff(result))
     sys.exit(result.exit_code)
 

@@ -14,6 +14,11 @@ value. What is left out of the comparison:
   may only be missing from the fetch. Such objects are counted, never reported as removed.
 
 Memory: OLD is held (without raw data); NEW is streamed file by file against it.
+
+The two sides need not be directories: anything with a ``path`` (its label), ``partial_types``
+and ``all_objects()`` (an :class:`ObjectSource`) compares the same way. :func:`diff_store`
+compares two points of a graph store's history for one instance (``etl diff --store``), with
+:class:`engine.store.history.Snapshot` as the source: the same events, the same report.
 """
 
 from __future__ import annotations
@@ -23,12 +28,27 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from ..errors import EXIT_DIFFERENT, EXIT_SAME, OutputDirError
+from ..errors import EXIT_DIFFERENT, EXIT_SAME, OutputDirError, UsageError
 from ..output import COLLECTIONS, RAW_DATA, OutputDir
 
+if TYPE_CHECKING:
+    from ..store.connect import Store
+
 ADDED, REMOVED, CHANGED, UNCHANGED = "added", "removed", "changed", "unchanged"
+
+
+class ObjectSource(Protocol):
+    """One side of a comparison: an output directory, or the store at a point in time."""
+
+    @property
+    def path(self) -> Any: ...  # what the report names it by
+
+    @property
+    def partial_types(self) -> frozenset[str]: ...
+
+    def all_objects(self, drop: frozenset[str] = frozenset()) -> Iterator[tuple[str, dict]]: ...
 
 
 # ----------------------------------------------------------------------------------------
@@ -89,7 +109,7 @@ class Comparison:
     :attr:`suppressed` counts, per partial type, the objects of OLD missing from NEW that
     were not reported as removed, and :attr:`types` holds every type seen in either run."""
 
-    def __init__(self, old: OutputDir, new: OutputDir, *, ignore: Iterable[str] = (), unchanged: bool = False):
+    def __init__(self, old: ObjectSource, new: ObjectSource, *, ignore: Iterable[str] = (), unchanged: bool = False):
         self.old, self.new = old, new
         self.ignore = frozenset(ignore)
         self.unchanged = unchanged
@@ -155,8 +175,8 @@ class CollectionDiff:
 
 @dataclass
 class Diff:
-    old: OutputDir
-    new: OutputDir
+    old: ObjectSource
+    new: ObjectSource
     entities: CollectionDiff
     relationships: CollectionDiff
     partial_types: frozenset[str]
@@ -177,7 +197,38 @@ class Diff:
 
 def diff_outputs(old_path: Path, new_path: Path, *, ignore: Iterable[str] = ()) -> Diff:
     """Compare the output directories ``old_path`` and ``new_path``."""
-    old, new = OutputDir.open(old_path, "OLD"), OutputDir.open(new_path, "NEW")
+    return compare(OutputDir.open(old_path, "OLD"), OutputDir.open(new_path, "NEW"), ignore=ignore)
+
+
+def diff_store(store: Store, instance: str, since: int, until: int, *, ignore: Iterable[str] = ()) -> Diff:
+    """Compare one instance of ``store`` as it was at ``since`` with how it was at ``until`` (epoch ms)."""
+    from ..store.history import Snapshot
+
+    if since > until:
+        raise UsageError("--since is after --until: nothing to compare")
+    return compare(Snapshot(store, instance, since), Snapshot(store, instance, until), ignore=ignore)
+
+
+def parse_point(text: str, now: int, option: str) -> int:
+    """A point in time given as ``option``: a duration ago (``30m``, ``6h``, ``1d``) or an
+    ISO-8601 time, in epoch ms."""
+    from ..pipeline.run import parse_time
+    from .schedule import parse_interval
+
+    try:
+        return now - int(parse_interval(text) * 1000)
+    except ValueError:
+        pass
+    try:
+        value = parse_time(text, option)
+    except UsageError:
+        raise UsageError(f"{option}: {text!r} is neither a duration ago (30m, 6h, 1d) nor an ISO-8601 time") from None
+    assert value is not None
+    return value
+
+
+def compare(old: ObjectSource, new: ObjectSource, *, ignore: Iterable[str] = ()) -> Diff:
+    """The diff of two object sources (directories or store snapshots)."""
     comparison = Comparison(old, new, ignore=ignore)
     parts = {c: CollectionDiff() for c in COLLECTIONS}
     for event in comparison:

@@ -35,6 +35,7 @@ from markupsafe import Markup
 
 from ..errors import OutputDirError, VisualizeError
 from ..output import OutputDir
+from ..store.targets import filter_key_groups  # the mapper's rules, shared with the store
 
 PALETTE = (
     "#4e79a7",
@@ -137,20 +138,6 @@ class TargetResolver:
                 if wanted <= _classes(entity.get("_class")):
                     return node_id
         return None
-
-
-def filter_key_groups(mapping: dict) -> list[tuple[str, ...]]:
-    """``targetFilterKeys`` as a list of AND-groups; the SDK's default is ``[['_type', '_key']]``."""
-    keys = mapping.get("targetFilterKeys")
-    if not isinstance(keys, list) or not keys:
-        return [("_type", "_key")]
-    groups: list[tuple[str, ...]] = []
-    for group in keys:
-        if isinstance(group, str):  # the flat form: each key its own group (OR)
-            groups.append((group,))
-        elif isinstance(group, list):
-            groups.append(tuple(str(k) for k in group))
-    return groups
 
 
 def build_view(entities: list[dict], relationships: list[dict]) -> dict:

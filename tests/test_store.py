@@ -1,0 +1,215 @@
+"""The graph store's persister semantics and history, on a SQLite file and on a real PostgreSQL:
+new, changed, unchanged and missing objects; partial types; other instances; the unchanged
+reload; versions and the point-in-time diff."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from engine.errors import StoreError, UsageError
+from engine.output import OutputDir
+from engine.store.load import default_instance, load_run, run_identity
+from engine.store.stage import object_row, row_object
+from tests.conftest import MAPPINGS
+from tests.storetools import current_keys, entity, props, relationship, rows, store, store_url, write_run
+
+__all__ = ["store", "store_url"]  # fixtures
+
+
+def test_a_load_stores_every_object_with_its_json_types(store, tmp_path):
+    host = entity("h1", ipAddress=["10.0.0.1", "10.0.0.2"], active=True, ports=[22, 443], meta={"a": 1}, n=None)
+    run = write_run(tmp_path / "run", [host, entity("h2")], [relationship("h1", "h2")])
+    result = load_run(store, run, integration="acme")
+    assert (result.instance, result.integration) == ("acme", "acme")
+    assert result.counts["entities"].to_json() == {"staged": 2, "created": 2, "ended": 0}
+    assert result.counts["relationships"].to_json() == {"staged": 1, "created": 1, "ended": 0}
+    (h1,) = [r for r in rows(store, "etl_entities") if r["_key"] == "h1"]
+    stored = props(h1)
+    assert stored["ipAddress"] == ["10.0.0.1", "10.0.0.2"]  # arrays stay arrays
+    assert stored["ports"] == [22, 443] and stored["active"] is True and stored["meta"] == {"a": 1}
+    assert "n" in stored and stored["n"] is None
+    assert (h1["_version"], h1["_endOn"]) == (1, None)
+    assert h1["_createdOn"] == h1["_beginOn"] == result.loaded_on
+    (rel,) = rows(store, "etl_relationships")
+    assert (rel["_fromEntityKey"], rel["_toEntityKey"]) == ("h1", "h2")
+
+
+def test_rows_read_back_as_the_objects_that_were_loaded():
+    for obj in (
+        entity("h1", ports=[1, 2]),
+        relationship("a", "b", weight=1.5),
+        {"_key": "k", "_type": "t", "_class": "Host", "x": {"y": [1, None]}},
+        {"_key": "k", "_type": "t"},
+    ):
+        key, graph_type, classes, properties, source, target, mapping = object_row(obj)
+        back = row_object(
+            key,
+            graph_type,
+            json.loads(classes),
+            json.loads(properties),
+            source,
+            target,
+            mapping and json.loads(mapping),
+        )
+        expected = {**obj, "_class": obj.get("_class", [])}
+        assert back == expected
+
+
+def test_reloading_an_unchanged_run_writes_nothing(store, tmp_path):
+    run = write_run(tmp_path / "run", [entity("h1"), entity("h2")], [relationship("h1", "h2")])
+    load_run(store, run, integration="acme")
+    before = rows(store, "etl_entities") + rows(store, "etl_relationships")
+    again = load_run(store, run, integration="acme")
+    assert again.unchanged_run
+    assert rows(store, "etl_entities") + rows(store, "etl_relationships") == before
+    # the same objects in other files (the digest differs): compared row by row, still nothing written
+    write_run(tmp_path / "run", [entity("h2"), entity("h1")], [relationship("h1", "h2")], per_file=1)
+    third = load_run(store, run, integration="acme")
+    assert not third.unchanged_run
+    assert third.counts["entities"].to_json() == {"staged": 2, "created": 0, "ended": 0}
+    assert third.mapper is None  # nothing changed: the mapper did not run
+    assert rows(store, "etl_entities") + rows(store, "etl_relationships") == before
+
+
+def test_a_changed_object_gets_a_new_version_and_keeps_the_old_one(store, tmp_path):
+    run = tmp_path / "run"
+    first = load_run(store, write_run(run, [entity("h1", os="linux"), entity("h2"), entity("h3")]), integration="acme")
+    second = load_run(store, write_run(run, [entity("h1", os="windows"), entity("h2")]), integration="acme")
+    assert second.counts["entities"].to_json() == {"staged": 2, "created": 1, "ended": 2}
+    h1 = [r for r in rows(store, "etl_entities") if r["_key"] == "h1"]
+    assert [(r["_version"], props(r)["os"]) for r in h1] == [(1, "linux"), (2, "windows")]
+    assert h1[0]["_endOn"] == second.loaded_on == h1[1]["_beginOn"]
+    assert h1[1]["_endOn"] is None
+    assert h1[0]["_createdOn"] == h1[1]["_createdOn"] == first.loaded_on
+    h2 = [r for r in rows(store, "etl_entities") if r["_key"] == "h2"]
+    assert [(r["_version"], r["_endOn"]) for r in h2] == [(1, None)]  # unchanged: not rewritten
+    h3 = [r for r in rows(store, "etl_entities") if r["_key"] == "h3"]
+    assert [(r["_version"], r["_endOn"]) for r in h3] == [(1, second.loaded_on)]  # gone: ended, kept
+    # h3 comes back: version 2, first seen when it was first seen
+    third = load_run(
+        store, write_run(run, [entity("h1", os="windows"), entity("h2"), entity("h3")]), integration="acme"
+    )
+    h3 = [r for r in rows(store, "etl_entities") if r["_key"] == "h3"]
+    assert [(r["_version"], r["_beginOn"], r["_endOn"]) for r in h3] == [
+        (1, first.loaded_on, second.loaded_on),
+        (2, third.loaded_on, None),
+    ]
+    assert h3[1]["_createdOn"] == first.loaded_on
+    assert current_keys(store, "etl_entities") == ["h1", "h2", "h3"]
+
+
+def test_partial_types_are_only_upserted_never_ended(store, tmp_path):
+    run = tmp_path / "run"
+    hosts = [entity("h1"), entity("h2")]
+    users = [entity("u1", "acme_user", ["User"]), entity("u2", "acme_user", ["User"], admin=False)]
+    load_run(store, write_run(run, hosts + users), integration="acme")
+    # acme_user is partial: u1 is missing (kept), u2 changed (new version), u3 new; h2 missing (ended)
+    changed = [entity("u2", "acme_user", ["User"], admin=True), entity("u3", "acme_user", ["User"])]
+    result = load_run(store, write_run(run, [entity("h1"), *changed], partial=("acme_user",)), integration="acme")
+    assert result.partial_types == ("acme_user",)
+    assert current_keys(store, "etl_entities") == ["h1", "u1", "u2", "u3"]
+    u2 = [r for r in rows(store, "etl_entities") if r["_key"] == "u2"]
+    assert [(r["_version"], props(r)["admin"]) for r in u2] == [(1, False), (2, True)]
+    assert [r["_key"] for r in rows(store, "etl_entities", current=False)] == ["h2", "u2"]
+    # the next complete run ends the partial type's absentees too
+    load_run(store, write_run(run, [entity("h1"), *changed]), integration="acme")
+    assert current_keys(store, "etl_entities") == ["h1", "u2", "u3"]
+
+
+def test_another_instance_is_never_touched(store, tmp_path):
+    load_run(store, write_run(tmp_path / "a", [entity("a1"), entity("shared")]), integration="acme", instance="east")
+    load_run(store, write_run(tmp_path / "b", [entity("b1"), entity("shared")]), integration="acme", instance="west")
+    west = rows(store, "etl_entities", "west")
+    result = load_run(store, write_run(tmp_path / "a", []), integration="acme", instance="east")
+    assert result.counts["entities"].ended == 2
+    assert current_keys(store, "etl_entities", "east") == []
+    assert rows(store, "etl_entities", "west") == west
+    with pytest.raises(StoreError, match="holds integration 'acme'"):
+        load_run(store, write_run(tmp_path / "c", [entity("c1")]), integration="other", instance="west")
+
+
+def test_the_instance_and_integration_come_from_the_summary_or_the_options(tmp_path):
+    bare = OutputDir.open(write_run(tmp_path / "bare", []))
+    assert run_identity(bare, "acme", None) == ("acme", "acme")
+    assert run_identity(bare, "acme", "prod") == ("acme", "prod")
+    with pytest.raises(UsageError, match="pass --integration"):
+        run_identity(bare, None, None)
+    named = OutputDir.open(write_run(tmp_path / "named", [], integration={"id": "acme", "instance": "eu"}))
+    assert run_identity(named, None, None) == ("acme", "eu")
+    assert run_identity(named, None, "us") == ("acme", "us")
+    with pytest.raises(UsageError, match="says the run is integration 'acme'"):
+        run_identity(named, "other", None)
+    with pytest.raises(UsageError, match="reserved"):
+        run_identity(bare, "acme", "system-mapper")
+
+
+def test_the_default_instance_hook_uses_the_instanceId_config_where_set():
+    class Plan:
+        integration_id = "nowsecure"
+
+    assert default_instance(Plan()) == "nowsecure"
+    assert default_instance(Plan(), {"instanceId": "5e1f6c2a"}) == "5e1f6c2a"
+    assert default_instance(Plan(), {"instanceId": ""}) == "nowsecure"
+
+
+def test_a_duplicate_key_in_a_run_is_refused_and_changes_nothing(store, tmp_path):
+    load_run(store, write_run(tmp_path / "run", [entity("h1")]), integration="acme")
+    before = rows(store, "etl_entities")
+    from engine.errors import OutputDirError
+
+    with pytest.raises(OutputDirError, match="two entities have the _key 'h2'"):
+        load_run(store, write_run(tmp_path / "run", [entity("h2"), entity("h2")]), integration="acme")
+    assert rows(store, "etl_entities") == before
+
+
+def test_the_store_diff_of_two_points_is_the_directory_diff(etl, store_url, tmp_path):
+    old = write_run(tmp_path / "old", [entity("h1", os="linux"), entity("h2")], [relationship("h1", "h2")])
+    new = write_run(tmp_path / "new", [entity("h1", os="windows"), entity("h3")], [relationship("h1", "h3")])
+    for run in (old, new):
+        assert etl("load", run, "--store", store_url, "--integration", "acme", "-q").exit_code == 0
+    from engine.store.connect import open_store
+    from engine.store.history import format_time
+    from engine.store.url import parse_store_url
+
+    store = open_store(parse_store_url(store_url))
+    first, second = sorted({r["_beginOn"] for r in rows(store, "etl_entities")})
+    store.close()
+    directory = etl("diff", old, new, "--format", "json")
+    stored = etl(
+        "diff", "--store", store_url, "--instance", "acme", "--since", format_time(first), "--until", format_time(second),
+        "--format", "json",
+    )  # fmt: skip
+    assert (stored.exit_code, directory.exit_code) == (1, 1)
+    assert json.loads(stored.stdout) == json.loads(directory.stdout)
+    text = etl("diff", "--store", store_url, "--instance", "acme", "--since", format_time(first))
+    assert text.stdout.splitlines()[2:] == etl("diff", old, new).stdout.splitlines()[2:]
+    assert text.stdout.startswith("--- ")
+    same = etl("diff", "--store", store_url, "--instance", "acme", "--since", format_time(second))
+    assert same.exit_code == 0 and "No differences." in same.stdout
+    before_anything = etl("diff", "--store", store_url, "--instance", "acme", "--since", "1d", "--format", "json")
+    assert json.loads(before_anything.stdout)["entities"]["added"] == ["h1", "h3"]
+
+
+def test_digicert_offline_loads_and_reloads(etl, store_url, tmp_path):
+    out = tmp_path / "digicert"
+    result = etl("run", MAPPINGS / "digicert.yaml", "--offline", "--output", out, "--store", store_url)
+    assert result.exit_code == 0, result.output
+    assert "(instance digicert, integration digicert)" in result.stdout
+    assert "entities: 11 in the run, 11 new versions" in result.stdout
+    again = etl("load", out, "--store", store_url, "--integration", "digicert")
+    assert again.exit_code == 0 and "unchanged since the last load" in again.stdout
+
+
+def test_a_failed_run_loads_nothing(etl, tmp_path):
+    url = f"sqlite:///{tmp_path / 'graph.db'}"
+    result = etl("run", MAPPINGS / "digicert.yaml", "--output", tmp_path / "out", "--store", url)
+    assert result.exit_code == 4  # no API key: the run fails before writing anything
+    assert "graph.db" not in result.stdout
+    from engine.store.connect import open_store
+    from engine.store.url import parse_store_url
+
+    store = open_store(parse_store_url(url))
+    assert rows(store, "etl_entities") == []
+    store.close()
