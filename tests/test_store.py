@@ -10,7 +10,7 @@ import pytest
 
 from engine.errors import StoreError, UsageError
 from engine.output import OutputDir
-from engine.store.load import default_instance, load_run, run_identity
+from engine.store.load import load_run, run_identity
 from engine.store.stage import object_row, row_object
 from tests.conftest import MAPPINGS
 from tests.storetools import current_keys, entity, props, relationship, rows, store, store_url, write_run
@@ -145,13 +145,19 @@ def test_the_instance_and_integration_come_from_the_summary_or_the_options(tmp_p
         run_identity(bare, "acme", "system-mapper")
 
 
-def test_the_default_instance_hook_uses_the_instanceId_config_where_set():
-    class Plan:
-        integration_id = "nowsecure"
+def test_a_run_records_its_instance_from_the_mapping(etl, tmp_path):
+    """integration.instance (a template over config) names the instance in summary.json; without
+    it the instance is the integration id."""
+    import json
 
-    assert default_instance(Plan()) == "nowsecure"
-    assert default_instance(Plan(), {"instanceId": "5e1f6c2a"}) == "5e1f6c2a"
-    assert default_instance(Plan(), {"instanceId": ""}) == "nowsecure"
+    from tests.conftest import MAPPINGS
+
+    assert etl("run", MAPPINGS / "nowsecure.yaml", "--offline", "--output", tmp_path / "ns").exit_code == 0
+    summary = json.loads((tmp_path / "ns" / "summary.json").read_text())
+    assert summary["metadata"]["integration"] == {"id": "nowsecure", "instance": "5e1f6c2a-0d3b-4e8f-9a71-2b4c6d8e0f13"}
+    assert etl("run", MAPPINGS / "digicert.yaml", "--offline", "--output", tmp_path / "dc").exit_code == 0
+    summary = json.loads((tmp_path / "dc" / "summary.json").read_text())
+    assert summary["metadata"]["integration"] == {"id": "digicert", "instance": "digicert"}
 
 
 def test_a_duplicate_key_in_a_run_is_refused_and_changes_nothing(store, tmp_path):

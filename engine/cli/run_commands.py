@@ -210,9 +210,9 @@ def _run_once(
             except EtlError as exc:
                 click.echo(f"etl: error: comparing with {previous}: {exc}", err=True)
     if store is not None:
-        from ..store.load import default_instance, load_run
+        from ..store.load import load_run
 
-        name = instance or default_instance(plan, None)
+        name = instance or result.instance
         try:
             loaded = load_run(store, output, integration=plan.integration_id, instance=name)
         except EtlError as exc:

@@ -63,6 +63,9 @@ class Compiler(RuleCompiler):
         instance_tags = self.value_map(data.get("tags"), ("tags",), variables=frozenset({"config", "now"}))
         steps = self.steps({s.name for s in sources})
         offline = self.offline()
+        instance = None
+        if "instance" in integration:
+            instance = self.template(integration["instance"], ("integration", "instance"), frozenset({"config"}))
         if self.problems:
             return None
         return Plan(
@@ -75,6 +78,7 @@ class Compiler(RuleCompiler):
             instance_tags=instance_tags,
             steps=steps,
             offline=offline,
+            instance=instance,
         )
 
     def config_fields(self) -> tuple[ConfigField, ...]:

@@ -238,6 +238,7 @@ class Plan:
     instance_tags: tuple[tuple[str, Value], ...]
     steps: tuple[Step, ...]  # in dependency order
     offline: Offline | None
+    instance: Value | None = None  # integration.instance: the instance name a run is (config only)
 
     @property
     def default_source(self) -> Source:

@@ -96,6 +96,7 @@ class RunResult:
     steps: list[StepResult]
     partial_types: list[str]
     graph_notes: list[str]
+    instance: str = ""  # the integration instance the run is (integration.instance, else the integration id)
 
     @property
     def exit_code(self) -> int:

@@ -130,6 +130,15 @@ class Runner:
             )
         return self.clients[name]
 
+    def instance_name(self) -> str:
+        """The integration instance this run is: the mapping's ``integration.instance`` on the
+        config, or the integration id when it is not given (or renders empty)."""
+        if self.plan.instance is not None:
+            name = self.evaluate(self.plan.instance, ("integration", "instance"))
+            if name not in (None, ""):
+                return str(name)
+        return self.plan.integration_id
+
     def instance_tags(self) -> dict[str, Any]:
         tags = {}
         for name, value in self.plan.instance_tags:
@@ -505,12 +514,16 @@ class Runner:
         notes = [line for t in sorted(checker.reports) for line in checker.describe(t)]
         for note in notes:
             log.warning("%s", note)
-        return RunResult(self.plan, self.options.output, results, sorted(partial), notes)
+        return RunResult(self.plan, self.options.output, results, sorted(partial), notes, self.instance_name())
 
     def summary(self, result: RunResult) -> dict:
         return {
             "integrationStepResults": [r.summary() for r in result.steps],
-            "metadata": {"partialDatasets": {"types": result.partial_types}},
+            "metadata": {
+                "partialDatasets": {"types": result.partial_types},
+                # who the run is, for etl load: the store replaces what this instance said last time
+                "integration": {"id": self.plan.integration_id, "instance": result.instance},
+            },
         }
 
 

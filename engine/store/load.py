@@ -27,7 +27,6 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -98,16 +97,6 @@ class LoadResult:
 
 
 # -- who the run belongs to -------------------------------------------------------------------
-
-
-def default_instance(plan: Any, config: Mapping[str, Any] | None = None) -> str:
-    """The instance name of a run of ``plan`` when ``--instance`` is not given: the mapping's
-    ``instanceId`` config value where one is set, else the integration id.
-
-    The hook for the mapping side: ``etl run --store`` calls it with the run's config values when
-    it has them (``None`` until the runner hands them over)."""
-    value = (config or {}).get("instanceId")
-    return value if isinstance(value, str) and value.strip() else str(plan.integration_id)
 
 
 def run_identity(output: OutputDir, integration: str | None, instance: str | None) -> tuple[str, str]:
