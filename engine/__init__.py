@@ -1,10 +1,12 @@
 """etl: a declarative engine that turns vendor security APIs into a JupiterOne-compatible graph.
 
-The map (dependencies point down: cli -> tools -> pipeline -> lang/http -> the modules at the top):
+The map (dependencies point down: cli -> tools/store -> pipeline -> lang/http -> the modules at the top):
 
     cli/          the ``etl`` command: click commands only (parse, call, print); errors converted once
     tools/        what users do with a mapping or a run's output: authoring (preview, coverage,
                   explain), document, diff, alerts, visualize (assets/: the page), sync, schedule
+    store/        the persistent graph: every instance's runs merged (SQLite or PostgreSQL), history,
+                  the mapper, export (see store/__init__.py)
     pipeline/     one run, stage by stage: load -> compile -> config -> fetch/auth/ratelimit ->
                   paginate/fanout -> extract -> build -> check -> write; runner.py drives the steps,
                   run.py starts a run as the user asked (see pipeline/__init__.py)
