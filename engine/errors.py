@@ -182,6 +182,14 @@ class DocumentationMarkerError(EtlError):
     """The documentation file has the start marker but no end marker after it; nothing was written."""
 
 
+class ScaffoldError(UsageError):
+    """``etl new NAME`` cannot start a vendor: NAME is not a slug, or its files exist (no ``--force``)."""
+
+
+class ScaffoldWriteError(EtlError):
+    """A file ``etl new`` or ``etl schema -o`` was asked to write cannot be written."""
+
+
 class RunInterrupted(EtlError):
     """Stopped by Ctrl-C or SIGTERM; the previous output is intact."""
 
@@ -254,3 +262,22 @@ class StoreUrlError(UsageError):
 
 class StoreVersionError(StoreError):
     """The store was written by a newer etl (its schema version is newer than this code's)."""
+
+
+# -- the query language (engine/query/) ------------------------------------------------------
+
+
+class QueryError(UsageError):
+    """A J1QL query that cannot be parsed or answered as written: ``query:LINE:COLUMN: message``.
+    ``line`` and ``column`` are 1-based, ``offset`` 0-based (where a rules file locates it)."""
+
+    def __init__(
+        self, message: str, *, source: str = "query", line: int = 1, column: int = 1, offset: int = 0, text: str = ""
+    ):
+        self.message = message
+        self.source = source
+        self.line = line
+        self.column = column
+        self.offset = offset
+        self.text = text
+        super().__init__(f"{source}:{line}:{column}: {message}")

@@ -27,7 +27,6 @@ from tests.fakes.paging import (
     require_bearer,
     require_header,
     require_query,
-    step_status,
     write_mapping,
 )
 from tests.fakes.server import Response
@@ -94,13 +93,15 @@ def test_bearer_from_the_environment(etl, api, tmp_path):
     assert_complete(result, tmp_path / "out")
 
 
-def test_wrong_bearer_token_fails_the_step_naming_the_url(etl, api, tmp_path):
+def test_wrong_bearer_token_is_an_authentication_error_naming_the_url(etl, api, tmp_path):
+    # A 401 on the source's first request (it has no validate request): the run fails (issue 13).
     api.auth = require_bearer(TOKEN)
     result = run(etl, EXAMPLES / "auth-bearer.yaml", api, tmp_path / "out", "--config", "apiToken=not-the-token")
     text = result.stdout + result.stderr
-    assert result.exit_code == 1, text
+    assert result.exit_code == 5, text
     assert f"GET {api.url}/items?offset=0&limit=10 failed: HTTP 401 Unauthorized: invalid bearer token" in text
-    assert step_status(read_output(tmp_path / "out"), "fetch-items") == "failure"
+    assert "check the API credentials in the config" in result.stderr
+    assert not (tmp_path / "out").exists()
     assert "not-the-token" not in text
 
 
@@ -153,8 +154,8 @@ def test_wrong_basic_password(etl, api, tmp_path):
         "--config",
         "password=guessed-password",
     )
-    assert result.exit_code == 1
-    assert "HTTP 401" in result.stdout + result.stderr and "invalid username or password" in result.stdout
+    assert result.exit_code == 5  # refused on the source's first request (issue 13)
+    assert "HTTP 401" in result.stderr and "invalid username or password" in result.stderr
 
 
 def test_api_key_in_a_header(etl, api, tmp_path):

@@ -45,7 +45,7 @@ steps:
     depends_on: [fetch-account]
     request: {path: /users}
     entities:
-      - {resource: alpha users, type: example_user, class: User, key: "u:{{ record.id }}"}
+      - {resource: alpha users, type: example_user, class: User, key: "u:{{ record.id }}", properties: {name: name}}
     relationships:
       - {class: HAS, from: {type: example_account}, to: example_user}
     mapped_relationships:
@@ -54,12 +54,12 @@ steps:
   - id: fetch-account
     request: {path: /account}
     entities:
-      - {resource: Zeta Account, type: example_account, class: Account, key: "a:{{ record.id }}"}
+      - {resource: Zeta Account, type: example_account, class: Account, key: "a:{{ record.id }}", properties: {name: name}}
   - id: fetch-hosts
     depends_on: [fetch-account]
     request: {path: /hosts}
     entities:
-      - {resource: Beta Host, type: example_host, class: [Host, Device], key: "h:{{ record.id }}"}
+      - {resource: Beta Host, type: example_host, class: [Host, Device], key: "h:{{ record.id }}", properties: {name: name}}
     relationships:
       - {class: MONITORS, from: {type: example_account}, to: example_host}
       - {class: HAS, from: {type: example_account}, to: example_host}

@@ -248,26 +248,6 @@ def test_missing_total_falls_back_to_the_short_page_rule(etl, api, mapping, tmp_
     assert len(teams) == 5
 
 
-def test_progress_line_counts_pages_records_and_objects(api, mapping, tmp_path):
-    import io
-
-    from engine.pipeline.compile import compile_file
-    from engine.pipeline.config import resolve_config
-    from engine.pipeline.progress import Progress
-    from engine.pipeline.runner import RunOptions, run_plan
-
-    plan = compile_file(mapping())
-    config = resolve_config(plan, {"token": SECRET}, environ={}, dotenv=None)
-    stream = io.StringIO()
-    run_plan(
-        plan, config, RunOptions(output=tmp_path / "out", base_urls=((None, api.url),)), Progress(stream, enabled=True)
-    )
-    shown = stream.getvalue()
-    assert "\r\x1b[Kfetch-teams: 3 pages, 4 records, 4 graph objects" in shown  # before the last page's records
-    assert "\r\x1b[Kfetch-users: 1 page, 0 records, 0 graph objects" in shown
-    assert shown.endswith("\r\x1b[K")  # erased at the end
-
-
 def test_body_params_and_headers_are_rendered_as_an_api_expects(etl, api, mapping, tmp_path):
     seen = []
     api.routes.insert(

@@ -578,27 +578,29 @@ def test_nesting_within_the_limits_compiles_and_runs(tmp_path, value, message_at
 # 20       - type: acme_group
 # 21         class: Group
 # 22         key: "acme_group:{{ record.group }}"
-# 23     relationships:
-# 24       - class: HAS
-# 25         from: acme_group
-# 26         to: acme_user
-# 27         type: TYPE
-# 28     mapped_relationships:
-# 29       - class: IS
-# 30         source: acme_user
-# 31         type: MAPPED
-# 32         target:
-# 33           type: TARGET
-# 34           class: Person
-# 35           properties:
-# 36             email: email
-# 37         filter_keys: [[_class, email]]
+# 23         properties: {name: group}
+# 24     relationships:
+# 25       - class: HAS
+# 26         from: acme_group
+# 27         to: acme_user
+# 28         type: TYPE
+# 29     mapped_relationships:
+# 30       - class: IS
+# 31         source: acme_user
+# 32         type: MAPPED
+# 33         target:
+# 34           type: TARGET
+# 35           class: Person
+# 36           properties:
+# 37             email: email
+# 38         filter_keys: [[_class, email]]
 RELATED = SMALL.replace("VALUE", "name") + (
     """\
           email: email
       - type: acme_group
         class: Group
         key: "acme_group:{{ record.group }}"
+        properties: {name: group}
     relationships:
       - class: HAS
         from: acme_group
@@ -650,39 +652,39 @@ def test_the_relationship_base_compiles(tmp_path):
         (
             {"type": '"Acme-Group HAS user"'},
             [
-                "FILE:27:15: steps[0].relationships[0].type: 'Acme-Group HAS user' is not a valid relationship "
+                "FILE:28:15: steps[0].relationships[0].type: 'Acme-Group HAS user' is not a valid relationship "
                 f"_type: {HINT} (did you mean 'acme_group_has_user'?)"
             ],
         ),
         (
             {"type": '"acme_group_has_user\\n"'},
             [
-                "FILE:27:15: steps[0].relationships[0].type: 'acme_group_has_user\\n' is not a valid relationship "
+                "FILE:28:15: steps[0].relationships[0].type: 'acme_group_has_user\\n' is not a valid relationship "
                 f"_type: {HINT} (did you mean 'acme_group_has_user'?)"
             ],
         ),
         (
             {"type": '"x"'},
-            [f"FILE:27:15: steps[0].relationships[0].type: 'x' is not a valid relationship _type: {HINT}"],
+            [f"FILE:28:15: steps[0].relationships[0].type: 'x' is not a valid relationship _type: {HINT}"],
         ),
         (
             {"type": "'{{ record.type }}'"},
             [
-                "FILE:27:15: steps[0].relationships[0].type: '{{ record.type }}' is not a valid relationship "
+                "FILE:28:15: steps[0].relationships[0].type: '{{ record.type }}' is not a valid relationship "
                 f"_type: {HINT} (did you mean 'record_type'?)"
             ],
         ),
         (
             {"mapped": "Mapping Source IS Employee"},
             [
-                "FILE:31:15: steps[0].mapped_relationships[0].type: 'Mapping Source IS Employee' is not a valid "
+                "FILE:32:15: steps[0].mapped_relationships[0].type: 'Mapping Source IS Employee' is not a valid "
                 f"relationship _type: {HINT} (did you mean 'mapping_source_is_employee'?)"
             ],
         ),
         (
             {"target": "Employee!"},
             [
-                "FILE:33:17: steps[0].mapped_relationships[0].target.type: 'Employee!' is not a valid target "
+                "FILE:34:17: steps[0].mapped_relationships[0].target.type: 'Employee!' is not a valid target "
                 f"_type: {HINT} (did you mean 'employee'?)"
             ],
         ),
@@ -698,19 +700,19 @@ def test_relationship_types_must_look_like_types(tmp_path, values, expected):
         (
             "- class: HAS",
             "- class: has",
-            "FILE:24:16: steps[0].relationships[0].class: 'has' is not an allowed value; did you mean 'HAS'?",
+            "FILE:25:16: steps[0].relationships[0].class: 'has' is not an allowed value; did you mean 'HAS'?",
         ),
         (
             "- class: HAS",
             "- class: H-A-S",
-            "FILE:24:16: steps[0].relationships[0].class: 'H-A-S' is not an allowed value; did you mean 'HAS'?",
+            "FILE:25:16: steps[0].relationships[0].class: 'H-A-S' is not an allowed value; did you mean 'HAS'?",
         ),
         (
             "- class: HAS",
             '- class: "HAS\\t"',
-            "FILE:24:16: steps[0].relationships[0].class: 'HAS\\t' is not an allowed value; did you mean 'HAS'?",
+            "FILE:25:16: steps[0].relationships[0].class: 'HAS\\t' is not an allowed value; did you mean 'HAS'?",
         ),
-        ("- class: IS", "- class: '*'", "FILE:29:16: steps[0].mapped_relationships[0].class: '*' is not one of: "),
+        ("- class: IS", "- class: '*'", "FILE:30:16: steps[0].mapped_relationships[0].class: '*' is not one of: "),
     ],
 )
 def test_relationship_classes_with_odd_characters_are_located(tmp_path, old, new, expected):
@@ -831,6 +833,7 @@ steps:
         key: "acme_user:{{ record.id }}"
         properties:
           email: email
+          name: name
     relationships:
       - class: HAS
         from: {type: acme_team, key: "acme_team:{{ record.team | bad_endpoint }}"}

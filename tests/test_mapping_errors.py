@@ -191,7 +191,10 @@ CASES = [
     # -- YAML ---------------------------------------------------------------------------
     pytest.param(
         mutate("    timeout: 30\n", "\ttimeout: 30\n"),
-        ["FILE:17:1: YAML syntax error: found character '\\t' that cannot start any token"],
+        [
+            "FILE:17:1: YAML syntax error: found character '\\t' that cannot start any token; "
+            "YAML indents with spaces, not tabs: replace the tab with spaces"
+        ],
         id="yaml-tab-indent",
     ),
     pytest.param(
@@ -542,7 +545,8 @@ CASES = [
             "          name: name\n"
             "      - type: acme_account\n"
             "        class: Account\n"
-            '        key: "acme_account2:{{ record.id }}"\n',
+            '        key: "acme_account2:{{ record.id }}"\n'
+            "        properties: {name: name}\n",
         ),
         ["FILE:28:15: steps[0].entities[1].type: entity type 'acme_account' is declared twice in this step"],
         id="duplicate-entity-type-in-step",
@@ -555,6 +559,7 @@ CASES = [
             "      - type: acme_account\n"
             "        class: User\n"
             '        key: "acme_account:{{ record.id }}"\n'
+            "        properties: {name: name}\n"
             "    relationships:",
         ),
         [
@@ -707,8 +712,8 @@ def test_cli_validate_checks_every_file(tmp_path):
 def test_cli_validate_missing_file(tmp_path):
     path = tmp_path / "nope.yaml"
     result = CliRunner().invoke(main, ["validate", str(path)])
-    assert result.exit_code == 3
-    assert result.stderr == f"cannot read mapping file {path}: No such file or directory\n"
+    assert result.exit_code == 2  # a usage error (issue 13), not an invalid mapping
+    assert result.stderr == f"etl: error: cannot read mapping file {path}: No such file or directory\n"
 
 
 def test_cli_validate_not_utf8(tmp_path):

@@ -103,7 +103,7 @@ def test_every_example_is_a_valid_mapping(etl):
         assert f"auth-{kind}.yaml" in names
     result = etl("validate", *files)
     assert result.exit_code == 0, result.stdout + result.stderr
-    assert result.stdout.count(": ok (1 steps, 1 entity types, 0 relationship types)") == len(files)
+    assert result.stdout.count(": ok (1 step, 1 entity type, 0 relationship types)") == len(files)
 
 
 def test_example_none_makes_one_request(etl, serve, tmp_path):

@@ -9,6 +9,7 @@ import json
 import re
 import shutil
 import subprocess
+from collections import Counter
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -70,8 +71,9 @@ def mapped(source: str, target: dict, filter_keys, direction: str = "FORWARD", c
     }
 
 
-def view_of(root: Path) -> dict:
-    return visualize.build_view(*visualize.load_graph(root))
+def view_of(root: Path, **limits) -> dict:
+    source = visualize.DirectorySource.open(root)
+    return visualize.build_view(source.entities(), source.relationships(), **limits)
 
 
 def node_by_key(view: dict, key: str) -> dict:
@@ -270,6 +272,200 @@ def test_cli_errors(etl, tmp_path):
     assert not (tmp_path / "page.html").exists()
 
 
+# -- at real sizes: --type, --max-nodes, streaming -------------------------------------------------
+
+
+def page_data(page: Path) -> dict:
+    text = page.read_text()
+    return json.loads(re.search(r'<script type="application/json" id="graph-data">(.*?)</script>', text, re.S).group(1))
+
+
+def has(source: str, target: str) -> dict:
+    return {
+        "_key": f"{source}|has|{target}",
+        "_type": "acme_has",
+        "_class": "HAS",
+        "_fromEntityKey": source,
+        "_toEntityKey": target,
+    }
+
+
+def write_hosts(root: Path, hosts: int, per_file: int = 500) -> Path:
+    """``hosts`` hosts in several files, each HAS the next one, each mapped to its zone (a
+    placeholder: one zone per ten hosts), and one relationship to a _key nothing has."""
+    step = root / "graph" / "step"
+    (step / "entities").mkdir(parents=True)
+    (step / "relationships").mkdir(parents=True)
+    for number, start in enumerate(range(0, hosts, per_file)):
+        batch = [ent(f"acme_host:{i}", zone=f"z{i // 10}") for i in range(start, min(hosts, start + per_file))]
+        (step / "entities" / f"{number:04d}.json").write_text(json.dumps({"entities": batch}))
+        rels = [has(f"acme_host:{i}", f"acme_host:{(i + 1) % hosts}") for i in range(start, start + len(batch))]
+        rels += [
+            mapped(f"acme_host:{i}", {"_type": "acme_zone", "_class": "Zone", "zoneName": f"z{i // 10}"}, ["zoneName"])
+            for i in range(start, start + len(batch))
+        ]
+        (step / "relationships" / f"{number:04d}.json").write_text(json.dumps({"relationships": rels}))
+    dangling = [has("acme_host:0", "acme_host:nowhere")]
+    (step / "relationships" / "dangling.json").write_text(json.dumps({"relationships": dangling}))
+    (root / "summary.json").write_text(json.dumps({"integrationStepResults": [{"id": "step"}]}))
+    return root
+
+
+@pytest.fixture(scope="module")
+def hosts_output(tmp_path_factory) -> Path:
+    return write_hosts(tmp_path_factory.mktemp("hosts") / "out", 3000)
+
+
+def test_max_nodes_limits_the_page_and_says_how_to_narrow(etl, hosts_output, tmp_path):
+    page = tmp_path / "page.html"
+    result = etl("visualize", hosts_output, "--max-nodes", 50, "--output", page)
+    assert result.exit_code == 0, result.stderr
+    data = page_data(page)
+    assert 0 < len(data["nodes"]) <= 50 and len(data["edges"]) <= 50 * visualize.EDGES_PER_NODE
+    ids = {n["id"] for n in data["nodes"]}
+    assert all(e["from"] in ids and e["to"] in ids for e in data["edges"])
+    kinds = Counter(n["kind"] for n in data["nodes"])
+    # entities were cut and they map to zones: a quarter of the nodes is left for the targets
+    assert kinds == {"entity": 38, "placeholder": 4, "missing": 1}
+    # an entity that is not drawn is never shown as missing: the only missing node is the dangling key
+    assert [n["key"] for n in data["nodes"] if n["kind"] == "missing"] == ["acme_host:nowhere"]
+    assert result.stdout.strip() == (
+        f"{page}: 38 of 3,000 entities, 76 of 6,001 relationships, 4 mapped-target placeholders, 1 missing entity"
+    )
+    notice = result.stderr.strip()
+    assert notice.startswith(f"etl: {hosts_output} has 3,000 entities; --max-nodes 50 draws 38 of them")
+    assert "Narrow it with --type TYPE (acme_host: 3,000; mapped targets: acme_zone)" in notice
+    assert "raise --max-nodes (0: no limit)" in notice
+    text = page.read_text()
+    assert re.search(r'<p id="notice" class="notice">[^<]*has 3,000 entities; --max-nodes 50 draws 38', text)
+    assert '<p id="status">38 of 3,000 entities, 76 of 6,001 relationships</p>' in text
+
+
+def test_the_default_limit_and_no_limit(etl, hosts_output, tmp_path):
+    page = tmp_path / "page.html"
+    assert etl("visualize", hosts_output, "--output", page).exit_code == 0
+    kinds = Counter(n["kind"] for n in page_data(page)["nodes"])
+    assert kinds == {"entity": 1500, "placeholder": 150, "missing": 1}  # 2,000 nodes at most
+    result = etl("visualize", hosts_output, "--max-nodes", 0, "--output", page)
+    assert result.exit_code == 0 and result.stderr == ""
+    data = page_data(page)
+    assert Counter(n["kind"] for n in data["nodes"]) == {"entity": 3000, "placeholder": 300, "missing": 1}
+    assert len(data["edges"]) == 6001
+    assert result.stdout.strip().endswith(
+        "3,000 entities, 6,001 relationships, 300 mapped-target placeholders, 1 missing entity"
+    )
+
+
+def test_type_selects_entities_and_the_relationships_among_them():
+    entities = [
+        ent("acme_host:1"),
+        ent("acme_host:2"),
+        ent("acme_user:alice", "acme_user", ("User",)),
+        ent("acme_zone:z1", "acme_zone", ("Zone",), zoneName="z1"),
+    ]
+    relationships = [
+        has("acme_host:1", "acme_host:2"),  # among hosts: drawn
+        has("acme_user:alice", "acme_host:1"),  # to a user: left out, and alice is not "missing"
+        has("acme_host:2", "acme_host:404"),  # dangling from a drawn host: a missing node
+        has("acme_user:alice", "acme_user:404"),  # dangling from an entity not drawn: left out
+        mapped("acme_host:1", {"_type": "acme_zone", "zoneName": "z1"}, ["zoneName"]),  # an entity not drawn
+        mapped("acme_host:2", {"_type": "acme_domain", "domainName": "example.com"}, ["domainName"]),
+    ]
+    view = visualize.build_view(entities, relationships, types=["acme_host"])
+    assert [(n["kind"], n["key"]) for n in view["nodes"]] == [
+        ("entity", "acme_host:1"),
+        ("entity", "acme_host:2"),
+        ("missing", "acme_host:404"),
+    ]
+    assert [e["key"] for e in view["edges"]] == ["acme_host:1|has|acme_host:2", "acme_host:2|has|acme_host:404"]
+    assert [(t["type"], t["entities"], t["total"]) for t in view["types"]] == [("acme_host", 2, 2)]
+
+    # a mapped target's type brings its placeholders (and the zone entity its own node)
+    view = visualize.build_view(entities, relationships, types=["acme_host", "acme_domain", "acme_zone"])
+    by_id = {n["id"]: n for n in view["nodes"]}
+    drawn = {(by_id[e["from"]]["key"], by_id[e["to"]]["key"], e.get("resolved")) for e in view["edges"]}
+    assert ("acme_host:1", "acme_zone:z1", True) in drawn
+    assert ("acme_host:2", "domainName=example.com", False) in drawn
+    assert [t["type"] for t in view["types"]] == ["acme_domain", "acme_host", "acme_zone"]
+
+
+def test_a_mapped_target_not_drawn_is_not_a_placeholder():
+    target = {"_type": "acme_zone", "_class": "Zone", "zoneName": "z1"}
+    relationships = [mapped("acme_host:1", target, [["_class", "zoneName"]])]
+    zone = ent("acme_zone:z1", "acme_zone", ("Zone",), zoneName="z1")
+    # the zone is cut by the limit: the relationship is left out, not drawn to a placeholder
+    view = visualize.build_view([ent("acme_host:1"), zone], relationships, max_nodes=1)
+    assert [n["key"] for n in view["nodes"]] == ["acme_host:1"] and view["edges"] == []
+    # an entity of a type not drawn that matches (classes as a subset, as the mapper does): left out too
+    other = ent("acme_other:z1", "acme_other", ("Zone", "Other"), zoneName="z1")
+    view = visualize.build_view([ent("acme_host:1"), other], relationships, types=["acme_host", "acme_zone"])
+    assert [n["kind"] for n in view["nodes"]] == ["entity"] and view["edges"] == []
+    # one that does not match (no Zone class): the target is not in the graph, so a placeholder
+    other["_class"] = ["Other"]
+    view = visualize.build_view([ent("acme_host:1"), other], relationships, types=["acme_host", "acme_zone"])
+    assert [(n["kind"], n["type"]) for n in view["nodes"]] == [("entity", "acme_host"), ("placeholder", "acme_zone")]
+    assert [e["resolved"] for e in view["edges"]] == [False]
+
+
+def test_a_duplicate_of_an_entity_not_drawn_is_still_marked():
+    entities = [ent("acme_host:1", "acme_user"), ent("acme_host:1"), ent("acme_host:2")]
+    view = visualize.build_view(entities, [], types=["acme_host"])
+    assert [(n["key"], n["duplicate"]) for n in view["nodes"]] == [("acme_host:1", True), ("acme_host:2", False)]
+
+
+def test_the_edge_limit(etl, tmp_path):
+    relationships = [{**has("acme_host:1", "acme_host:2"), "_key": f"k{i}"} for i in range(12)]
+    root = write_graph(tmp_path / "out", [ent("acme_host:1"), ent("acme_host:2")], relationships)
+    result = etl("visualize", root, "--max-nodes", 2, "--output", tmp_path / "page.html")
+    assert result.exit_code == 0
+    assert len(page_data(tmp_path / "page.html")["edges"]) == 2 * visualize.EDGES_PER_NODE
+    assert "and 10 of 12 relationships (2 more would pass the edge limit of 10)" in result.stderr
+
+
+def test_an_unknown_type_is_a_usage_error(etl, digicert_output, tmp_path):
+    result = etl("visualize", digicert_output, "--type", "digicert_cert", "--output", tmp_path / "page.html")
+    assert result.exit_code == 2
+    assert "--type digicert_cert: no entity or mapped target in" in result.stderr
+    assert "did you mean digicert_certificate?" in result.stderr
+    assert "digicert_certificate: 5, digicert_user: 5, digicert_account: 1; mapped targets: domain" in result.stderr
+    assert not (tmp_path / "page.html").exists()
+    assert etl("visualize", digicert_output, "--max-nodes", -1).exit_code == 2
+
+
+def test_a_type_that_draws_nothing_says_why(etl, digicert_output, tmp_path):
+    page = tmp_path / "page.html"
+    result = etl("visualize", digicert_output, "--type", "domain", "--output", page)
+    assert result.exit_code == 0
+    assert "nothing of --type domain can be drawn (a mapped target is drawn only with an entity" in result.stderr
+    assert "Nothing of --type domain can be drawn" in page.read_text() and "<script" not in page.read_text()
+    result = etl("visualize", digicert_output, "--type", "domain", "--type", "digicert_certificate", "-o", page)
+    assert result.stdout.strip().endswith(
+        "5 of 11 entities, 9 of 19 relationships, 8 mapped-target placeholders, 0 missing entities"
+    )
+
+
+def test_write_page_for_draws_any_graph_objects(tmp_path):
+    """The seam for other commands (e.g. a query's answer): iterables in, a page out."""
+    entities = (ent(f"acme_host:{i}") for i in range(5))  # a generator: read once
+    relationships = (has(f"acme_host:{i}", f"acme_host:{i + 1}") for i in range(5))  # read twice: spooled
+    page = tmp_path / "answer" / "page.html"
+    summary = visualize.write_page_for(entities, relationships, page, "query: <hosts>", max_nodes=3)
+    assert (sum(summary.entities.values()), summary.edges, summary.relationships) == (3, 2, 5)
+    assert summary.notice().startswith("query: <hosts> has 5 entities; --max-nodes 3 draws 3 of them")
+    text = page.read_text()
+    assert "<title>query: &lt;hosts&gt;</title>" in text
+    assert [n["key"] for n in page_data(page)["nodes"]] == ["acme_host:0", "acme_host:1", "acme_host:2"]
+    assert sorted(p.name for p in page.parent.iterdir()) == ["page.html"]  # no temporary file left
+
+
+def test_the_page_has_no_inline_handlers(tmp_path, hosts_output):
+    page = tmp_path / "page.html"
+    visualize.write_page(hosts_output, page, max_nodes=20)
+    text = page.read_text()
+    assert not re.search(r"<[^>]*\son[a-z]+\s*=", text, re.I)
+    assert '<input id="search" type="search"' in text
+
+
 # -- in a real browser -------------------------------------------------------------------------
 
 
@@ -413,3 +609,57 @@ def test_browser_screenshot(tmp_path, digicert_output):
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     assert (width, height) == (1280, 800)
     assert len(data) > 30_000  # a drawn graph, not a blank page (a blank one is a few KB)
+
+
+@needs_chromium
+def test_browser_search_and_type_toggles(tmp_path, digicert_output):
+    """The search box and the legend's boxes, set from the page's address as a link would."""
+    page = tmp_path / "page.html"
+    visualize.write_page(digicert_output, page)
+    result = chromium(tmp_path, "--dump-dom", page.resolve().as_uri() + "#search=Example.ORG&hide=domain")
+    assert result.returncode == 0, result.stderr[-2000:]
+    dom = Dom(result.stdout)
+
+    def keys(cls: str) -> set[str]:
+        return {e["attrs"]["data-key"] for e in dom.find("g", cls) if "node" in e["attrs"]["class"].split()}
+
+    assert len(keys("hidden")) == 8 and all(k.startswith("_class=Domain") for k in keys("hidden"))
+    assert keys("match") == {"digicert_certificate:100003"}  # *.example.org; its domains are hidden
+    assert len(keys("unmatched")) == 18  # every other node, hidden ones too
+    mapped_edges = [e for e in dom.find("g", "edge") if "mapped" in e["attrs"]["class"].split()]
+    assert mapped_edges and all("hidden" in e["attrs"]["class"].split() for e in mapped_edges)
+    (body,) = dom.find("body")
+    assert body["attrs"]["data-matches"] == "1"
+    (matches,) = [e for e in dom.find("p") if e["attrs"].get("id") == "matches"]
+    assert matches["text"] == "1 of 19 nodes match; Enter: zoom to them."
+    legend = {e["attrs"]["data-type"]: e["attrs"]["class"] for e in dom.find("li", "legend-entry")}
+    assert legend["domain"] == "legend-entry off" and legend["digicert_user"] == "legend-entry"
+    assert len(dom.find("input")) == 1 + 4  # the search box and a box per type
+
+
+@needs_chromium
+def test_browser_draws_a_limited_page(tmp_path, hosts_output):
+    page = tmp_path / "page.html"
+    visualize.write_page(hosts_output, page, max_nodes=50)
+    dom = rendered(tmp_path, page)
+    (body,) = dom.find("body")
+    assert body["attrs"].get("data-rendered") == "43 nodes, 76 edges"
+    (notice,) = [e for e in dom.find("p") if e["attrs"].get("id") == "notice"]
+    assert "has 3,000 entities; --max-nodes 50 draws 38 of them" in notice["text"]
+    legend = [e for e in dom.elements if e["tag"] == "span" and e["text"].startswith("acme_host (")]
+    assert [e["text"] for e in legend] == ["acme_host (38 of 3,000 entities)"]
+
+
+def test_no_room_for_placeholders_is_said_too(tmp_path):
+    entities = [ent(f"acme_host:{i}") for i in range(3)]
+    relationships = [mapped(f"acme_host:{i}", {"_class": "Zone", "zoneName": f"z{i}"}, ["zoneName"]) for i in range(3)]
+    summary = visualize.write_page_for(entities, relationships, tmp_path / "page.html", "hosts", max_nodes=4)
+    assert (summary.cut, dict(summary.placeholders), summary.edges) == (0, {"": 1}, 1)
+    assert (
+        summary.describe() == "3 of 3 entities, 1 of 3 relationships, 1 mapped-target placeholder, 0 missing entities"
+    )
+    assert summary.notice() == (
+        "hosts has 3 entities; --max-nodes 4 draws 3 of them, with 1 node for the placeholders and missing entities they "
+        "point at, and 1 of 3 relationships (2 left out for want of room for the placeholder or "
+        "missing entity they point at). Narrow it with --type TYPE (acme_host: 3), or raise --max-nodes (0: no limit)."
+    )

@@ -18,7 +18,7 @@ import click
 from .. import __version__
 from ..errors import EXIT_BROKEN_PIPE, EXIT_INTERNAL, EXIT_INTERRUPTED, EtlError
 from ..secrets import log_redaction
-from . import run_commands, store_commands, tool_commands
+from . import run_commands, scaffold_commands, store_commands, tool_commands
 from .common import EXIT_CODES_HELP
 
 DEBUG_ENV = "ETL_DEBUG"
@@ -71,7 +71,12 @@ def main(debug: bool) -> None:
     driven by declarative YAML mapping files."""
 
 
-for command in (*run_commands.COMMANDS, *tool_commands.COMMANDS, *store_commands.COMMANDS):
+for command in (
+    *run_commands.COMMANDS,
+    *tool_commands.COMMANDS,
+    *store_commands.COMMANDS,
+    *scaffold_commands.COMMANDS,
+):
     main.add_command(command)
 
 __all__ = ["main"]

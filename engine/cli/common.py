@@ -13,6 +13,7 @@ import click
 
 from ..errors import EXIT_INTERNAL
 from ..http.cassette import RECORD_MODES
+from ..pipeline.progress import utc_timestamp
 from ..pipeline.runner import DEFAULT_CONCURRENCY
 from ..secrets import log_redaction
 
@@ -31,16 +32,43 @@ Exit codes:
 """
 
 
-def setup_logging(verbose: int, quiet: bool) -> None:
-    """Log lines on stderr (redacted): warnings by default, -v info, -vv debug, -q errors only."""
+LOG_FORMAT = "etl: %(levelname)s: %(message)s"
+STAMPED_LOG_FORMAT = "%(asctime)s " + LOG_FORMAT  # 2026-11-30T14:03:12.345Z etl: INFO: ...
+
+
+def setup_logging(verbose: int, quiet: bool, *, timestamps: bool = False) -> None:
+    """Log lines on stderr (redacted): warnings by default, -v info, -vv debug, -q errors only.
+
+    With -v (or ``timestamps``: each run of ``etl run --every``) a line starts with its time in
+    UTC, to the millisecond: ``2026-11-30T14:03:12.345Z etl: INFO: step fetch-users: Fetch users``.
+    """
     level = logging.ERROR if quiet else {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("etl: %(levelname)s: %(message)s"))
+    handler = CurrentStderrHandler()
+    handler.setFormatter(UtcFormatter(STAMPED_LOG_FORMAT if timestamps or verbose else LOG_FORMAT))
     handler.addFilter(log_redaction)
     root = logging.getLogger("etl")
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+
+
+class UtcFormatter(logging.Formatter):
+    """Times as ``2026-11-30T14:03:12.345Z`` (ISO 8601, UTC): sortable, and the same on every machine."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return utc_timestamp(record.created)
+
+
+class CurrentStderrHandler(logging.StreamHandler):
+    """Writes to ``sys.stderr`` as it is when a line is logged: a live progress display replaces
+    it while it draws, to print log lines above itself."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
 
 
 mapping_argument = click.argument("mapping", type=click.Path(dir_okay=False, path_type=Path))
@@ -131,7 +159,8 @@ def run_options(command: Callable) -> Callable:
             "-v",
             "--verbose",
             count=True,
-            help="Log steps and every HTTP request (-v), and more detail (-vv), to stderr.",
+            help="Log steps and every HTTP request (-v), and more detail (-vv), to stderr, each line "
+            "starting with its UTC time (2026-11-30T14:03:12.345Z).",
         ),
         click.option("-q", "--quiet", is_flag=True, help="Only print errors."),
     ]

@@ -15,11 +15,14 @@ from ..errors import ConfigError, EtlError, MappingError, RunInterrupted, UsageE
 from ..pipeline.compile import compile_file
 from ..pipeline.load import load_mapping, mapping_schema
 from ..pipeline.plan import Plan
+from ..pipeline.progress import utc_timestamp
 from ..pipeline.results import format_result
 from ..pipeline.run import RunRequest, parse_time, run_mapping
 from ..pipeline.runner import Observer
 from ..secrets import log_redaction
+from ..signals import terminate_as_interrupt
 from ..store import STORE_ENV
+from ..tools.scaffold import write_schema
 from .common import EXIT_CODES_HELP, mapping_argument, run_options, setup_logging
 from .store_commands import instance_option, open_store_url, store_option
 
@@ -27,10 +30,15 @@ from .store_commands import instance_option, open_store_url, store_option
 @click.command(epilog=EXIT_CODES_HELP)
 @click.argument("mappings", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 def validate(mappings: tuple[Path, ...]) -> None:
-    """Check mapping files offline: YAML, schema, JMESPath, Jinja and references.
+    """Check mapping files offline: YAML, schema, JMESPath, Jinja, references, and the
+    properties JupiterOne's data model requires of each entity class.
 
-    Prints every problem as FILE:LINE:COL: path: message and exits 3 if there is any.
+    Prints every problem as FILE:LINE:COL: path: message and exits 3 if there is any
+    (2 if a file does not exist).
     """
+    for path in mappings:
+        if not path.exists():
+            raise UsageError(f"cannot read mapping file {path}: No such file or directory")
     failed = None
     for path in mappings:
         try:
@@ -39,7 +47,7 @@ def validate(mappings: tuple[Path, ...]) -> None:
             click.echo(str(exc), err=True)
             failed = exc
             continue
-        click.echo(f"{path}: ok ({len(plan.steps)} steps, {_count_types(plan)})")
+        click.echo(f"{path}: ok ({_count(len(plan.steps), 'step')}, {_count_types(plan)})")
     if failed is not None:
         sys.exit(failed.exit_code)
 
@@ -48,13 +56,34 @@ def _count_types(plan: Plan) -> str:
     entities = {e.type for s in plan.steps for e in s.entities}
     relationships = {r.type for s in plan.steps for r in s.relationships}
     relationships |= {m.type for s in plan.steps for m in s.mapped_relationships}
-    return f"{len(entities)} entity types, {len(relationships)} relationship types"
+    return f"{_count(len(entities), 'entity type')}, {_count(len(relationships), 'relationship type')}"
+
+
+def _count(number: int, noun: str) -> str:
+    """``1 step``, ``2 steps``, ``0 entity types``."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 @click.command()
-def schema() -> None:
-    """Print the JSON Schema of mapping files (for editors and CI linters)."""
-    click.echo(json.dumps(mapping_schema(), indent=2))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the schema to FILE (and its directories) instead of printing it; says whether it changed.",
+)
+def schema(output: Path | None) -> None:
+    """Print the JSON Schema of mapping files (for editors and CI linters).
+
+    \b
+    For an editor, write it beside your mappings and name it in each mapping's first line:
+      etl schema -o .etl/mapping.schema.json
+      # yaml-language-server: $schema=../.etl/mapping.schema.json   (in mappings/NAME.yaml)
+    `etl new NAME` does both. Run it again after upgrading etl.
+    """
+    if output is None:
+        click.echo(json.dumps(mapping_schema(), indent=2))
+        return
+    click.echo(f"{output}: {write_schema(output)}")
 
 
 RUN_EXIT_CODES_HELP = EXIT_CODES_HELP.replace(
@@ -99,8 +128,9 @@ RUN_EXIT_CODES_HELP = EXIT_CODES_HELP.replace(
 @click.option(
     "--every",
     metavar="INTERVAL",
-    help="Run again every INTERVAL (30m, 6h, 1d...) until stopped (Ctrl-C, SIGTERM); a failed run "
-    "is reported and the schedule goes on.",
+    help="Run again every INTERVAL (30m, 6h, 1d...) until stopped: Ctrl-C or SIGTERM exits 130 (while "
+    "waiting, the last output stays as it is). A failed run is reported and the schedule goes on; each "
+    "run's summary starts with its UTC start time, and its log lines carry their time.",
 )
 @click.option("--runs", type=click.IntRange(1), metavar="N", help="With --every: stop after N runs.")
 @store_option(
@@ -145,7 +175,7 @@ def run(
         raise click.UsageError("--runs goes with --every")
     from ..tools.alerts import load_rules
     from ..tools.authoring import Coverage
-    from ..tools.schedule import parse_interval
+    from ..tools.schedule import parse_interval, wait_for_next_run
 
     try:
         interval = parse_interval(every) if every else None
@@ -156,18 +186,19 @@ def run(
     observer = Coverage() if with_coverage else None
     store = open_store_url(store_url, create=True) if store_url else None  # a bad store fails before the run
     done = 0
+    announce = None if request.quiet else click.echo
     try:
-        while True:
-            started = time.monotonic()
-            scheduled = interval is not None
-            code = _run_once(request, output, pretty, observer, keep, rules, scheduled, store=store, instance=instance)
-            done += 1
-            if interval is None or (runs is not None and done >= runs):
-                sys.exit(code)
-            try:
-                time.sleep(max(0.0, interval - (time.monotonic() - started)))
-            except KeyboardInterrupt:
-                raise RunInterrupted("stopped between runs") from None
+        with terminate_as_interrupt():  # SIGTERM is Ctrl-C here too: between runs, and after one
+            while True:
+                started = time.monotonic()
+                scheduled = interval is not None
+                code = _run_once(
+                    request, output, pretty, observer, keep, rules, scheduled, store=store, instance=instance
+                )
+                done += 1
+                if interval is None or (runs is not None and done >= runs):
+                    sys.exit(code)
+                wait_for_next_run(max(0.0, interval - (time.monotonic() - started)), output, announce)
     finally:
         if store is not None:
             store.close()
@@ -186,19 +217,32 @@ def _run_once(
 ) -> int:
     """One run, its summary, (with --keep) its history and changes, and (with --store) its load.
     Returns its exit code; a failed run (or load) of a schedule is reported, not fatal (the next
-    one may succeed)."""
-    setup_logging(request.verbose, request.quiet)
+    one may succeed). A scheduled run's log and error lines start with their time, and its
+    summary with the time it started."""
+    started = utc_timestamp(time.time())
+    setup_logging(request.verbose, request.quiet, timestamps=scheduled)
+
+    def report(message: str) -> None:
+        stamp = f"{utc_timestamp(time.time())} " if scheduled else ""
+        click.echo(f"{stamp}etl: error: {log_redaction.redactor(message)}", err=True)
+
     try:
         plan, result, redactor = run_mapping(request, output=output, pretty=pretty, observer=observer)
     except EtlError as exc:
         if not scheduled or isinstance(exc, (MappingError, ConfigError, RunInterrupted, UsageError)):
             raise  # these do not get better by waiting
-        click.echo(f"etl: error: {log_redaction.redactor(str(exc))}", err=True)
+        report(str(exc))
         return exc.exit_code
     if not request.quiet:
+        if scheduled:
+            click.echo(f"Run started {started}")
         click.echo(redactor(format_result(result)))
         if observer is not None:
             click.echo("\n" + redactor(observer.report(plan)))
+    else:  # -q prints only errors: a failed step's, which the summary would have shown
+        for step in result.steps:
+            if step.error:
+                click.echo(f"etl: error: step {step.step.id}: {redactor(step.error)}", err=True)
     if keep is not None:
         from ..tools.schedule import record as record_history
         from ..tools.schedule import report_changes
@@ -208,7 +252,7 @@ def _run_once(
             try:
                 click.echo(redactor(report_changes(previous, entry, rules, parse_time(request.as_of, "--as-of"))))
             except EtlError as exc:
-                click.echo(f"etl: error: comparing with {previous}: {exc}", err=True)
+                report(f"comparing with {previous}: {exc}")
     if store is not None:
         from ..store.load import load_run
 
@@ -218,7 +262,7 @@ def _run_once(
         except EtlError as exc:
             if not scheduled:
                 raise
-            click.echo(f"etl: error: loading {output} into the store: {log_redaction.redactor(str(exc))}", err=True)
+            report(f"loading {output} into the store: {exc}")
             return exc.exit_code
         if not request.quiet:
             click.echo(redactor(loaded.format()))
@@ -246,7 +290,9 @@ def _observe(
 @run_options
 def preview(mapping: Path, limit: int, **shared: Any) -> None:
     """Show what a step does: its requests, a sample of the raw records, and the entities
-    and relationships built from them - for the step and the steps it depends on.
+    and relationships built from them - for the step and the steps it depends on - and the
+    run's errors and warnings about each step (a records selector that matched nothing,
+    objects the graph checks refused...).
 
     Nothing is written. Give --step (or it previews every step); point it at the API,
     at --base-url, at a --cassette or use --offline.
@@ -255,7 +301,7 @@ def preview(mapping: Path, limit: int, **shared: Any) -> None:
 
     observer = Preview(limit)
     plan, result, redactor = _observe(RunRequest(mapping, **shared), observer, "etl-preview-", record_limit=limit)
-    click.echo(redactor(observer.report(plan)))
+    click.echo(redactor(observer.report(plan, result)))
     sys.exit(result.exit_code)
 
 
@@ -264,12 +310,13 @@ def preview(mapping: Path, limit: int, **shared: Any) -> None:
 @run_options
 def coverage(mapping: Path, **shared: Any) -> None:
     """Report, per step, the API fields that no expression reads and the properties that
-    were empty for every entity (a typo's symptom). Runs the mapping; writes nothing."""
+    were empty for every entity (a typo's symptom), steps that received no records, and the
+    run's errors and warnings about each step. Runs the mapping; writes nothing."""
     from ..tools.authoring import Coverage
 
     observer = Coverage()
     plan, result, redactor = _observe(RunRequest(mapping, **shared), observer, "etl-coverage-")
-    click.echo(redactor(observer.report(plan)))
+    click.echo(redactor(observer.report(plan, result)))
     sys.exit(result.exit_code)
 
 
@@ -279,13 +326,14 @@ def coverage(mapping: Path, **shared: Any) -> None:
 @run_options
 def explain(mapping: Path, key: str, **shared: Any) -> None:
     """Explain where one entity or relationship comes from: the step, request, page and
-    record, and the expression (with its place in the mapping) behind each property.
-    Runs the mapping; writes nothing. Exits 1 if no object has that key."""
+    record, the rule that built it (and its for_each item), and the expression (with its
+    place in the mapping) behind each property. Runs the mapping; writes nothing. Exits 1
+    if no object has that key (naming the steps that did not succeed)."""
     from ..tools.authoring import Explain
 
     observer = Explain(key)
     plan, result, redactor = _observe(RunRequest(mapping, **shared), observer, "etl-explain-")
-    click.echo(redactor(observer.report(plan, load_mapping(mapping))))
+    click.echo(redactor(observer.report(plan, load_mapping(mapping), result)))
     sys.exit(0 if observer.found else 1)
 
 

@@ -15,6 +15,7 @@ from ..secrets import Redactor, log_redaction
 from ..signals import terminate_as_interrupt
 from ..store import STORE_ENV
 from ..tools import sync as graph_sync  # its option defaults are needed to build the command line
+from ..tools import visualize as graph_visualize  # --max-nodes's default, and the command
 from .common import (
     INTERNAL_ERROR_LINE,
     mapping_argument,
@@ -388,8 +389,8 @@ def sync(
 
 VISUALIZE_EXIT_CODES_HELP = f"""\b
 Exit codes:
-  0  FILE was written (also when there is no data: the page says so)
-  2  usage error (bad options; DIRECTORY does not exist)
+  0  FILE was written (also when there is no data, or more than --max-nodes: the page says so)
+  2  usage error (bad options; DIRECTORY does not exist; a --type that no entity or mapped target has)
   5  a graph file cannot be read, or FILE cannot be written
 {INTERNAL_ERROR_LINE}
 """
@@ -404,33 +405,54 @@ Exit codes:
     metavar="FILE.html",
     help="Where to write the page.  [default: DIRECTORY/index.html]",
 )
-def visualize(directory: Path, output: Path | None) -> None:
+@click.option(
+    "--type",
+    "types",
+    multiple=True,
+    metavar="TYPE",
+    help="Draw only entities of this _type (repeatable), the relationships among them, and "
+    "mapped relationships to placeholders of this _type.  [default: every type]",
+)
+@click.option(
+    "--max-nodes",
+    type=click.IntRange(min=0),
+    default=graph_visualize.DEFAULT_MAX_NODES,
+    show_default=True,
+    metavar="N",
+    help="Draw at most N nodes (entities first, in the run's order; then the placeholders and "
+    f"missing entities their relationships need) and {graph_visualize.EDGES_PER_NODE} times as many edges; "
+    "the rest are counted and the page and stderr say how to narrow the view. 0: no limit (a "
+    "browser may not manage a large run).",
+)
+def visualize(directory: Path, output: Path | None, types: tuple[str, ...], max_nodes: int) -> None:
     """Draw the graph in DIRECTORY (an `etl run` output, or its graph/ folder) as one
     self-contained HTML page: nothing is loaded from the internet.
 
-    Nodes are entities, coloured by _type (with a legend) and labelled with displayName,
-    _type and _key; edges are relationships, labelled with their _class. A mapped
-    relationship points at the entity its target filter keys select, or else at a dashed
-    placeholder built from the target's filter-key values. Drag to pan, wheel to zoom,
-    click for properties.
+    Nodes are entities, coloured by _type (with a legend: click a type to hide it) and
+    labelled with displayName, _type and _key; edges are relationships, labelled with their
+    _class. A mapped relationship points at the entity its target filter keys select, or
+    else at a dashed placeholder built from the target's filter-key values. Drag to pan,
+    wheel to zoom, click for properties, type in the search box to find nodes by _key,
+    name or _type.
+
+    A large run is read as a stream and drawn in part: at most --max-nodes nodes, of the
+    --type types if given; memory does not grow with the run.
 
     \b
     Examples:
       etl run mappings/example.yaml --output out && etl visualize out
       etl visualize out --output /tmp/graph.html
+      etl visualize out --type acme_host --type acme_domain --max-nodes 500
     """
-    from ..tools import visualize as graph_visualize
-
     output = output if output is not None else directory / "index.html"
-    view = graph_visualize.write_page(directory, output)
-    if not view["nodes"]:
-        click.echo(f"etl: {directory}: there was no data found to visualize; {output} says so", err=True)
+    summary = graph_visualize.write_page(directory, output, types=types, max_nodes=max_nodes)
+    if not summary.nodes:
+        click.echo(f"etl: {directory}: {summary.empty_reason()}; {output} says so", err=True)
         return
-    kinds = [n["kind"] for n in view["nodes"]]
-    click.echo(
-        f"{output}: {kinds.count('entity')} entities, {len(view['edges'])} relationships, "
-        f"{kinds.count('placeholder')} mapped-target placeholders, {kinds.count('missing')} missing entities"
-    )
+    click.echo(f"{output}: {summary.describe()}")
+    notice = summary.notice()
+    if notice is not None:
+        click.echo(f"etl: {notice}", err=True)
 
 
 COMMANDS = (document, diff_command, alerts_command, sync, visualize)

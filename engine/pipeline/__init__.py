@@ -13,5 +13,5 @@ write.py      the .j1-integration layout and summary.json, written atomically
 runner.py     the steps, in dependency order, through all of the above
 results.py    step and run results, statuses, exit code, the printed summary
 run.py        a run as the user asked: compile, config, replay/record, signals, runner
-progress.py   the one-line progress display
+progress.py   the progress display (rich on a terminal, plain lines in logs)
 """

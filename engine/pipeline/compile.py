@@ -28,6 +28,8 @@ from .plan import (
     AuthSpec,
     ConfigField,
     Offline,
+    OfflineChoice,
+    OfflineReplay,
     Pagination,
     Plan,
     RequestSpec,
@@ -190,25 +192,60 @@ class Compiler(RuleCompiler):
         )
 
     def offline(self) -> Offline | None:
+        """The ``offline`` section: its cassette, config and clock, and the cassettes that
+        ``by_config`` lets a config value choose instead."""
         spec = self.data.get("offline")
         if not spec:
             return None
-        cassette = (self.base_dir / spec["cassette"]).resolve()
+        default = self.offline_replay(spec, ("offline",), None)
+        choices = self.offline_choices(spec.get("by_config") or {}, default)
+        return Offline(cassette=default.cassette, config=default.config, as_of=default.as_of, choices=choices)
+
+    def offline_replay(self, spec: dict, path: PathT, base: OfflineReplay | None) -> OfflineReplay:
+        """One cassette of the offline section; a choice's config is merged over ``base``'s,
+        and its ``as_of`` (when it gives none) is ``base``'s."""
         config = spec.get("config") or {}
+        for name in config:
+            if name not in self.config_names:
+                self.problem(
+                    path + ("config", name),
+                    f"unknown config field '{name}'{did_you_mean(name, self.config_names)}",
+                    key=True,
+                )
         as_of = spec.get("as_of")
         if as_of is not None:
             try:
                 to_epoch_ms(str(as_of))
             except ValueProblem as exc:
-                self.problem(("offline", "as_of"), str(exc))
-        for name in config:
-            if name not in self.config_names:
-                self.problem(
-                    ("offline", "config", name),
-                    f"unknown config field '{name}'{did_you_mean(name, self.config_names)}",
-                    key=True,
-                )
-        return Offline(cassette=cassette, config=tuple(config.items()), as_of=None if as_of is None else str(as_of))
+                self.problem(path + ("as_of",), str(exc))
+        if base is not None:
+            config = {**dict(base.config), **config}
+            as_of = base.as_of if as_of is None else as_of
+        return OfflineReplay(
+            cassette=(self.base_dir / spec["cassette"]).resolve(),
+            config=tuple(config.items()),
+            as_of=None if as_of is None else str(as_of),
+        )
+
+    def offline_choices(self, by_config: dict, default: OfflineReplay) -> tuple[OfflineChoice, ...]:
+        """``offline.by_config``: config field -> value -> the cassette a run with that value replays."""
+        fields = self.data.get("config") or {}
+        choices = []
+        for name, by_value in by_config.items():
+            path = ("offline", "by_config", name)
+            if name not in fields:
+                self.problem(path, f"unknown config field '{name}'{did_you_mean(name, self.config_names)}", key=True)
+                continue
+            if fields[name].get("secret"):
+                self.problem(path, f"config field '{name}' is secret; a secret cannot choose a cassette", key=True)
+                continue
+            for key, spec in by_value.items():
+                value, problem = offline_choice_value(name, fields[name], key)
+                if problem:
+                    self.problem(path + (key,), problem, key=True)
+                    continue
+                choices.append(OfflineChoice(name, value, self.offline_replay(spec, path + (key,), default)))
+        return tuple(choices)
 
     # -- steps ---------------------------------------------------------------------------
 
@@ -431,3 +468,25 @@ class Compiler(RuleCompiler):
             name=spec.get("name", ""),
             client_auth=spec.get("client_auth", "body"),
         )
+
+
+def offline_choice_value(name: str, field: dict, key: Any) -> tuple[Any, str | None]:
+    """The config value an ``offline.by_config`` key stands for (YAML keys are text, numbers
+    or booleans), or why it cannot be one of the field's values."""
+    kind = field.get("type", "string")
+    value = key
+    if kind in ("integer", "number") and isinstance(key, str):
+        try:
+            value = int(key) if kind == "integer" else float(key)
+        except ValueError:
+            value = key
+    elif kind == "boolean" and isinstance(key, str) and key.lower() in ("true", "false"):
+        value = key.lower() == "true"
+    if not fits_type(kind, value):
+        quoted = " (quote it)" if isinstance(key, bool) and kind == "string" else ""
+        return None, f"{key!r} is not a value of config field '{name}': it is of type {kind}{quoted}"
+    choices = field.get("choices") or ()
+    if choices and value not in choices:
+        listed = ", ".join(map(str, choices))
+        return None, f"{key!r} is not one of the choices of config field '{name}' ({listed})"
+    return value, None

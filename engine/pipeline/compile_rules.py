@@ -36,6 +36,32 @@ def type_problem(value: Any, what: str) -> str | None:
     return f"{shown} is not a valid {what}: {hint}{suggestion}"
 
 
+# Entity properties a ``tags_from`` map may set besides tags (build.assign_tags: a tag named
+# Name sets name; Classification, Owner and Email set those properties).
+TAGS_FROM_SETS = frozenset({"name", "classification", "owner", "email"})
+_NOT_LITERAL = object()  # a property whose value is an expression or a template: known at run time
+
+
+def required_properties(classes: tuple[str, ...]) -> dict[str, tuple[tuple[str, ...], str]]:
+    """What the graph checks require of an entity of ``classes`` (as ``check.py`` merges them:
+    every entity's, then each class's in order): property -> (allowed JSON types, who requires it)."""
+    required = {name: (allowed, "every JupiterOne entity") for name, allowed in datamodel.ENTITY_REQUIRED.items()}
+    for class_name in classes:
+        for name, allowed in datamodel.CLASS_REQUIRED.get(class_name, {}).items():
+            required[name] = (allowed, f"the class {class_name}")
+    return required
+
+
+def _literal(raw: Any) -> Any:
+    """The value of a property written as a literal (``{value: x}``, a number, a boolean,
+    null, a list), or ``_NOT_LITERAL`` for an expression or a template."""
+    if isinstance(raw, dict) and len(raw) == 1 and "value" in raw:
+        return raw["value"]
+    if isinstance(raw, (str, dict)):
+        return _NOT_LITERAL
+    return raw
+
+
 class RuleCompiler(ValueCompiler):
     """Compiles the entity and relationship rules of the step being compiled."""
 
@@ -64,6 +90,7 @@ class RuleCompiler(ValueCompiler):
         properties = self.value_map(spec.get("properties"), path + ("properties",))
         tags = self.value_map(spec.get("tags"), path + ("tags",))
         tags_from = self.expression(spec["tags_from"], path + ("tags_from",)) if "tags_from" in spec else None
+        self.check_required_properties(spec, classes, path)
         if key is None:
             return None
         return EntitySpec(
@@ -79,6 +106,29 @@ class RuleCompiler(ValueCompiler):
             partial=spec.get("partial", False),
             duplicates=spec.get("duplicates", "keep-first"),
         )
+
+    def check_required_properties(self, spec: dict, classes: tuple[str, ...], path: PathT) -> None:
+        """The data-model properties the graph checks require (``check.entity_problems``) that
+        this rule never sets, or sets to a literal null: every entity it built would be refused
+        at run time, so it is a problem now. ``displayName`` defaults to ``name``, and
+        ``tags_from`` may set ``name``, as the builder does."""
+        written = spec.get("properties") or {}
+        settable = set(map(str, written)) | (TAGS_FROM_SETS if "tags_from" in spec else set())
+        for name, (allowed, owner) in required_properties(classes).items():
+            if "null" in allowed or name == "displayName":  # a missing name is the one problem
+                continue
+            if name not in settable:
+                self.problem(
+                    path + ("properties",) if "properties" in spec else path,
+                    f"{owner} requires the property '{name}', and this rule never sets it: every entity it "
+                    f"builds would be refused. Add '{name}' under properties",
+                )
+            elif name in written and _literal(written[name]) is None:
+                self.problem(
+                    path + ("properties", name),
+                    f"{owner} requires the property '{name}', and this rule sets it to null: every entity it "
+                    f"builds would be refused",
+                )
 
     def dependencies_known(self, step_id: str) -> bool:
         """False when some (indirect) dependency of the step is not a step: that is

@@ -5,6 +5,7 @@ The values of fields marked ``secret`` go to the run's :class:`~engine.secrets.R
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 from collections.abc import Mapping
@@ -12,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+
+from dotenv.parser import parse_stream
 
 from ..errors import ConfigError, did_you_mean
 from ..secrets import MIN_SECRET_LENGTH, Redactor
@@ -39,24 +42,29 @@ def parse_assignments(pairs: list[str]) -> dict[str, str]:
 
 
 def read_dotenv(path: Path) -> dict[str, str]:
-    """A small ``.env`` reader: ``KEY=VALUE`` lines, optional ``export``, quotes and comments."""
+    """The ``KEY=VALUE`` pairs of a ``.env`` file, parsed by python-dotenv: an ``export`` prefix,
+    single or double quotes (a quoted value ends at its closing quote, so ``KEY="v"  # note`` is
+    ``v``), ``\\n``-style escapes in double quotes, multiline quoted values, ``#`` comments.
+
+    Values are taken literally: ``${VAR}`` is **not** expanded (a secret holding a ``$`` stays
+    intact, and a value never silently depends on another variable). A key without ``=`` has
+    no value and is left out; a line that cannot be parsed is warned about, with its line
+    number, and ignored. No file: no values.
+    """
     if not path.is_file():
         return {}
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # a BOM some editors write is not part of the first key
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text: {exc.reason}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
     values = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        line = line.removeprefix("export ").strip()
-        name, sep, value = line.partition("=")
-        if not sep:
-            continue
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        elif " #" in value:
-            value = value.split(" #", 1)[0].rstrip()
-        values[name.strip()] = value
+    for binding in parse_stream(io.StringIO(text)):
+        if binding.error:
+            log.warning("%s:%d: not a KEY=VALUE line (an unclosed quote?); ignored", path, binding.original.line)
+        elif binding.key is not None and binding.value is not None:
+            values[binding.key] = binding.value
     return values
 
 

@@ -67,6 +67,21 @@ class _Call:
     body: Any
 
 
+def cassette_miss_message(what: str, bundled: bool) -> str:
+    """What to do when the replayed cassette has no response for a request: a bundled
+    cassette was recorded with other config (never re-record it against the live API);
+    a cassette of the user's own can be re-recorded."""
+    if bundled:
+        return (
+            f"{what}: the bundled cassette has no response for this request: it was recorded with other "
+            f"config or --base-url; check --config, or use --cassette FILE --record-mode once to record your own"
+        )
+    return (
+        f"{what}: the cassette holds no response for this request (replay only); re-record it with "
+        f"--record-mode all, or check --config and --base-url"
+    )
+
+
 class HttpClient:
     """HTTP for one source: base URL, default headers and params, credentials, budgets,
     retries, JSON decoding."""
@@ -81,8 +96,10 @@ class HttpClient:
         redactor: Redactor,
         options,
         auth_scope: Scope,
+        bundled_cassette: bool = False,
     ):
         self.source = source
+        self.bundled_cassette = bundled_cassette  # a replay miss then says: not recorded with this config
         self.redactor = redactor
         self.origin = base_origin(source.name, base_url, redactor)
         self.base_url = base_url.rstrip("/")
@@ -252,12 +269,7 @@ class HttpClient:
                 if not cassette_miss(exc):
                     raise
                 # vcrpy's own message shows the whole request (a body with a secret too): not shown.
-                raise FetchError(
-                    f"{what}: the cassette holds no response for this request "
-                    f"(replay only); re-record it with --record-mode all, or check --config "
-                    f"and --base-url",
-                    url=url,
-                ) from None
+                raise FetchError(cassette_miss_message(what, self.bundled_cassette), url=url) from None
             status = response.status_code
             log.debug("%s -> %d (attempt %d)", what, status, attempt)
             if status == 401 and token is not None and not refreshed and self.oauth is not None:

@@ -193,6 +193,7 @@ def parse_yaml(text: str, filename: str) -> tuple[Any, SourceMap]:
             if exc.problem and exc.context and exc.context_mark:
                 started = exc.context_mark
                 reason += f" ({exc.context} started at line {started.line + 1}, column {started.column + 1})"
+            reason += _indentation_hint(exc.problem or "")
             raise MappingError([Problem(loc, "", f"YAML syntax error: {reason}")]) from None
         except yaml.YAMLError as exc:
             raise MappingError([Problem(Location(filename, 1, 1), "", f"YAML error: {exc}")]) from None
@@ -211,6 +212,28 @@ def parse_yaml(text: str, filename: str) -> tuple[Any, SourceMap]:
     finally:
         loader.dispose()
     return data, source
+
+
+# PyYAML's messages that, in a hand-written file, nearly always mean a line indented wrong.
+_INDENTATION_PROBLEMS = (
+    "expected <block end>",
+    "mapping values are not allowed here",
+    "did not find expected key",
+    "did not find expected '-' indicator",
+)
+_INDENTATION_HINT = (
+    "check the indentation of this line and the one above it (YAML uses spaces; items of one "
+    "list or mapping must start in the same column)"
+)
+
+
+def _indentation_hint(problem: str) -> str:
+    """``; <hint>`` when PyYAML's ``problem`` is the symptom of an indentation mistake (or a tab)."""
+    if "'\\t'" in problem:  # found character '\t' that cannot start any token
+        return "; YAML indents with spaces, not tabs: replace the tab with spaces"
+    if problem.startswith(_INDENTATION_PROBLEMS):
+        return f"; {_INDENTATION_HINT}"
+    return ""
 
 
 def _string_keys(value: Any) -> Any:

@@ -34,6 +34,8 @@ from .plan import Pagination, RequestSpec
 
 log = logging.getLogger("etl.http")
 
+TotalHook = Callable[[str, float], None]  # ("records" or "pages", the total a page declared)
+
 
 def render_pairs(pairs, scope: Scope, where: str = "") -> dict[str, Any]:
     return {name: evaluate(value, scope, f"{where}.{name}") for name, value in pairs}
@@ -117,6 +119,9 @@ def check_graphql(method: str, page: Page) -> None:
         raise FetchError(f"{method} {page.url}: the GraphQL response has no data", url=page.url)
 
 
+REFUSED_STATUSES = (401, 403)
+
+
 def validate_credentials(client: HttpClient, spec: RequestSpec, scope: Scope) -> None:
     """JupiterOne's validateInvocation: one cheap authenticated call before any step."""
     try:
@@ -124,14 +129,20 @@ def validate_credentials(client: HttpClient, spec: RequestSpec, scope: Scope) ->
     except AuthenticationError:
         raise
     except FetchError as exc:
-        if exc.status in (401, 403):
-            raise AuthenticationError(
-                f"authentication failed: {exc} - check the API credentials in the config",
-                status=exc.status,
-                url=exc.url,
-                body=exc.body,
-            ) from None
+        if exc.status in REFUSED_STATUSES:
+            raise credentials_refused(exc) from None
         raise
+
+
+def credentials_refused(error: FetchError) -> AuthenticationError:
+    """A 401 or 403 that means the source's credentials were refused (the ``validate`` call's,
+    or the first request to a source that has none), as the run-ending error users see."""
+    return AuthenticationError(
+        f"authentication failed: {error} - check the API credentials in the config",
+        status=error.status,
+        url=error.url,
+        body=error.body,
+    )
 
 
 # ----------------------------------------------------------------------------------------
@@ -179,6 +190,7 @@ def paginate(
     truncated: Callable[[str], None] = lambda message: None,
     prefetch: bool = False,
     warn: Callable[[str], None] = lambda message: None,
+    total_known: TotalHook | None = None,
 ) -> Iterator[tuple[Page, list]]:
     """Yield ``(page, records)`` for every page of a step's request (or of one fan-out child).
 
@@ -190,8 +202,13 @@ def paginate(
     exist; also a total that shrinks during the run (records were skipped). ``warn`` hears
     about a total that grows. With ``prefetch`` the next page is requested (in one daemon
     thread, see :class:`~.fanout.Workers`) while the caller works on this one.
+
+    ``total_known`` (for a progress display) hears ``("records", total)`` (offset ``total``)
+    or ``("pages", page count)`` (page ``total_pages``) when the API first declares its total,
+    before that page is yielded, and again only when it changes: at most once per page, on
+    the caller's thread.
     """
-    walker = _Walker(client, spec, pagination, scope, truncated, warn)
+    walker = _Walker(client, spec, pagination, scope, truncated, warn, total_known)
     guard = LoopGuard()
     page = walker.request()
     walker.first(page, guard)
@@ -273,9 +290,10 @@ class _Walker:
         scope: Scope,
         truncated: Callable[[str], None],
         warn: Callable[[str], None],
+        total_known: TotalHook | None = None,
     ):
         self.client, self.spec, self.pagination = client, spec, pagination
-        self.truncated, self.warn = truncated, warn
+        self.truncated, self.warn, self.total_known = truncated, warn, total_known
         self.kind = pagination.kind
         self.size = None
         if pagination.size is not None:
@@ -333,6 +351,8 @@ class _Walker:
         if value is None:
             return self.total
         previous, self.total = self.total, value
+        if value != previous and self.total_known is not None:
+            self.total_known("records" if self.kind == "offset" else "pages", value)
         if previous is not None and value != previous:
             where = self.position()
             message = (

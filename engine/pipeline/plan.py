@@ -7,6 +7,7 @@ YAML again.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -221,10 +222,58 @@ class Step:
 
 
 @dataclass(frozen=True)
-class Offline:
+class OfflineReplay:
+    """One bundled cassette and what replaying it needs: the config it was recorded with
+    (defaults of the run) and the clock of the recording."""
+
     cassette: Path
     config: tuple[tuple[str, Any], ...]
     as_of: str | None  # the clock of the recording, so time windows replay the same
+
+
+@dataclass(frozen=True)
+class OfflineChoice:
+    """``offline.by_config.<field>.<value>``: the replay of a run whose config ``field`` is
+    ``value`` (its config and clock already merged over the section's own)."""
+
+    field: str
+    value: Any
+    replay: OfflineReplay
+
+
+@dataclass(frozen=True)
+class Offline:
+    """The ``offline`` section: the cassette ``etl run --offline`` replays, and the other
+    cassettes some config values choose instead (one per documented mode, say)."""
+
+    cassette: Path
+    config: tuple[tuple[str, Any], ...]
+    as_of: str | None  # the clock of the recording, so time windows replay the same
+    choices: tuple[OfflineChoice, ...] = ()
+
+    @property
+    def default(self) -> OfflineReplay:
+        """The replay of a run whose config chooses no other cassette."""
+        return OfflineReplay(self.cassette, self.config, self.as_of)
+
+    @property
+    def choice_fields(self) -> tuple[str, ...]:
+        """The config fields whose value may choose another cassette, in the mapping's order."""
+        return tuple(dict.fromkeys(choice.field for choice in self.choices))
+
+    @property
+    def cassettes(self) -> frozenset[Path]:
+        """Every cassette bundled with the mapping."""
+        return frozenset({self.cassette, *(choice.replay.cassette for choice in self.choices)})
+
+    def choices_for(self, values: Mapping[str, Any]) -> tuple[OfflineChoice, ...]:
+        """The choices that config ``values`` (field -> value) make."""
+        return tuple(c for c in self.choices if c.field in values and _same_value(values[c.field], c.value))
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    """Equal, and both booleans or neither: ``True`` does not choose what ``1`` chooses."""
+    return isinstance(a, bool) == isinstance(b, bool) and a == b
 
 
 @dataclass(frozen=True)

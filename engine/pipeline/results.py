@@ -52,25 +52,34 @@ class StepResult:
     def error(self) -> str | None:
         if not self.errors:
             return None
-        more = f" (and {len(self.errors) - 1} more)" if len(self.errors) > 1 else ""
+        more = f" (and {len(self.errors) - 1} more; -v logs every one)" if len(self.errors) > 1 else ""
         return self.errors[0] + more
+
+    # Errors and warnings are told once, in the run's summary (format_result, on stdout); as
+    # they happen, they are log lines on stderr only when asked for (-v, or -vv for records').
 
     def fail(self, message: str) -> None:
         self.status = FAILURE
         self.errors.append(message)
-        log.error("step %s: %s", self.step.id, message)
+        log.info("step %s: %s", self.step.id, message)
 
-    def warn(self, message: str) -> None:
+    def warn(self, message: str, *, level: int = logging.INFO, cause: bool = False) -> None:
+        """A warning about the step. ``cause``: it explains the step's other warnings (they
+        follow from it), so it goes first, where the summary shows it."""
         self.warning_count += 1
-        if len(self.warnings) < MAX_WARNINGS_KEPT:
+        if cause:
+            self.warnings.insert(0, message)
+            del self.warnings[MAX_WARNINGS_KEPT:]
+        elif len(self.warnings) < MAX_WARNINGS_KEPT:
             self.warnings.append(message)
-        log.debug("warning: %s", message)
+        log.log(level, "step %s: warning: %s", self.step.id, message)
 
     def problem(self, message: str) -> None:
-        """A warning about a record (a value that could not be computed, a record skipped)."""
+        """A warning about a record (a value that could not be computed, a record skipped):
+        a live log line at -vv only, there may be one per record."""
         if self.first_problem is None:
             self.first_problem = message
-        self.warn(message)
+        self.warn(message, level=logging.DEBUG)
 
     def summary(self) -> dict:
         step = self.step

@@ -7,11 +7,14 @@ HTTP, treat SIGTERM like Ctrl-C, and hand the plan to the :class:`~.runner.Runne
 
 from __future__ import annotations
 
+import dataclasses
 import sys
+from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from ..errors import EtlError, RunInterrupted, UsageError, ValueProblem
 from ..lang.functions import to_epoch_ms
@@ -19,8 +22,8 @@ from ..secrets import Redactor, log_redaction
 from ..signals import terminate_as_interrupt
 from .compile import compile_file
 from .config import parse_assignments, resolve_config
-from .plan import Plan
-from .progress import Progress
+from .plan import OfflineReplay, Plan
+from .progress import open_progress
 from .results import RunResult
 from .runner import Observer, RunOptions, run_plan
 
@@ -56,13 +59,14 @@ def run_mapping(
         for step_id in request.steps:
             if step_id not in {s.id for s in plan.steps}:
                 raise UsageError(f"--step: {request.mapping} has no step '{step_id}'")
-        cassette_path, mode, defaults = replay_settings(plan, request.cassette, request.record_mode, request.offline)
-        as_of = request.as_of
-        if as_of is None and request.offline and plan.offline is not None:
-            as_of = plan.offline.as_of
+        overrides = parse_assignments(list(request.config_pairs))
+        cassette_path, mode, defaults, recorded_at, bundled = replay_settings(
+            plan, request.cassette, request.record_mode, request.offline, overrides
+        )
+        as_of = request.as_of if request.as_of is not None else recorded_at
         config = resolve_config(
             plan,
-            parse_assignments(list(request.config_pairs)),
+            overrides,
             defaults=defaults,
             secret_placeholders=cassette_path is not None and mode == "none",
         )
@@ -77,33 +81,97 @@ def run_mapping(
             now=parse_time(as_of, "--as-of"),
             record_limit=record_limit,
             prefetch=cassette_path is None and record_limit is None,
+            bundled_cassette=bundled,
         )
         with cassette_context(cassette_path, mode, redactor), terminate_as_interrupt():
-            progress = Progress(sys.stderr, enabled=sys.stderr.isatty() and not request.quiet and not request.verbose)
+            progress = open_progress(sys.stderr, quiet=request.quiet)  # live on a terminal, else plain lines
             result = run_plan(plan, config, options, progress, observer)
     except KeyboardInterrupt:
         raise RunInterrupted("interrupted; the previous output was left untouched") from None
     return plan, result, redactor
 
 
-def replay_settings(
-    plan: Plan, cassette_path: Path | None, record_mode: str | None, offline: bool
-) -> tuple[Path | None, str, dict[str, Any]]:
-    """(cassette, record mode, config defaults) for --cassette / --record-mode / --offline.
+class ReplaySettings(NamedTuple):
+    """How a run replays or records HTTP, as --cassette / --record-mode / --offline ask."""
 
-    Recording (``--record-mode once|all``) into the mapping's own ``offline.cassette`` writes
-    where the mapping says: only inside the mapping's repository (see
+    cassette: Path | None
+    mode: str  # none (replay only), once or all
+    defaults: dict[str, Any]  # the config the cassette was recorded with (--offline)
+    as_of: str | None  # the clock of the recording (--offline), for when --as-of is not given
+    bundled: bool  # the cassette is one the mapping's offline section names
+
+
+def replay_settings(
+    plan: Plan,
+    cassette_path: Path | None,
+    record_mode: str | None,
+    offline: bool,
+    overrides: Mapping[str, str] = MappingProxyType({}),
+) -> ReplaySettings:
+    """The cassette, record mode, config defaults and clock for --cassette / --record-mode /
+    --offline. With --offline, the config (``overrides``: --config, then the environment,
+    .env and the offline config) may choose another of the mapping's bundled cassettes
+    (``offline.by_config``); ``--cassette`` naming one of them replays it with its config and
+    clock.
+
+    Recording (``--record-mode once|all``) into the mapping's own cassette writes where the
+    mapping says: only inside the mapping's repository (see
     :func:`check_cassette_inside_repository`). Replaying reads it from anywhere."""
+    bundled = plan.offline.cassettes if plan.offline is not None else frozenset()
     if offline:
         if plan.offline is None:
             raise EtlError(f"{plan.path} has no 'offline' section naming a bundled cassette; use --cassette")
+        replay = named_replay(plan, cassette_path) or offline_replay(plan, overrides)
         mode = record_mode or "none"
         if cassette_path is None and mode != "none":
-            check_cassette_inside_repository(plan.offline.cassette, Path(plan.path), mode)
-        return cassette_path or plan.offline.cassette, mode, dict(plan.offline.config)
+            check_cassette_inside_repository(replay.cassette, Path(plan.path), mode)
+        cassette = cassette_path or replay.cassette
+        return ReplaySettings(cassette, mode, dict(replay.config), replay.as_of, cassette.resolve() in bundled)
     if record_mode and cassette_path is None:
         raise UsageError("--record-mode needs --cassette")
-    return cassette_path, record_mode or "none", {}
+    is_bundled = cassette_path is not None and cassette_path.resolve() in bundled
+    return ReplaySettings(cassette_path, record_mode or "none", {}, None, is_bundled)
+
+
+def named_replay(plan: Plan, cassette_path: Path | None) -> OfflineReplay | None:
+    """The bundled replay (cassette, config, clock) whose cassette ``--cassette`` names, if any."""
+    assert plan.offline is not None
+    if cassette_path is None:
+        return None
+    replays = (plan.offline.default, *(choice.replay for choice in plan.offline.choices))
+    return next((r for r in replays if r.cassette == cassette_path.resolve()), None)
+
+
+def offline_replay(plan: Plan, overrides: Mapping[str, str]) -> OfflineReplay:
+    """The bundled cassette an --offline run replays: the one the config chooses
+    (``offline.by_config``), else the section's own."""
+    assert plan.offline is not None
+    fields = plan.offline.choice_fields
+    if not fields:
+        return plan.offline.default
+    values = choosing_values(plan, overrides, fields)
+    chosen = plan.offline.choices_for(values)
+    if len(chosen) > 1:
+        said = " and ".join(f"{c.field}={shown_value(values[c.field])} chooses {c.replay.cassette}" for c in chosen)
+        raise UsageError(
+            f"--offline: {len(chosen)} bundled cassettes fit this run's config ({plan.path}, offline.by_config): "
+            f"{said}; pass --cassette with the one to replay"
+        )
+    return chosen[0].replay if chosen else plan.offline.default
+
+
+def shown_value(value: Any) -> str:
+    """A config value as it is written on the command line (booleans as true/false)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def choosing_values(plan: Plan, overrides: Mapping[str, str], fields: tuple[str, ...]) -> Mapping[str, Any]:
+    """The values the run will give the config ``fields`` (never secret: compile checks it),
+    resolved as the run resolves them, with the offline config as defaults."""
+    assert plan.offline is not None
+    only = dataclasses.replace(plan, config_fields=tuple(f for f in plan.config_fields if f.name in fields))
+    given = {name: value for name, value in overrides.items() if name in fields}
+    return resolve_config(only, given, defaults=dict(plan.offline.config)).values
 
 
 def mapping_repository(mapping: Path) -> Path:

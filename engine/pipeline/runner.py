@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -23,11 +22,11 @@ from ..lang.values import Scope, Value, is_truthy
 from .build import Built, GraphBuilder, describe
 from .check import GraphChecker, Verdict
 from .config import ResolvedConfig
-from .extract import keep_record, select_records
+from .extract import keep_record, select_records, unmatched_selector
 from .fanout import ordered_map
 from .fetch import HttpClient, Page
 from .load import LoadedMapping, PathT, format_path, load_mapping
-from .paginate import paginate, validate_credentials
+from .paginate import REFUSED_STATUSES, credentials_refused, paginate, validate_credentials
 from .plan import Plan, Source, Step
 from .progress import Progress
 from .results import DISABLED, PARTIAL_DEPENDENCY, SKIPPED_DEPENDENCY, SUCCESS, RunResult, StepResult
@@ -53,12 +52,19 @@ class Position:
 class Observer:
     """Hooks for tools that watch a run (preview, coverage, explain). The default does nothing."""
 
+    def step_started(self, step: Step, builder: GraphBuilder) -> None:
+        """``step`` starts; ``builder`` builds its records (a tool may ask it again, before the
+        next record, which rule built what: it sees the run as the record did)."""
+
     def page(self, step: Step, page, records: list, parent: dict | None) -> None:
         """A page was fetched for ``step`` (``parent``: the fan-out entity it was fetched for)."""
 
-    def record(self, step: Step, position: Position | str, record: Any, built: Built) -> None:
-        """``record`` was turned into ``built`` (entities, relationships, warnings). ``position``
-        is the step's id alone for the one record of a step without a request."""
+    def record(
+        self, step: Step, position: Position | str, record: Any, built: Built, parent: dict | None = None
+    ) -> None:
+        """``record`` was turned into ``built`` (entities, relationships, warnings), before any
+        of it was checked or written. ``position`` is the step's id alone for the one record of
+        a step without a request; ``parent`` is the fan-out entity the record was fetched for."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,7 @@ class RunOptions:
     now: int | None = None  # the run's clock (epoch ms); None = the real time
     record_limit: int | None = None  # stop each selected step after this many records (previews)
     prefetch: bool = True  # request a step's next page while building the current one (not with cassettes)
+    bundled_cassette: bool = False  # the cassette replayed is the mapping's own (offline section)
 
 
 def now_ms() -> int:
@@ -89,7 +96,7 @@ class Runner:
         self.plan = plan
         self.config = config
         self.options = options
-        self.progress = progress or Progress(sys.stderr, enabled=False)
+        self.progress = progress or Progress()
         self.observer = observer or Observer()
         self.now = options.now if options.now is not None else now_ms()
         self.jmespath = jmespath_options(dict(config.values), self.now)
@@ -98,6 +105,8 @@ class Runner:
         self.parents: dict[str, list[dict]] = {t: [] for t in plan.parent_types}
         self.strict_types = {e.type: True for s in plan.steps for e in s.entities if e.duplicates == "strict"}
         self.loaded: LoadedMapping | None | bool = False  # the mapping file, read again for an error's position
+        self.accepted_sources: set[str] = set()  # sources that have answered a request: credentials accepted
+        self.selector_misses: dict[str, str | None] = {}  # step id -> why its records selector found nothing
 
     # -- setup ---------------------------------------------------------------------------
 
@@ -127,6 +136,7 @@ class Runner:
                 redactor=self.config.redactor,
                 options=self.jmespath,
                 auth_scope=self.config_scope,
+                bundled_cassette=self.options.bundled_cassette,
             )
         return self.clients[name]
 
@@ -209,6 +219,7 @@ class Runner:
                 except RequestBuildError as exc:
                     path = ("sources", source.name, "validate", *exc.field.split(".")[1:])
                     raise EvaluationError(f"{self.where(path)}: {exc}") from None
+                self.accepted_sources.add(source.name)
 
     def enabled_steps(self) -> tuple[tuple[Step, ...], set[str]]:
         """The steps to run, and those switched off by ``when`` (with everything depending on them)."""
@@ -272,9 +283,10 @@ class Runner:
         pending: list[dict] = []  # relationships whose endpoints may appear later in the step
         requests_before = self.requests_made()
         refused_before = refusals(step, checker)
+        self.observer.step_started(step, builder)
         try:
             observe = self.observer.record if type(self.observer) is not Observer else None
-            show = self.progress.update if self.progress.enabled else None
+            self.progress.step_started(step.id, result, len(self.parents[step.for_each]) if step.for_each else None)
             for position, record, parent in self.records(step, result):
                 result.records += 1
                 try:
@@ -287,15 +299,14 @@ class Runner:
                     continue
                 built = builder.build(record, position, parent)
                 if observe is not None:
-                    observe(step, position, record, built)
+                    observe(step, position, record, built, parent)
                 self.accept(step, built, result, writer, checker, pending)
                 if self.options.record_limit is not None and result.records >= self.options.record_limit:
                     log.info("step %s: stopped after %d records (limit)", step.id, result.records)
                     break
-                if show is not None:
-                    show(step.id, result.pages, result.records, writer.objects(step.id))
         except FetchError as exc:
             self.request_failed(step, result, exc)
+        self.selector_warning(step, result)
         for relationship in pending:
             if checker.check_relationship(relationship) is Verdict.ACCEPT:
                 writer.add(step.id, "relationships", relationship)
@@ -303,7 +314,7 @@ class Runner:
                 checker.dangling(relationship)
         writer.flush_step(step.id)
         result.counts = writer.counts(step.id)
-        if step.request is not None and result.status == SUCCESS:
+        if result.status == SUCCESS:
             self.check_built(step, result, checker, refused_before, bool(self.failed_dependencies(step, done)))
         if result.status == SUCCESS and self.failed_dependencies(step, done):
             result.status = PARTIAL_DEPENDENCY
@@ -317,6 +328,7 @@ class Runner:
             )
         result.requests = self.requests_made() - requests_before
         result.end_ms = now_ms()
+        self.progress.step_ended(result.status, sum(result.counts.values()))
         return result
 
     @staticmethod
@@ -327,12 +339,14 @@ class Runner:
         every object refused as invalid or dangling, or no rule producing anything - did not
         succeed: it fails, naming the first reason (a step whose dependency failed is partial
         already, and is told so in a warning). Objects that were duplicates of written ones count
-        as built. Steps that received no records succeed."""
+        as built. Steps that received no records succeed. A step without a request fails when
+        every object it built from the config was refused (one whose keys were all null, built
+        nothing: it succeeds)."""
         considered = result.records - result.filtered
         if considered <= 0 or any(result.counts.values()):
             return
         refused, duplicates = (after - was for after, was in zip(refusals(step, checker), before, strict=True))
-        if duplicates:
+        if duplicates or (step.request is None and not refused):
             return
         reason = result.first_problem
         if reason is None and refused:
@@ -347,10 +361,13 @@ class Runner:
                 else "no rule produced an entity or relationship from them"
             )
         kept = " and kept by the filter" if result.filtered else ""
-        message = f"{considered} record(s) received{kept}, nothing built: {reason}"
+        message = (
+            f"{considered} record(s) received{kept}, nothing built: {reason}"
+            if step.request is not None
+            else f"nothing written from the config: {reason}"
+        )
         if lacking:
             result.warn(message)
-            log.warning("step %s: %s", step.id, message)
         else:
             result.fail(message)
 
@@ -362,7 +379,7 @@ class Runner:
         """on_dependency_failure: skip - do not run on incomplete input; its types are partial."""
         result = StepResult(step, status=SKIPPED_DEPENDENCY, start_ms=now_ms(), end_ms=now_ms())
         result.errors.append(f"skipped: it depends on {', '.join(failed)}, which did not succeed")
-        log.warning("step %s: %s", step.id, result.errors[0])
+        log.info("step %s: %s", step.id, result.errors[0])
         return result
 
     def requests_made(self) -> int:
@@ -416,11 +433,13 @@ class Runner:
                 lambda message: self.truncated(step, result, message),
                 prefetch=self.options.prefetch,
                 warn=lambda message: self.total_changed(step, result, message),
+                total_known=self.progress.total_known if self.progress.enabled else None,
             )
             yield from self.page_records(step, result, pages, None)
             return
         parents = self.parents[step.for_each]
         for parent, outcome in ordered_map(pages_of, parents, self.options.concurrency):
+            self.progress.parent_done()
             child_pages, notes, error = ([], [], outcome) if isinstance(outcome, FetchError) else outcome
             for lost, message in notes:
                 (self.truncated if lost else self.total_changed)(step, result, message)
@@ -435,13 +454,11 @@ class Runner:
         while the declared total says more exist), or the total shrank: the data is incomplete."""
         result.incomplete = True
         result.warn(f"{message}; the step's types are marked partial")
-        log.warning("step %s: %s; the step's types are marked partial", step.id, message)
 
     @staticmethod
     def total_changed(step: Step, result: StepResult, message: str) -> None:
         """The API's total grew during the run: told, the data is not marked partial."""
         result.warn(message)
-        log.warning("step %s: %s", step.id, message)
 
     def request_failed(self, step: Step, result: StepResult, error: FetchError, context: str = "") -> None:
         """Apply the step's status rules: skip quietly, warn and mark the step's types partial,
@@ -449,6 +466,8 @@ class Runner:
         request template that failed is named with its place in the mapping."""
         if isinstance(error, AuthenticationError):
             raise error
+        if self.means_bad_credentials(step, error):
+            raise credentials_refused(error) from None
         if isinstance(error, RequestBuildError):
             where = self.where((*self.step_path(step), *error.field.split(".")))
             result.fail(f"{context}{error} (at {where})")
@@ -459,20 +478,49 @@ class Runner:
         elif action == "partial":
             result.incomplete = True
             result.warn(f"{context}{error} - no data from this request; the step's types are marked partial")
-            log.warning("step %s: %s%s", step.id, context, error)
         else:
             result.fail(f"{context}{error}")
+
+    def means_bad_credentials(self, step: Step, error: FetchError) -> bool:
+        """A 401 or 403 before the source ever answered (its first request, when it has no
+        ``validate`` request) means the credentials are wrong - unless the step has a rule of
+        its own for that status (``on_status``), which it keeps."""
+        assert step.request is not None  # only requests fail
+        return (
+            error.status in REFUSED_STATUSES
+            and error.status not in dict(step.on_status)
+            and step.request.source not in self.accepted_sources
+        )
 
     def page_records(
         self, step: Step, result: StepResult, pages: Iterable[tuple[Page, list]], parent: dict | None
     ) -> Iterator[tuple[Position, Any, dict | None]]:
         for number, (page, records) in enumerate(pages, start=1):
+            assert step.request is not None  # pages come from requests
+            self.accepted_sources.add(step.request.source)
+            self.note_selector(step, page, records)
             result.pages += 1
             self.observer.page(step, page, records, parent)
-            if self.progress.enabled:
-                self.progress.update(step.id, result.pages, result.records, self.writer.objects(step.id), force=True)
             for index, record in enumerate(records):
                 yield Position(step.id, number, page.url, index), record, parent
+
+    def note_selector(self, step: Step, page: Page, records: list) -> None:
+        """Remember why the step's ``records`` selector found nothing on a page (the first such
+        page), and whether it ever found records: see :meth:`selector_warning`."""
+        if records:
+            self.selector_misses[step.id] = None
+        elif step.id not in self.selector_misses:
+            miss = unmatched_selector(step.records, page.body, self.jmespath)
+            if miss is not None:
+                self.selector_misses[step.id] = miss
+
+    def selector_warning(self, step: Step, result: StepResult) -> None:
+        """Once per step: its ``records`` selector never found a record, and some page had other
+        keys (or was a list). A selector that found records on other pages is right: an API may
+        leave its list out of an empty page."""
+        miss = self.selector_misses.get(step.id)
+        if miss is not None:
+            result.warn(miss, cause=True)  # a truncation it caused is told after it
 
     def accept(
         self,
@@ -513,7 +561,7 @@ class Runner:
                 partial.update(result.step.declared_types)
         notes = [line for t in sorted(checker.reports) for line in checker.describe(t)]
         for note in notes:
-            log.warning("%s", note)
+            log.info("%s", note)  # a live line at -v; the summary tells it
         return RunResult(self.plan, self.options.output, results, sorted(partial), notes, self.instance_name())
 
     def summary(self, result: RunResult) -> dict:

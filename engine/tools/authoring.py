@@ -6,7 +6,11 @@
   expressions read, and finds properties that stayed empty for every record
   (``etl coverage``, ``etl run --coverage``).
 * :class:`Explain` finds one entity or relationship and tells where it came from: step,
-  request, page, record, and the expression behind each property (``etl explain``).
+  request, page, record, the rule (and ``for_each`` item) that built it, and the expression
+  behind each property (``etl explain``).
+
+Their reports stand in for ``etl run``'s summary, so each also shows what the run said about
+each step (:func:`run_messages`): errors, warnings and the graph checks' notes.
 """
 
 from __future__ import annotations
@@ -14,18 +18,19 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeAlias
 
 import jinja2.nodes
 import jmespath
 
 from ..lang.templates import ENVIRONMENT
-from ..lang.values import Value
-from ..pipeline.build import Built
+from ..lang.values import Value, literal
+from ..pipeline.build import Built, GraphBuilder
 from ..pipeline.check import entity_problems
 from ..pipeline.load import LoadedMapping, format_path
-from ..pipeline.plan import MappedRelationshipSpec, Plan, RelationshipSpec, Step
+from ..pipeline.plan import EntitySpec, MappedRelationshipSpec, Plan, RelationshipSpec, Step
+from ..pipeline.results import DISABLED, RunResult, StepResult
 from ..pipeline.runner import Observer
 
 # ----------------------------------------------------------------------------------------
@@ -57,7 +62,7 @@ class Preview(Observer):
             + (f" (for {parent['_key']})" if parent else "")
         )
 
-    def record(self, step, position, record, built: Built) -> None:
+    def record(self, step, position, record, built: Built, parent=None) -> None:
         sample = self.sample(step)
         if len(sample.records) < self.limit:
             sample.records.append(record)
@@ -65,26 +70,63 @@ class Preview(Observer):
             sample.relationships.extend(built.relationships)
             sample.warnings.extend(built.warnings)
 
-    def report(self, plan: Plan) -> str:
+    def report(self, plan: Plan, result: RunResult | None = None) -> str:
+        """Each step that ran: its requests, sample and what was built, then what the run said
+        about it (``result``: errors, warnings, the graph checks' notes; without it, the
+        warnings of the sampled records)."""
         lines = []
         for step in plan.steps:
-            if step.id not in self.steps:
+            if step.id not in self.steps and not _ran(step, result):
                 continue
-            sample = self.steps[step.id]
+            sample = self.steps.get(step.id, StepSample())
             lines.append(f"== step {step.id}: {step.name}")
             lines.append("requests:")
-            lines.extend(f"  {r}" for r in sample.requests or ["(none: built from config)"])
+            lines.extend(f"  {r}" for r in sample.requests or [_no_requests(step)])
             lines.append(f"records (first {len(sample.records)}):")
             lines.extend(f"  {_compact(r)}" for r in sample.records)
             lines.append(f"entities built from them ({len(sample.entities)}):")
             lines.extend(_indent(_without_raw(e)) for e in sample.entities)
             lines.append(f"relationships built from them ({len(sample.relationships)}):")
             lines.extend(_indent(r) for r in sample.relationships)
-            if sample.warnings:
-                lines.append("warnings:")
-                lines.extend(f"  {w}" for w in sample.warnings)
+            said = run_messages(step, result) if result is not None else [f"warning: {w}" for w in sample.warnings]
+            if said:
+                lines.append("warnings and errors:")
+                lines.extend(f"  {line}" for line in said)
             lines.append("")
         return "\n".join(lines).rstrip()
+
+
+def _no_requests(step: Step) -> str:
+    return "(none: built from config)" if step.request is None else "(none answered)"
+
+
+def _step_result(step: Step, result: RunResult | None) -> StepResult | None:
+    if result is None:
+        return None
+    return next((r for r in result.steps if r.step.id == step.id), None)
+
+
+def _ran(step: Step, result: RunResult | None) -> bool:
+    """Whether ``step`` was run (not left out by --step, nor switched off by its ``when``)."""
+    step_result = _step_result(step, result)
+    return step_result is not None and step_result.status != DISABLED
+
+
+def run_messages(step: Step, result: RunResult | None) -> list[str]:
+    """What the run said about ``step`` - its errors and warnings, and the graph checks' notes
+    on its types - as ``etl run``'s summary tells them, for the tools that print a report
+    instead of that summary."""
+    step_result = _step_result(step, result)
+    if result is None or step_result is None:
+        return []
+    lines = [f"error: {error}" for error in step_result.errors]
+    lines.extend(f"warning: {warning}" for warning in step_result.warnings)
+    untold = step_result.warning_count - len(step_result.warnings)
+    if untold:
+        lines.append(f"(and {untold} more warning(s); -vv logs every one)")
+    types = set(step.declared_types)
+    lines.extend(f"note: {note}" for note in result.graph_notes if note.split(": ", 1)[0] in types)
+    return lines
 
 
 def _without_raw(entity: dict) -> dict:
@@ -116,7 +158,10 @@ class Coverage(Observer):
     def __init__(self):
         self.steps: dict[str, StepCoverage] = {}
 
-    def record(self, step, position, record, built: Built) -> None:
+    def page(self, step, page, records, parent) -> None:
+        self.steps.setdefault(step.id, StepCoverage())  # a step whose pages held no records is reported too
+
+    def record(self, step, position, record, built: Built, parent=None) -> None:
         coverage = self.steps.setdefault(step.id, StepCoverage())
         coverage.records += 1
         coverage.fields.update(set(leaf_paths(record)))
@@ -127,37 +172,50 @@ class Coverage(Observer):
                     if entity.get(name) not in (None, "", []):
                         coverage.filled[(index, name)] += 1
 
-    def report(self, plan: Plan) -> str:
+    def report(self, plan: Plan, result: RunResult | None = None) -> str:
+        """Each step with a request that ran, even one that received no records; with
+        ``result`` (when no run summary is printed), what the run said about each step too."""
         lines = []
         for step in plan.steps:
-            coverage = self.steps.get(step.id)
-            if coverage is None or step.request is None:
+            if step.request is None or (step.id not in self.steps and not _ran(step, result)):
                 continue
-            used = referenced_paths(step)
-            unused = sorted(p for p in coverage.fields if not _covered(p, used))
-            empty = [
-                (index, name, value)
-                for index, spec in enumerate(step.entities)
-                for name, value in spec.properties
-                if coverage.built[index] and not coverage.filled[(index, name)]
-            ]
-            lines.append(
-                f"== step {step.id}: {coverage.records} record(s), {len(coverage.fields)} field(s), "
-                f"{len(coverage.fields) - len(unused)} read by the mapping"
-            )
-            lines.append("fields the API returned that no expression reads:")
-            lines.extend(f"  {p}  ({coverage.fields[p]}/{coverage.records} records)" for p in unused)
-            if not unused:
-                lines.append("  (none)")
-            lines.append("properties that were empty for every entity (a typo, or a field this API leaves out):")
-            lines.extend(
-                f"  entities[{i}].properties.{name}: {value.source}  (0/{coverage.built[i]})"
-                for i, name, value in empty
-            )
-            if not empty:
-                lines.append("  (none)")
+            coverage = self.steps.get(step.id, StepCoverage())
+            if coverage.records:
+                lines.extend(self.step_report(step, coverage))
+            else:
+                lines.append(f"== step {step.id}: 0 records: no API fields to compare")
+            said = run_messages(step, result)
+            if said:
+                lines.append("warnings and errors:")
+                lines.extend(f"  {line}" for line in said)
             lines.append("")
         return "\n".join(lines).rstrip()
+
+    @staticmethod
+    def step_report(step: Step, coverage: StepCoverage) -> list[str]:
+        used = referenced_paths(step)
+        unused = sorted(p for p in coverage.fields if not _covered(p, used))
+        empty = [
+            (index, name, value)
+            for index, spec in enumerate(step.entities)
+            for name, value in spec.properties
+            if coverage.built[index] and not coverage.filled[(index, name)]
+        ]
+        lines = [
+            f"== step {step.id}: {coverage.records} record(s), {len(coverage.fields)} field(s), "
+            f"{len(coverage.fields) - len(unused)} read by the mapping",
+            "fields the API returned that no expression reads:",
+        ]
+        lines.extend(f"  {p}  ({coverage.fields[p]}/{coverage.records} records)" for p in unused)
+        if not unused:
+            lines.append("  (none)")
+        lines.append("properties that were empty for every entity (a typo, or a field this API leaves out):")
+        lines.extend(
+            f"  entities[{i}].properties.{name}: {value.source}  (0/{coverage.built[i]})" for i, name, value in empty
+        )
+        if not empty:
+            lines.append("  (none)")
+        return lines
 
 
 def leaf_paths(value: Any, prefix: str = "") -> Iterable[str]:
@@ -279,54 +337,103 @@ def _template_paths(text: str, bases: frozenset[str], used: set[str]) -> None:
 # Explain
 
 
+RuleSpec: TypeAlias = EntitySpec | RelationshipSpec | MappedRelationshipSpec
+
+
+@dataclass(frozen=True)
+class Rule:
+    """The rule of a step that built an object: ``kind`` (entities, relationships,
+    mapped_relationships) and ``index`` place it in the step; ``item`` is the number of the
+    ``for_each`` item it was built for (0-based; None without for_each), ``item_value`` that item."""
+
+    kind: str
+    index: int
+    spec: RuleSpec
+    item: int | None = None
+    item_value: Any = None
+
+    @property
+    def path(self) -> tuple:
+        return (self.kind, self.index)
+
+
 @dataclass
 class Found:
     step: Step
     position: object  # run.Position: str() gives step, page, URL and record number
     record: Any
     obj: dict
-    spec_path: tuple
-    spec: Any
+    rule: Rule | None
 
 
 class Explain(Observer):
     def __init__(self, key: str):
         self.key = key
         self.found: Found | None = None
+        self.builder: GraphBuilder | None = None  # the current step's
 
-    def record(self, step, position, record, built: Built) -> None:
+    def step_started(self, step: Step, builder: GraphBuilder) -> None:
+        self.builder = builder
+
+    def record(self, step, position, record, built: Built, parent=None) -> None:
         if self.found is not None:
             return
         for obj in (*built.entities, *built.relationships):
             if obj["_key"] == self.key:
-                self.found = Found(step, position, record, obj, *self.locate_spec(step, obj))
+                self.found = Found(step, position, record, obj, self.locate_spec(step, obj, record, parent))
                 return
 
-    @staticmethod
-    def locate_spec(step: Step, obj: dict) -> tuple[tuple, Any]:
-        for index, spec in enumerate(step.entities):
-            if spec.type == obj["_type"] and "_fromEntityKey" not in obj and "_mapping" not in obj:
-                return ("entities", index), spec
-        kind = "mapped_relationships" if "_mapping" in obj else "relationships"
-        for index, spec in enumerate(getattr(step, kind)):
-            if spec.type == obj["_type"]:
-                return (kind, index), spec
-        return (), None
+    def locate_spec(self, step: Step, obj: dict, record: Any = None, parent: dict | None = None) -> Rule | None:
+        """The rule that built ``obj`` from ``record``: of the step's rules of its kind and
+        type, the first that builds an object with its key when the record is built again
+        with that rule alone (the run is where it was: nothing of the record is checked or
+        written yet), and the ``for_each`` item it was built for. Without a builder (or if
+        no rule builds it again), the first rule of its kind and type."""
+        candidates = _candidates(step, obj)
+        if self.builder is not None:
+            for rule in candidates:
+                if self.builds(step, rule, record, parent):
+                    return self.with_item(step, rule, record, parent)
+        return candidates[0] if candidates else None
 
-    def report(self, plan: Plan, loaded: LoadedMapping) -> str:
+    def builds(self, step: Step, rule: Rule, record: Any, parent: dict | None) -> bool:
+        """Whether ``rule`` alone builds an object with the key explained from ``record``."""
+        assert self.builder is not None
+        built = _builder_like(self.builder, _step_with(step, rule)).build(record, step.id, parent)
+        made = built.entities if rule.kind == "entities" else built.relationships
+        return any(obj["_key"] == self.key for obj in made)
+
+    def with_item(self, step: Step, rule: Rule, record: Any, parent: dict | None) -> Rule:
+        """``rule`` with the ``for_each`` item that builds the key (each item built alone)."""
+        if rule.spec.for_each is None:
+            return rule
+        assert self.builder is not None
+        try:
+            items = rule.spec.for_each.evaluate(self.builder.scope(record, parent))
+        except Exception:  # the build warned about it already; the rule is known anyway
+            return rule
+        for number, item in enumerate(_as_items(items)):
+            alone = replace(rule, spec=replace(rule.spec, for_each=literal([item])))
+            if self.builds(step, alone, record, parent):
+                return replace(rule, item=number, item_value=item)
+        return rule
+
+    def report(self, plan: Plan, loaded: LoadedMapping, result: RunResult | None = None) -> str:
         found = self.found
         if found is None:
-            return f"{self.key}: not built in this run (check the key, or run the step that builds it with --step)"
+            return self.not_found(plan, result)
         step_index = next(i for i, s in enumerate(loaded.data["steps"]) if s["id"] == found.step.id)
-        base = ("steps", step_index, *found.spec_path)
+        rule = found.rule
+        base = ("steps", step_index, *(rule.path if rule is not None else ()))
         where = loaded.source.locate(base)
         kind = "a relationship" if isinstance(found.obj["_class"], str) else "an entity"
         refused = entity_problems(found.obj) if kind == "an entity" else []
+        item = f", for_each item {rule.item}" if rule is not None and rule.item is not None else ""
         lines = [
             f"{self.key}",
             f"  {kind} of type {found.obj['_type']}, built by step {found.step.id} ({found.step.name})",
             f"  from {found.position}",
-            f"  by the rule at {where} ({format_path(base)})",
+            f"  by the rule at {where} ({format_path(base)}){item}",
             "  property <- expression (mapping location)",
         ]
         if refused:
@@ -334,11 +441,63 @@ class Explain(Observer):
         for name, value in found.obj.items():
             if name == "_rawData":
                 continue
-            origin = _origin(name, found.spec, base, loaded, plan)
+            origin = _origin(name, rule.spec if rule is not None else None, base, loaded, plan)
             lines.append(f"    {name} = {json.dumps(value, ensure_ascii=False)}  <- {origin}")
+        if rule is not None and rule.item is not None:
+            lines.append(f"  the for_each item ({rule.spec.for_each.source if rule.spec.for_each else ''}):")
+            lines.append(_indent(rule.item_value))
         lines.append("  the record:")
         lines.append(_indent(found.record))
         return "\n".join(lines)
+
+    def not_found(self, plan: Plan, result: RunResult | None) -> str:
+        """The key was not built; steps that failed may be why."""
+        lines = [f"{self.key}: not built in this run (check the key, or run the step that builds it with --step)"]
+        for step in plan.steps:
+            step_result = _step_result(step, result)
+            if step_result is not None and step_result.error:
+                lines.append(f"  step {step.id} did not succeed ({step_result.status}): {step_result.error}")
+        return "\n".join(lines)
+
+
+def _as_items(found: Any) -> list:
+    """What ``for_each`` found, as the builder takes it: null is no item, a non-list one item."""
+    if found is None:
+        return []
+    return found if isinstance(found, list) else [found]
+
+
+def _candidates(step: Step, obj: dict) -> list[Rule]:
+    """The step's rules that build objects of ``obj``'s kind and type, in the order they run."""
+    if isinstance(obj["_class"], list):
+        kind = "entities"
+    elif "_mapping" in obj:
+        kind = "mapped_relationships"
+    else:
+        kind = "relationships"
+    specs: tuple[RuleSpec, ...] = getattr(step, kind)
+    return [Rule(kind, index, spec) for index, spec in enumerate(specs) if spec.type == obj["_type"]]
+
+
+def _step_with(step: Step, rule: Rule) -> Step:
+    """``step`` with ``rule`` as its only rule of graph objects (and, for a relationship
+    rule, the step's entity rules, whose entities its endpoints name)."""
+    if rule.kind == "entities":
+        assert isinstance(rule.spec, EntitySpec)
+        return replace(step, entities=(rule.spec,), relationships=(), mapped_relationships=())
+    if rule.kind == "relationships":
+        assert isinstance(rule.spec, RelationshipSpec)
+        return replace(step, relationships=(rule.spec,), mapped_relationships=())
+    assert isinstance(rule.spec, MappedRelationshipSpec)
+    return replace(step, relationships=(), mapped_relationships=(rule.spec,))
+
+
+def _builder_like(builder: GraphBuilder, step: Step) -> GraphBuilder:
+    """A builder of ``step`` seeing what ``builder`` sees (config, functions, keys, clock).
+    Instance tags are left out: they never make a key."""
+    return GraphBuilder(
+        step, config=builder.config, options=builder.options, index=builder.index, instance_tags={}, now=builder.now
+    )
 
 
 def _raw_rule(loaded: LoadedMapping, base: tuple) -> dict:

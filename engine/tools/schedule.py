@@ -5,7 +5,8 @@
 and compares the new one with the one before: a diff summary, and the alerts of
 ``--alerts RULES``, printed and saved next to it as ``diff.json`` and ``alerts.json``.
 ``--every 6h`` repeats the run on that interval (cron or a systemd timer can do the same
-with ``--keep`` alone; see docs/monitoring.md).
+with ``--keep`` alone; see docs/monitoring.md); Ctrl-C or SIGTERM while it waits for the next
+run ends the schedule (:func:`wait_for_next_run`).
 """
 
 from __future__ import annotations
@@ -14,9 +15,14 @@ import json
 import os
 import re
 import shutil
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ..errors import RunInterrupted
+from ..pipeline.progress import duration, utc_timestamp
+from ..signals import terminate_as_interrupt
 from .alerts import RuleSet, evaluate_rules, format_alerts
 from .diff import diff_outputs
 
@@ -34,6 +40,24 @@ def parse_interval(text: str) -> float:
     if seconds <= 0:
         raise ValueError(f"{text!r} is not a positive interval")
     return seconds
+
+
+def wait_for_next_run(seconds: float, output: Path, announce: Callable[[str], None] | None = None) -> None:
+    """Wait ``seconds`` for a schedule's next run, first telling ``announce`` when it will be.
+    Ctrl-C or SIGTERM meanwhile ends the schedule: :class:`RunInterrupted` (exit 130), saying
+    where the last run's output is (nothing is being written while waiting)."""
+    try:
+        with terminate_as_interrupt():
+            if announce is not None:
+                announce(f"Next run at {utc_timestamp(time.time() + seconds)} (in {duration(seconds)})")
+            time.sleep(seconds)
+    except KeyboardInterrupt:
+        raise RunInterrupted(stopped_between_runs(output)) from None
+
+
+def stopped_between_runs(output: Path) -> str:
+    where = f"the last output is in {output}" if output.exists() else f"no run has written {output} yet"
+    return f"stopped between runs; {where}"
 
 
 def history_dir(output: Path) -> Path:

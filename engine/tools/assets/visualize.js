@@ -144,6 +144,15 @@
     edges.forEach(placeEdge);
   }
 
+  function countText(t) {
+    var parts = [];
+    if (t.entities) {
+      var of = t.total > t.entities ? " of " + t.total.toLocaleString("en-US") : "";
+      parts.push(t.entities.toLocaleString("en-US") + of + (t.entities === 1 && !of ? " entity" : " entities"));
+    }
+    if (t.placeholders) { parts.push(t.placeholders + " placeholder" + (t.placeholders === 1 ? "" : "s")); }
+    return (t.type || "(no _type)") + " (" + parts.join(", ") + ")";
+  }
   function legend() {
     var list = document.getElementById("legend");
     data.types.forEach(function (t) {
@@ -153,12 +162,75 @@
       var swatch = html("span", undefined, item);
       swatch.className = "swatch";
       swatch.style.backgroundColor = t.color;
-      var parts = [];
-      if (t.entities) { parts.push(t.entities + (t.entities === 1 ? " entity" : " entities")); }
-      if (t.placeholders) { parts.push(t.placeholders + " placeholder" + (t.placeholders === 1 ? "" : "s")); }
-      html("span", (t.type || "(no _type)") + " (" + parts.join(", ") + ")", item);
+      html("span", countText(t), item);
+      var box = html("input", undefined, item);
+      box.type = "checkbox";
+      box.title = "show " + (t.type || "(no _type)");
+      box.checked = !hiddenTypes[t.type];
+      item.classList.toggle("off", !box.checked);
+      box.addEventListener("change", function () {
+        hiddenTypes[t.type] = !box.checked;
+        item.classList.toggle("off", !box.checked);
+        applyFilters();
+        saveState();
+      });
+      item.addEventListener("click", function (event) {  // the whole entry toggles its box
+        if (event.target !== box) { box.click(); }
+      });
     });
   }
+
+  // -- search and type toggles (state kept in the address: #search=TEXT&hide=TYPE,TYPE) ---
+  var hiddenTypes = {}, search = document.getElementById("search"), query = "";
+  function nodeMatches(node, q) {
+    return [node.key, node.label, node.type].some(function (s) { return String(s).toLowerCase().indexOf(q) >= 0; });
+  }
+  function applyFilters() {
+    query = search.value.trim().toLowerCase();
+    var count = 0;
+    nodes.forEach(function (n) {
+      n.hidden = n.kind !== "missing" && hiddenTypes[n.type] === true;
+      n.match = !n.hidden && query !== "" && nodeMatches(n, query);
+      if (n.match) { count++; }
+      n.g.classList.toggle("hidden", n.hidden);
+      n.g.classList.toggle("match", n.match);
+      n.g.classList.toggle("unmatched", query !== "" && !n.match);
+    });
+    edges.forEach(function (e) {
+      var a = byId[e.from], b = byId[e.to];
+      e.g.classList.toggle("hidden", a.hidden || b.hidden);
+      e.g.classList.toggle("unmatched", query !== "" && !a.match && !b.match);
+    });
+    document.getElementById("matches").textContent = query === "" ? "Enter: zoom to the matches." :
+      count + " of " + nodes.length + " nodes match" + (count ? "; Enter: zoom to them." : ".");
+    document.body.setAttribute("data-matches", String(count));
+  }
+  function saveState() {
+    var parts = [];
+    if (search.value) { parts.push("search=" + encodeURIComponent(search.value)); }
+    var hidden = Object.keys(hiddenTypes).filter(function (t) { return hiddenTypes[t]; });
+    if (hidden.length) { parts.push("hide=" + hidden.map(encodeURIComponent).join(",")); }
+    try { history.replaceState(null, "", parts.length ? "#" + parts.join("&") : location.pathname); } catch (err) { /* a file: page may refuse */ }
+  }
+  function loadState() {
+    location.hash.replace(/^#/, "").split("&").forEach(function (part) {
+      var eq = part.indexOf("="), name = part.slice(0, eq), value;
+      if (eq < 0) { return; }
+      try { value = decodeURIComponent(part.slice(eq + 1)); } catch (err) { return; }
+      if (name === "search") { search.value = value; }
+      if (name === "hide") {
+        part.slice(eq + 1).split(",").forEach(function (t) {
+          try { hiddenTypes[decodeURIComponent(t)] = true; } catch (err) { /* ignored */ }
+        });
+      }
+    });
+  }
+  search.addEventListener("input", function () { applyFilters(); saveState(); });
+  search.addEventListener("keydown", function (event) {
+    if (event.key !== "Enter") { return; }
+    var found = nodes.filter(function (n) { return n.match; });
+    if (found.length) { fit(found); }
+  });
 
   // -- selection and details ---------------------------------------------------------------
   var selected = null;
@@ -177,11 +249,17 @@
       html("td", name, row);
       html("td", item.props[name], row);
     });
-    nodes.forEach(function (n) { n.g.classList.toggle("dim", isNode && n !== item && !linked(n, item)); });
+    var near = isNode ? neighbours(item) : {};
+    nodes.forEach(function (n) { n.g.classList.toggle("dim", isNode && n !== item && !near[n.id]); });
     edges.forEach(function (e) { e.g.classList.toggle("dim", isNode ? (e.from !== item.id && e.to !== item.id) : e !== item); });
   }
-  function linked(a, b) {
-    return edges.some(function (e) { return (e.from === a.id && e.to === b.id) || (e.to === a.id && e.from === b.id); });
+  function neighbours(node) {
+    var near = {};
+    edges.forEach(function (e) {
+      if (e.from === node.id) { near[e.to] = true; }
+      if (e.to === node.id) { near[e.from] = true; }
+    });
+    return near;
   }
   function clearSelection() {
     if (selected) { selected.g.classList.remove("selected"); selected = null; }
@@ -192,9 +270,9 @@
   // -- pan, zoom, drag ---------------------------------------------------------------------
   var view = {x: 0, y: 0, w: 1, h: 1};
   function applyView() { svg.setAttribute("viewBox", view.x + " " + view.y + " " + view.w + " " + view.h); }
-  function fit() {
+  function fit(shown) {
     var minX = Infinity, minY = Infinity, maxX = -Infinity, maxY = -Infinity;
-    nodes.forEach(function (n) {
+    (shown || nodes).forEach(function (n) {
       minX = Math.min(minX, n.x - 130); maxX = Math.max(maxX, n.x + 130);
       minY = Math.min(minY, n.y - 40); maxY = Math.max(maxY, n.y + 60);
     });
@@ -249,7 +327,9 @@
 
   layout();
   draw();
+  loadState();
   legend();
+  applyFilters();
   fit();
   document.body.setAttribute("data-rendered", nodes.length + " nodes, " + edges.length + " edges");
 })();
