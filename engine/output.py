@@ -142,24 +142,98 @@ def lock_path(directory: Path) -> Path:
 def output_lock(directory: Path, *, shared: bool, wait: float = 0.0) -> Iterator[None]:
     """Hold the lock of ``directory``: exclusive while a run replaces it, shared while a reader
     (``etl sync``) needs one consistent run. Waits up to ``wait`` seconds for the other holder,
-    then raises :class:`OutputError` naming what holds it."""
+    then raises :class:`OutputError` naming what holds it (its process id, when the holder
+    wrote it into the lock file). The lock file cannot be made: ``OSError``.
+
+    The lock file is removed by the last holder to leave, so a run leaves nothing beside the
+    directory; a process that locked a file removed meanwhile locks the new one instead."""
     path = lock_path(directory)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        deadline = time.monotonic() + wait
-        mode = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB
-        while True:
-            try:
-                fcntl.flock(handle, mode)
+    deadline = time.monotonic() + wait
+    mode = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB
+    while True:
+        handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            while True:
+                try:
+                    fcntl.flock(handle, mode)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise OutputError(_locked_message(directory, path, shared)) from None
+                    time.sleep(0.05)
+            if _same_file(handle, path):
                 break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    what = "a run is replacing it" if shared else "another etl command is using it"
-                    raise OutputError(
-                        f"{directory} is locked ({what}; lock file {path}); try again when it has finished"
-                    ) from None
-                time.sleep(0.05)
+        except BaseException:
+            os.close(handle)
+            raise
+        os.close(handle)  # its last holder removed it as we locked it: lock the one there now
+    try:
+        _note_holder(handle)
         yield
     finally:
+        _release(handle, path, shared)
+
+
+def _same_file(handle: int, path: Path) -> bool:
+    try:
+        on_disk = os.stat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(handle)
+    return (on_disk.st_dev, on_disk.st_ino) == (mine.st_dev, mine.st_ino)
+
+
+def _note_holder(handle: int) -> None:
+    """Write this process's id into the lock file, for the message of whoever finds it locked."""
+    try:
+        os.ftruncate(handle, 0)
+        os.pwrite(handle, f"{os.getpid()}\n".encode(), 0)
+    except OSError:
+        pass  # a hint only
+
+
+def _release(handle: int, path: Path, shared: bool) -> None:
+    """Unlock; the last holder removes the lock file (a shared holder is the last if it can
+    take the lock exclusively on its way out)."""
+    try:
+        if shared:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return  # another reader still holds it
+        if _same_file(handle, path):
+            path.unlink(missing_ok=True)
+    except OSError:
+        pass  # the file stays: harmless
+    finally:
         os.close(handle)  # closing releases the lock
+
+
+def _locked_message(directory: Path, path: Path, shared: bool) -> str:
+    what = "a run is replacing it" if shared else "another etl command is using it"
+    holder = lock_holder(path)
+    by = f": process {holder}" if holder is not None else ""
+    return f"{directory} is locked ({what}{by}; lock file {path}); try again when it has finished"
+
+
+def lock_holder(path: Path) -> int | None:
+    """The process id written in a lock file, if that process is alive."""
+    try:
+        pid = int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if pid_alive(pid) else None
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists (it may belong to another user)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 
 from ..errors import ValueProblem
 from ..lang.values import Scope, Value
 from .check import KeyIndex
-from .plan import Endpoint, MappedRelationshipSpec, RelationshipSpec, Step
 from .properties import compile_properties
+
+if TYPE_CHECKING:  # annotations only: plan.py's modules may import this one
+    from .plan import Endpoint, MappedRelationshipSpec, RelationshipSpec, Step
 
 
 class Built:
@@ -108,7 +110,17 @@ class GraphBuilder:
             )
             for i, spec in enumerate(step.entities)
         ]
-        self.relationship_rules = [(spec, f"relationships[{i}]") for i, spec in enumerate(step.relationships)]
+        # Each rule with its verb and message paths, made once (not per record).
+        self.relationship_rules = [
+            (
+                spec,
+                f"relationships[{i}]",
+                spec.relationship_class.lower(),
+                f"relationships[{i}].from",
+                f"relationships[{i}].to",
+            )
+            for i, spec in enumerate(step.relationships)
+        ]
         self.mapped_rules = [
             MappedRule(spec, f"mapped_relationships[{i}]") for i, spec in enumerate(step.mapped_relationships)
         ]
@@ -138,8 +150,8 @@ class GraphBuilder:
                     built.skipped_types.add(spec.type)
                 else:
                     built.entities.append(entity)
-        for relationship_spec, where in self.relationship_rules:
-            built.relationships.extend(self.relationships(relationship_spec, scope, keys_by_type, notes, where))
+        for relationship_rule in self.relationship_rules:
+            built.relationships.extend(self.relationships(relationship_rule, scope, keys_by_type, notes))
         for mapped_rule in self.mapped_rules:
             built.relationships.extend(self.mapped(mapped_rule, scope, keys_by_type, notes))
         return built
@@ -185,17 +197,24 @@ class GraphBuilder:
     # -- direct relationships --------------------------------------------------------------
 
     def relationships(
-        self, spec: RelationshipSpec, scope: Scope, keys_by_type: dict[str, str], notes: Notes, where: str
+        self,
+        rule: tuple[RelationshipSpec, str, str, str, str],
+        scope: Scope,
+        keys_by_type: dict[str, str],
+        notes: Notes,
     ) -> Iterable[dict]:
+        spec, where, verb, where_from, where_to = rule
         relationship_class = spec.relationship_class
-        verb = relationship_class.lower()
         for item_scope in self.item_scopes(spec.for_each, scope, notes, where):
-            sources = self.endpoint_keys(spec.source, item_scope, keys_by_type, notes, f"{where}.from")
-            targets = self.endpoint_keys(spec.target, item_scope, keys_by_type, notes, f"{where}.to")
+            sources = self.endpoint_keys(spec.source, item_scope, keys_by_type, notes, where_from)
+            targets = self.endpoint_keys(spec.target, item_scope, keys_by_type, notes, where_to)
             for source_key in sources:
                 for target_key in targets:
+                    key = f"{source_key}|{verb}|{target_key}"
+                    if key.count("|") != 2 or "\\" in key:  # a part holds a separator: escape it
+                        key = relationship_key(source_key, verb, target_key)
                     relationship = {
-                        "_key": f"{source_key}|{verb}|{target_key}",
+                        "_key": key,
                         "_type": spec.type,
                         "_class": relationship_class,
                         "_fromEntityKey": source_key,
@@ -255,11 +274,16 @@ class GraphBuilder:
         if source_key is None:
             return
         functions = scope.options.custom_functions
+        fill_target, needed, target_base = rule.fill_target, rule.needed, rule.target_base
         for item in self.items(spec.for_each, scope, notes, where):
             item_scope = self.item_scope(spec.for_each, scope, item) if rule.needs_scope else None
-            target = dict(rule.target_base)
-            rule.fill_target(item, item_scope, functions, notes, target)
-            missing = next((k for k in rule.needed if k not in target), None)
+            target = dict(target_base)
+            fill_target(item, item_scope, functions, notes, target)
+            missing = None
+            for name in needed:
+                if name not in target:
+                    missing = name
+                    break
             if missing is not None:
                 notes.add(where, f"target has no value for filter key '{missing}'; relationship skipped")
                 continue
@@ -272,8 +296,11 @@ class GraphBuilder:
             if spec.skip_target_creation is not None:
                 mapping["skipTargetCreation"] = spec.skip_target_creation
             target_key = target.get("_key") or rule.target_key(target)
+            key = f"{source_key}|{rule.verb}|{target_key}"
+            if key.count("|") != 2 or "\\" in key:  # a part holds a separator: escape it
+                key = relationship_key(source_key, rule.verb, str(target_key))
             relationship = {
-                "_key": f"{source_key}|{rule.verb}|{target_key}",
+                "_key": key,
                 "_type": spec.type,
                 "_class": spec.relationship_class,
                 "_mapping": mapping,
@@ -336,6 +363,29 @@ class MappedRule:
         for name in self.key_names:
             parts.append(name + "=" + _key_text(target[name]))
         return ":".join(parts)
+
+
+def relationship_key(from_key: str, verb: str, to_key: str) -> str:
+    """A relationship's ``_key``: JupiterOne's ``FROM|verb|TO``, made unambiguous.
+
+    Joined as they are, keys holding the separator collide: ``a|has|b`` to ``c`` and ``a``
+    to ``b|has|c`` would both be ``a|has|b|has|c``. So in each of the three parts a
+    backslash becomes ``\\\\`` and a ``|`` becomes ``\\|``; read left to right, an
+    unescaped ``|`` always separates, so different (from, verb, to) never give the same key
+    (the encoding is injective). A part with neither character is left as it is, so the
+    keys of ordinary ids are JupiterOne's own, byte for byte.
+    """
+    if "|" in from_key or "\\" in from_key:
+        from_key = _escape_key_part(from_key)
+    if "|" in verb or "\\" in verb:
+        verb = _escape_key_part(verb)
+    if "|" in to_key or "\\" in to_key:
+        to_key = _escape_key_part(to_key)
+    return f"{from_key}|{verb}|{to_key}"
+
+
+def _escape_key_part(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("|", "\\|")
 
 
 def _key_text(value: Any) -> str:
