@@ -151,6 +151,22 @@ class RequestBuildError(FetchError):
         super().__init__(message)
 
 
+class SigningError(FetchError):
+    """A template of a source's ``sign`` failed for a request (``pipeline/signing.py``); the
+    message names it (``sources.api.sign.headers.X-Signature``). It fails the step, as a
+    failed request does."""
+
+
+class RateLimitExhausted(FetchError):
+    """The API announced (rate limit headers) that nothing is left of its quota until a reset
+    further away than the source's ``rate_limit_headers.max_wait``: the request is not sent."""
+
+
+class ExportJobError(FetchError):
+    """An export job (a step's ``export``) failed, or did not finish within its timeout; the
+    message names the job and its last status. It fails the step, as a failed request does."""
+
+
 class EvaluationError(EtlError):
     """A template or expression evaluated once per run on the config failed (an instance tag, a
     source's base URL, headers or credentials, a step's ``when``); the message names where it is."""
@@ -218,6 +234,12 @@ class LimitExceeded(ValueProblem):
 
 class RecordsError(ValueError):
     """A page body the step's records selector cannot make records of."""
+
+
+class BodyFormatError(ValueError):
+    """A body that cannot be read in its format as a whole (not gzip, not a zip, XML that is not
+    well-formed outside any record, XML declaring entities, larger than the limit once
+    decompressed); the caller names the URL. A single bad row or record is a warning instead."""
 
 
 # -- a response the engine will not wait for, or read (``http/transfer.py``) ----------------

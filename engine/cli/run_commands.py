@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import tempfile
@@ -86,6 +87,14 @@ def schema(output: Path | None) -> None:
     click.echo(f"{output}: {write_schema(output)}")
 
 
+DEFAULT_OUTPUT = Path(".j1-integration")
+full_refresh_option = click.option(
+    "--full-refresh",
+    is_flag=True,
+    help="Ignore the saved incremental state (beside --output, or in --store): incremental steps fetch "
+    "everything, as on a first run, and save their state anew.",
+)
+
 RUN_EXIT_CODES_HELP = EXIT_CODES_HELP.replace(
     "the previous output was left untouched\n",
     "the previous output was left untouched;\n"
@@ -142,6 +151,7 @@ RUN_EXIT_CODES_HELP = EXIT_CODES_HELP.replace(
     "With --store: the integration instance the run is loaded as (default: the mapping's instanceId "
     "config where it has one, else its integration id)."
 )
+@full_refresh_option
 @run_options
 def run(
     mapping: Path,
@@ -226,8 +236,15 @@ def _run_once(
         stamp = f"{utc_timestamp(time.time())} " if scheduled else ""
         click.echo(f"{stamp}etl: error: {log_redaction.redactor(message)}", err=True)
 
+    state = store_state = None
+    if store is not None:  # the state of a run loaded into the store is the store's
+        from ..pipeline.run import file_state
+        from ..store.state import StoreState
+
+        store_state = StoreState(store, instance)
+        state = dataclasses.replace(file_state(output, request.full_refresh), source=store_state)
     try:
-        plan, result, redactor = run_mapping(request, output=output, pretty=pretty, observer=observer)
+        plan, result, redactor = run_mapping(request, output=output, pretty=pretty, observer=observer, state=state)
     except EtlError as exc:
         if not scheduled or isinstance(exc, (MappingError, ConfigError, RunInterrupted, UsageError)):
             raise  # these do not get better by waiting
@@ -266,16 +283,33 @@ def _run_once(
             return exc.exit_code
         if not request.quiet:
             click.echo(redactor(loaded.format()))
+        if result.state is not None and store_state is not None:
+            try:  # only once the run is in the store does the store's mark move
+                store_state.write(plan.integration_id, name, result.state)
+            except EtlError as exc:
+                if not scheduled:
+                    raise
+                report(f"saving the incremental state in the store: {exc}")
+                return exc.exit_code
     return result.exit_code
 
 
 def _observe(
-    request: RunRequest, observer: Observer, prefix: str, record_limit: int | None = None
+    request: RunRequest, observer: Observer, prefix: str, record_limit: int | None = None, state: Any = None
 ) -> tuple[Plan, Any, Any]:
-    """Run for a tool that watches the run and writes nothing (the output goes to a scratch directory)."""
+    """Run for a tool that watches the run and writes nothing (the output goes to a scratch directory;
+    no incremental state is read, unless ``state`` says where, nor written)."""
+    from ..pipeline.state import StateOptions
+
     setup_logging(request.verbose, request.quiet)
     with tempfile.TemporaryDirectory(prefix=prefix) as scratch:
-        return run_mapping(request, output=Path(scratch) / "graph", observer=observer, record_limit=record_limit)
+        return run_mapping(
+            request,
+            output=Path(scratch) / "graph",
+            observer=observer,
+            record_limit=record_limit,
+            state=state or StateOptions(),
+        )
 
 
 @click.command(epilog=EXIT_CODES_HELP)
@@ -287,6 +321,7 @@ def _observe(
     show_default=True,
     help="Records to fetch and show per step (at most).",
 )
+@full_refresh_option
 @run_options
 def preview(mapping: Path, limit: int, **shared: Any) -> None:
     """Show what a step does: its requests, a sample of the raw records, and the entities
@@ -297,10 +332,14 @@ def preview(mapping: Path, limit: int, **shared: Any) -> None:
     Nothing is written. Give --step (or it previews every step); point it at the API,
     at --base-url, at a --cassette or use --offline.
     """
+    from ..pipeline.run import file_state
     from ..tools.authoring import Preview
 
     observer = Preview(limit)
-    plan, result, redactor = _observe(RunRequest(mapping, **shared), observer, "etl-preview-", record_limit=limit)
+    request = RunRequest(mapping, **shared)
+    # The requests the next `etl run` (to the default --output) would make: its saved incremental state.
+    state = file_state(DEFAULT_OUTPUT, request.full_refresh, write=False)
+    plan, result, redactor = _observe(request, observer, "etl-preview-", record_limit=limit, state=state)
     click.echo(redactor(observer.report(plan, result)))
     sys.exit(result.exit_code)
 

@@ -31,7 +31,7 @@ import io
 import socket
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import urljoin
 
 import requests
@@ -63,17 +63,19 @@ def exchange(
     max_bytes: int,
     redirect: Redirect,
     sent: Callable[[], None] = lambda: None,
+    sink: BinaryIO | None = None,
 ) -> requests.Response:
     """Send ``request`` and read its response, following redirects through ``redirect``;
     ``timeout`` seconds in all and ``max_bytes`` of decoded body per response. ``sent``
     hears about every request sent (redirects included). The response's body is read
-    (``.content``). Raises ``requests`` exceptions (a :class:`DeadlineExceeded` among the
-    timeouts), :class:`ResponseTooLarge`, :class:`TooManyRedirects`, or what ``redirect``
-    raises."""
+    (``.content``) - or, with ``sink`` and a 2xx status, written to ``sink`` as it arrives
+    (``.content`` is then empty: a download is never held in memory). Raises ``requests``
+    exceptions (a :class:`DeadlineExceeded` among the timeouts), :class:`ResponseTooLarge`,
+    :class:`TooManyRedirects`, or what ``redirect`` raises."""
     deadline = clock.deadline() + timeout
     for _ in range(MAX_REDIRECTS + 1):
         sent()
-        response = send(session, request, deadline=deadline, timeout=timeout, max_bytes=max_bytes)
+        response = send(session, request, deadline=deadline, timeout=timeout, max_bytes=max_bytes, sink=sink)
         target = redirect_target(session, response)
         if target is None:
             return response
@@ -83,9 +85,16 @@ def exchange(
 
 
 def send(
-    session: requests.Session, request: requests.PreparedRequest, *, deadline: float, timeout: float, max_bytes: int
+    session: requests.Session,
+    request: requests.PreparedRequest,
+    *,
+    deadline: float,
+    timeout: float,
+    max_bytes: int,
+    sink: BinaryIO | None = None,
 ) -> requests.Response:
-    """One request, no redirect followed, its body read before ``deadline``."""
+    """One request, no redirect followed, its body read before ``deadline`` (a 2xx body into
+    ``sink`` when one is given)."""
     remaining = deadline - clock.deadline()
     if remaining <= 0:
         raise DeadlineExceeded(timeout)
@@ -102,16 +111,20 @@ def send(
     finally:
         _local.deadline = None
     try:
-        read_body(response, deadline=deadline, timeout=timeout, max_bytes=max_bytes)
+        into = sink if sink is not None and 200 <= response.status_code < 300 else None
+        read_body(response, deadline=deadline, timeout=timeout, max_bytes=max_bytes, sink=into)
     except BaseException:
         response.close()
         raise
     return response
 
 
-def read_body(response: requests.Response, *, deadline: float, timeout: float, max_bytes: int) -> bytes:
+def read_body(
+    response: requests.Response, *, deadline: float, timeout: float, max_bytes: int, sink: BinaryIO | None = None
+) -> bytes:
     """Read a streamed response's body (decoded) before ``deadline``, at most ``max_bytes``
-    of it; it is then the response's ``.content``."""
+    of it; it is then the response's ``.content`` - or, with ``sink``, written there chunk by
+    chunk (``.content`` is then empty)."""
     declared = response.headers.get("Content-Length", "")
     if declared.isdigit() and int(declared) > max_bytes and not response.headers.get("Content-Encoding"):
         raise ResponseTooLarge(max_bytes, int(declared))
@@ -133,7 +146,10 @@ def read_body(response: requests.Response, *, deadline: float, timeout: float, m
             size += len(chunk)
             if size > max_bytes:
                 raise ResponseTooLarge(max_bytes)
-            chunks.append(chunk)
+            if sink is not None:
+                sink.write(chunk)
+            else:
+                chunks.append(chunk)
     except urllib3.exceptions.ReadTimeoutError:
         if clock.deadline() >= deadline:
             raise DeadlineExceeded(timeout) from None

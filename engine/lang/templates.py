@@ -33,7 +33,16 @@ from jinja2.visitor import NodeTransformer
 from markupsafe import Markup
 
 from ..errors import ExpressionError, LimitExceeded, ValueProblem, did_you_mean
-from .functions import split_text, to_epoch_ms
+from .functions import (
+    base64_to_text,
+    digest,
+    encode_base64,
+    format_time,
+    hmac_digest,
+    percent_encode,
+    split_text,
+    to_epoch_ms,
+)
 from .limits import (
     FILTERED_ITEM_STEPS,
     MAX_BLOCKS,
@@ -244,6 +253,8 @@ _CONTAINERS = frozenset({list, tuple, dict})
 def _finalize(value: Any) -> Any:
     if value is None:
         raise ValueProblem("a template expression is null (use `| default('', true)` to allow that)")
+    if value.__class__ is bytes:
+        raise ValueProblem("a template expression gives bytes: encode them (`| base64_encode`, or a digest's 'hex')")
     if value.__class__ in _CONTAINERS:  # about to become text: refuse one whose text would be huge
         check_value_size(value, "a list or object in the text is", MAX_STRING_LENGTH)
     return value
@@ -251,6 +262,45 @@ def _finalize(value: Any) -> Any:
 
 def _epoch_ms_filter(value: Any) -> int | None:
     return to_epoch_ms(value)
+
+
+def _signing_filters() -> dict[str, Callable[..., Any]]:
+    """Digests, HMAC, base64, percent-encoding and time formats (``functions.py``), as filters:
+    ``{{ text | hmac_sha256(config.secret) }}``, ``{{ request.body | sha256 }}``,
+    ``{{ request.time | format_time('http_date') }}``."""
+
+    def digest_filter(algorithm: str) -> Callable[..., Any]:
+        def digest_of(value: Any, encoding: str = "hex") -> Any:
+            return digest(value, algorithm, encoding)
+
+        return digest_of
+
+    def hmac_filter(algorithm: str) -> Callable[..., Any]:
+        def hmac_of(value: Any, key: Any, encoding: str = "hex", key_encoding: str = "text") -> Any:
+            return hmac_digest(value, key, algorithm, encoding, key_encoding)
+
+        return hmac_of
+
+    def base64_encode(value: Any, urlsafe: bool = False, pad: bool = True) -> str | None:
+        return encode_base64(value, urlsafe, pad)
+
+    def base64_decode(value: Any, output: str = "text") -> Any:
+        return base64_to_text(value, output)
+
+    def percent_encode_filter(value: Any, safe: str = "") -> str | None:
+        return percent_encode(value, safe)
+
+    def format_time_filter(value: Any, fmt: str = "iso8601") -> Any:
+        return format_time(value, fmt)
+
+    return {
+        **{name: digest_filter(name) for name in ("md5", "sha1", "sha256", "sha512")},
+        **{f"hmac_{name}": hmac_filter(name) for name in ("sha1", "sha256", "sha512")},
+        "base64_encode": base64_encode,
+        "base64_decode": base64_decode,
+        "percent_encode": percent_encode_filter,
+        "format_time": format_time_filter,
+    }
 
 
 def _bounded_range(*args: int) -> range:
@@ -493,6 +543,7 @@ def make_environment() -> MappingSandbox:
     )
     env.filters.update(_make_filters(env))
     env.filters.update(epoch_ms=_epoch_ms_filter, split=split_text)
+    env.filters.update(_signing_filters())
     env.filters.update({_LOOP: _loop_filter, _OUTPUT: _output_filter, _CONCAT: _concat_filter})
     # Templates get data helpers only: no lipsum, cycler, joiner or namespace objects.
     env.globals = {"range": _bounded_range, "dict": dict}
@@ -603,9 +654,16 @@ _WHERE_AVAILABLE = {
     "parent": "only steps with for_each (fan-out) have a parent entity",
     "item": "only rules with for_each have an item",
     "paging": "only requests of paginated steps see paging",
+    "request": "only a source's sign templates see the request being signed",
 }
 # Request templates also see ``paging`` (offset, limit, page, size, cursor of the next page).
 REQUEST_VARIABLES = frozenset({"config", "parent", "now", "paging"})
+# A source's ``sign`` templates see the request being signed (``pipeline/signing.py``).
+SIGN_VARIABLES = frozenset({"config", "request"})
+SIGNED_REQUEST_FIELDS = frozenset(
+    {"method", "url", "scheme", "host", "path", "query", "target", "params", "headers", "body", "content_type"}
+    | {"time", "nonce", "uuid"}
+)
 
 # Tags that define or load other templates: none of that exists for a mapping's templates
 # (and a macro calling itself is an endless loop no budget can see coming).
@@ -647,15 +705,17 @@ def compile_template(text: str, *, variables: frozenset[str], config_fields: fro
             raise ExpressionError(
                 f"unknown variable '{name}'{known_names(name, variables)}", _variable_offset(tokens, name)
             )
+    known_fields = {"config": ("config field", config_fields), "request": ("request field", SIGNED_REQUEST_FIELDS)}
     for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
         assert isinstance(node, (nodes.Getattr, nodes.Getitem))  # find_all's type is their base
         target = node.node
-        if isinstance(target, nodes.Name) and target.name == "config":
+        if isinstance(target, nodes.Name) and target.name in known_fields and target.name in variables:
+            what, fields = known_fields[target.name]
             field = node.attr if isinstance(node, nodes.Getattr) else getattr(node.arg, "value", None)
-            if isinstance(field, str) and field not in config_fields:
+            if isinstance(field, str) and field not in fields:
                 raise ExpressionError(
-                    f"unknown config field '{field}'{known_names(field, config_fields)}",
-                    _config_field_offset(tokens, field),
+                    f"unknown {what} '{field}'{known_names(field, fields)}",
+                    _field_offset(tokens, target.name, field),
                 )
     return LazyTemplate(text)
 
@@ -813,11 +873,12 @@ def _variable_offset(tokens, name: str) -> int:
     return 0
 
 
-def _config_field_offset(tokens, field: str) -> int:
+def _field_offset(tokens, variable: str, field: str) -> int:
+    """Where ``variable.field`` (or ``variable['field']``) names the field."""
     significant = [(o, k, v) for o, k, v in tokens if k != "whitespace"]
     for index in range(2, len(significant)):
         offset, kind, value = significant[index]
-        after_config = significant[index - 2][2] == "config" and significant[index - 1][2] in (".", "[")
+        after_config = significant[index - 2][2] == variable and significant[index - 1][2] in (".", "[")
         if after_config and value.strip("'\"") == field and kind in ("name", "string"):
             return offset + (1 if kind == "string" else 0)
     return 0

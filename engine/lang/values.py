@@ -22,7 +22,7 @@ import jmespath
 import jmespath.exceptions
 import jmespath.lexer
 
-from ..errors import ExpressionError
+from ..errors import ExpressionError, ValueProblem
 from .functions import BUILTIN_FUNCTION_NAMES, FUNCTION_NAMES, EngineFunctions
 from .jmespath_compiler import compile_ast
 from .limits import (
@@ -306,6 +306,8 @@ def template_value(text: str, *, variables: frozenset[str], config_fields: froze
             check_value_size(result, "template result", MAX_VALUE_SIZE)
         elif isinstance(result, jinja2.Undefined):
             result._fail_with_undefined_error()
+        elif cls is bytes:  # a digest's or base64_decode's raw bytes: no value of a mapping holds those
+            raise ValueProblem("the template gives bytes: encode them (`| base64_encode`, or a digest's 'hex')")
         return result
 
     return Value("template", text, evaluate)

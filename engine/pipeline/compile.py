@@ -16,12 +16,14 @@ from ..http.origins import origin_of, url_problem
 from ..http.retry import DEFAULT_RETRY_STATUSES, RetryPolicy
 from ..http.transfer import DEFAULT_MAX_RESPONSE_BYTES
 from ..lang.functions import to_epoch_ms
-from ..lang.templates import REQUEST_VARIABLES
+from ..lang.templates import REQUEST_VARIABLES, SIGN_VARIABLES
 from ..lang.values import Value, literal
+from .compile_io import StepIoCompiler
 from .compile_rules import RuleCompiler, ancestors
 from .load import LoadedMapping, PathT, load_mapping
 from .plan import (
     AUTH_FIELDS,
+    HEADER_FIELDS,
     PAGINATION_FIELDS,
     PAGINATION_PARAMS,
     PAGINATION_REQUIRED,
@@ -37,6 +39,8 @@ from .plan import (
     Step,
     fits_type,
 )
+from .ratelimit import HeaderLimits
+from .signing import SignSpec
 
 
 def compile_file(path: str | Path) -> Plan:
@@ -52,7 +56,7 @@ def compile_mapping(loaded: LoadedMapping, base_dir: Path = Path(".")) -> Plan:
     return plan
 
 
-class Compiler(RuleCompiler):
+class Compiler(RuleCompiler, StepIoCompiler):
     """Compiles a whole mapping: config, sources, requests, steps and their order."""
 
     # -- top level -----------------------------------------------------------------------
@@ -144,6 +148,19 @@ class Compiler(RuleCompiler):
                     )
                 else:
                     allowed_origins.append(str(origin))
+            sign = None
+            if spec.get("sign"):  # templates over the request being sent (pipeline/signing.py)
+                sign = SignSpec(
+                    **{
+                        part: self.value_map(
+                            spec["sign"].get(part),
+                            path + ("sign", part),
+                            variables=SIGN_VARIABLES,
+                            allow_jmespath=False,
+                        )
+                        for part in ("params", "headers")
+                    }
+                )
             out.append(
                 Source(
                     name=name,
@@ -164,6 +181,8 @@ class Compiler(RuleCompiler):
                     allowed_origins=tuple(allowed_origins),
                     cross_origin=spec.get("cross_origin", "refuse"),
                     max_response_bytes=int(spec.get("max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES)),
+                    sign=sign,
+                    rate_limit_headers=HeaderLimits.from_mapping(spec.get("rate_limit_headers")),
                 )
             )
         return tuple(out)
@@ -321,7 +340,13 @@ class Compiler(RuleCompiler):
             request_variables = REQUEST_VARIABLES - ({"parent"} if "for_each" not in spec else set())
             if (spec.get("pagination") or {}).get("kind", "none") == "none":
                 request_variables -= {"paging"}
+            if "incremental" in spec:
+                request_variables |= {"state"}
             request = self.request(spec["request"], path + ("request",), source_names, request_variables)
+        state = frozenset({"state"} if "incremental" in spec else ())
+        export = self.export_job(spec.get("export"), path + ("export",), spec, source_names, state)
+        response = self.response_format(spec.get("response"), path + ("response",))
+        incremental = self.incremental(spec.get("incremental"), path + ("incremental",), spec)
         self.current_step = spec
         when = self.expression(spec["when"], path + ("when",)) if "when" in spec else None
         parent_type = spec.get("for_each")
@@ -385,6 +410,9 @@ class Compiler(RuleCompiler):
             entities=entities,
             relationships=relationships,
             mapped_relationships=mapped,
+            response=response,
+            export=export,
+            incremental=incremental,
         )
 
     def pagination(self, spec: dict | None, path: PathT) -> Pagination:
@@ -397,11 +425,15 @@ class Compiler(RuleCompiler):
         size = spec.get(size_key)
 
         def optional(name: str) -> Value | None:
-            return self.expression(spec[name], path + (name,)) if name in spec else None
+            if name not in spec:
+                return None
+            if name in HEADER_FIELDS:  # a JMESPath on the body, or {header: NAME}
+                return self.body_or_header(spec[name], path + (name,), HEADER_FIELDS[name])
+            return self.expression(spec[name], path + (name,))
 
         return Pagination(
             kind=kind,
-            place=spec.get("in", "query"),
+            place=spec.get("in", "body" if kind == "search_after" else "query"),
             start=spec.get("start_page", 1) if kind == "page" else 0,
             size=None
             if size is None
@@ -414,6 +446,7 @@ class Compiler(RuleCompiler):
             has_more=optional("has_more"),
             max_pages=spec.get("max_pages"),
             stop_on_empty=spec.get("stop_on_empty", True),
+            after=self.expression(spec.get("after", "sort"), path + ("after",)) if kind == "search_after" else None,
             **params,
         )
 

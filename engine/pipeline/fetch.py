@@ -1,7 +1,8 @@
 """HTTP for one source of a mapping.
 
 :class:`HttpClient` wraps one session per source (connection reuse), adds the source's
-headers, query parameters and credentials, keeps to the source's request budgets,
+headers, query parameters and credentials, signs each request (``signing.py``), keeps
+to the source's request budgets and the quota its API announces (``ratelimit.py``),
 retries what the retry policy (``engine/http/retry.py``) says is worth retrying, and
 turns every other failure into a :class:`FetchError` that names the URL (with secrets
 redacted). The client is thread-safe, which fan-out relies on. Which requests a step
@@ -22,10 +23,11 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import requests
@@ -43,8 +45,11 @@ from ..secrets import Redactor
 from .auth import OAuth2ClientCredentials, static_auth
 from .plan import Source
 from .ratelimit import RateLimiter
+from .signing import Signer
 
 log = logging.getLogger("etl.http")
+
+SPOOL_IN_MEMORY = 4 * 1024 * 1024  # bytes of a download kept in memory before it goes to a temporary file
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,8 @@ class Page:
     body: Any
     attempts: int = 1
     elapsed_ms: float = 0.0
+    file: BinaryIO | None = None  # a download (``HttpClient.download``): the body, spooled; ``body`` is None
+    notes: tuple[str, ...] = ()  # a decoded download: rows or records that could not be read (skipped)
 
 
 @dataclass(frozen=True)
@@ -124,7 +131,8 @@ class HttpClient:
                 max_bytes=source.max_response_bytes,
                 source=source.name,
             )
-        self.limiter = RateLimiter(source.rate_limits) if source.rate_limits else None
+        self.limiter = RateLimiter.for_source(source)  # budgets, and the quota the API announces
+        self.signer = Signer.for_source(source, auth_scope, redactor)  # the source's sign templates
         self.requests_made = 0
         self._count_lock = threading.Lock()
 
@@ -204,7 +212,14 @@ class HttpClient:
         trusted = self.may_send_credentials(url, f"{what} -> HTTP {status}: the redirect to {url}")
         log.debug("%s -> %d: redirected to %s%s", what, status, self.redactor(url), "" if trusted else " (anonymous)")
         hop = _Call(method, call.headers, call.body if keep_body else None)
-        return self.prepare(hop, url, None, trusted=trusted, token=token)
+        return self.finalize(self.prepare(hop, url, None, trusted=trusted, token=token), trusted=trusted)
+
+    def finalize(self, prepared: requests.PreparedRequest, *, trusted: bool) -> requests.PreparedRequest:
+        """The request as it is sent: signed (``sign``), when it goes to the source's origins.
+        Called before every attempt and for every redirect hop, so a signature is always fresh."""
+        if trusted and self.signer is not None:
+            self.signer.sign(prepared)
+        return prepared
 
     def _count(self) -> None:
         with self._count_lock:
@@ -220,8 +235,10 @@ class HttpClient:
         params: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
         body: Any = None,
+        sink: BinaryIO | None = None,
     ) -> Page:
-        """One logical request, retried as the source's policy says. Returns the decoded JSON."""
+        """One logical request, retried as the source's policy says. Returns the decoded JSON -
+        or, with ``sink``, writes the body there as it arrives (see :meth:`download`)."""
         call = _Call(method, dict(headers or {}), body)
         target = self.url_for(path)
         trusted = self.may_send_credentials(target, f"{method} {target}")
@@ -238,6 +255,10 @@ class HttpClient:
                 prepared.headers["Authorization"] = f"Bearer {token}"
             if self.limiter is not None:
                 self.limiter.acquire()
+            self.finalize(prepared, trusted=trusted)
+            if sink is not None:  # what an earlier attempt wrote is not part of this one
+                sink.seek(0)
+                sink.truncate()
             try:
                 response = exchange(
                     self.session,
@@ -246,6 +267,7 @@ class HttpClient:
                     max_bytes=self.source.max_response_bytes,
                     redirect=lambda *hop, token=token: self.redirect(call, token, what, *hop),
                     sent=self._count,
+                    sink=sink,
                 )
             except RETRYABLE_ERRORS as exc:
                 failure = attempts.transport_failed(exc)
@@ -272,6 +294,8 @@ class HttpClient:
                 raise FetchError(cassette_miss_message(what, self.bundled_cassette), url=url) from None
             status = response.status_code
             log.debug("%s -> %d (attempt %d)", what, status, attempt)
+            if self.limiter is not None:
+                self.limiter.observe(response.headers)  # the quota the API announces, if it is read
             if status == 401 and token is not None and not refreshed and self.oauth is not None:
                 log.info("%s -> 401: the access token was refused; getting a new one", what)
                 self.oauth.refused(token)
@@ -287,11 +311,36 @@ class HttpClient:
                 request_url=prepared.url or "",
                 status=status,
                 headers=response.headers,
-                body=self.decode(method, url, response),
+                body=self.decode(method, url, response) if sink is None else None,
+                file=sink,
                 attempts=attempt,
                 elapsed_ms=(clock.monotonic() - started) * 1000,
             )
         raise AssertionError("unreachable: Attempts never ends by itself")
+
+    def download(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        body: Any = None,
+    ) -> Page:
+        """One logical request whose body is a file to read in some format (``decode.py``):
+        written to a temporary file as it arrives (in memory up to :data:`SPOOL_IN_MEMORY`,
+        on disk beyond), never held whole; retried like any request - a download that breaks
+        off is fetched again from its start. The page's ``file`` is the body, at its start;
+        the caller closes it."""
+        # Not a context manager: the file outlives this call (the caller reads it, then closes it).
+        spool = cast(BinaryIO, tempfile.SpooledTemporaryFile(SPOOL_IN_MEMORY, prefix="etl-download-"))  # noqa: SIM115
+        try:
+            page = self.get_json(method, path, params=params, headers=headers, body=body, sink=spool)
+        except BaseException:
+            spool.close()
+            raise
+        spool.seek(0)
+        return page
 
     def decode(self, method: str, url: str, response: requests.Response) -> Any:
         content_type = response.headers.get("Content-Type", "")

@@ -14,6 +14,7 @@ become partial); a template of a request that cannot be evaluated is a
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -25,16 +26,25 @@ from urllib.parse import urljoin
 import orjson
 import requests
 
-from ..errors import AuthenticationError, FetchError, PaginationLoopError, RecordsError, RequestBuildError
+from ..errors import (
+    AuthenticationError,
+    BodyFormatError,
+    FetchError,
+    PaginationLoopError,
+    RecordsError,
+    RequestBuildError,
+)
 from ..lang.values import Scope, Value, is_truthy
 from .build import describe
+from .decode import DocumentList, Documents, body_of
 from .fanout import Workers
 from .fetch import HttpClient, Page
-from .plan import Pagination, RequestSpec
+from .plan import Pagination, RequestSpec, ResponseFormat
 
 log = logging.getLogger("etl.http")
 
 TotalHook = Callable[[str, float], None]  # ("records" or "pages", the total a page declared)
+BODY: Any = object()  # what a pagination expression reads by default: the page's body
 
 
 def render_pairs(pairs, scope: Scope, where: str = "") -> dict[str, Any]:
@@ -73,6 +83,8 @@ def fetch(
     paging: Mapping[str, Any] | None = None,
     place: str = "query",
     url: str | None = None,
+    response: ResponseFormat | None = None,
+    spooled: bool = False,
 ) -> Page:
     """Make one request of a step.
 
@@ -80,6 +92,10 @@ def fetch(
     says: the query string, headers, the JSON body, or nowhere ('path': the path template
     reads it); GraphQL requests take it as variables. ``url`` (a next-page link) replaces
     the path and query. GraphQL errors are failures even with HTTP 200.
+
+    With ``response`` (a step's ``response`` format) the body is downloaded and decoded whole
+    (``decode.py``) into the page's body: its documents (see :func:`read_page`). ``spooled``
+    downloads it and leaves it undecoded, for the caller to stream from the page's ``file``.
     """
     paging = {k: v for k, v in (paging or {}).items() if v is not None}
     path = url or evaluate(spec.path, scope, "request.path")
@@ -96,10 +112,30 @@ def fetch(
             headers.update({name: str(value) for name, value in paging.items()})
         elif place == "body" and paging:
             body = {**(body if isinstance(body, dict) else {}), **paging}
+    if response is not None or spooled:
+        page = client.download(spec.method, path, params=params, headers=headers, body=body)
+        return page if response is None else read_page(page, response, client.source.max_response_bytes, spec.method)
     page = client.get_json(spec.method, path, params=params, headers=headers, body=body)
     if spec.graphql is not None:
         check_graphql(spec.method, page)
     return page
+
+
+def read_page(page: Page, response: ResponseFormat, max_bytes: int, method: str) -> Page:
+    """A downloaded page, decoded whole: its body is its documents (a list, for formats of
+    many: JSON Lines, CSV, XML with ``element``, zip) or its one document (JSON, XML), and
+    its ``notes`` what could not be read (rows or records skipped)."""
+    notes: list[str] = []
+    assert page.file is not None  # a download
+    try:
+        decoded = Documents(body_of(page, max_bytes), response, notes.append)
+        documents = list(decoded)
+    except BodyFormatError as exc:
+        raise FetchError(f"{method} {page.url}: {exc}", status=page.status, url=page.url) from None
+    finally:
+        page.file.close()
+    body = DocumentList(documents) if decoded.many else (documents[0] if documents else None)
+    return dataclasses.replace(page, body=body, file=None, notes=tuple(notes))
 
 
 def check_graphql(method: str, page: Page) -> None:
@@ -171,7 +207,7 @@ class LoopGuard:
         if not records:
             return
         sample = (len(records), records[0], records[-1])
-        digest = hashlib.sha256(orjson.dumps(sample, option=orjson.OPT_SORT_KEYS, default=str)).digest()
+        digest = hashlib.sha256(_canonical(sample)).digest()
         if digest in self.pages:
             raise PaginationLoopError(
                 f"pagination loop: page {number} ({url}) repeats the records of page "
@@ -191,6 +227,7 @@ def paginate(
     prefetch: bool = False,
     warn: Callable[[str], None] = lambda message: None,
     total_known: TotalHook | None = None,
+    response: ResponseFormat | None = None,
 ) -> Iterator[tuple[Page, list]]:
     """Yield ``(page, records)`` for every page of a step's request (or of one fan-out child).
 
@@ -207,8 +244,11 @@ def paginate(
     or ``("pages", page count)`` (page ``total_pages``) when the API first declares its total,
     before that page is yielded, and again only when it changes: at most once per page, on
     the caller's thread.
+
+    With ``response`` (a step's format other than JSON) each page is downloaded and decoded
+    whole (:func:`read_page`); ``select`` gets its body.
     """
-    walker = _Walker(client, spec, pagination, scope, truncated, warn, total_known)
+    walker = _Walker(client, spec, pagination, scope, truncated, warn, total_known, response)
     guard = LoopGuard()
     page = walker.request()
     walker.first(page, guard)
@@ -291,8 +331,10 @@ class _Walker:
         truncated: Callable[[str], None],
         warn: Callable[[str], None],
         total_known: TotalHook | None = None,
+        response: ResponseFormat | None = None,
     ):
         self.client, self.spec, self.pagination = client, spec, pagination
+        self.response = response
         self.truncated, self.warn, self.total_known = truncated, warn, total_known
         self.kind = pagination.kind
         self.size = None
@@ -309,6 +351,7 @@ class _Walker:
             "page": pagination.start if self.kind == "page" else None,
             "size": self.size if self.kind != "offset" else None,
             "cursor": None,
+            "after": None,
         }
         self.scope = scope
         self.url: str | None = None  # the next page's URL (next_url, link_header)
@@ -329,10 +372,12 @@ class _Walker:
         elif self.kind in ("next_url", "link_header"):
             guard.visit("URL", page.request_url, page.url, page.url)
 
-    def read(self, expression: Value, page: Page, name: str) -> Any:
-        """A pagination expression (``name``: its field) evaluated on a page's body."""
+    def read(self, expression: Value, page: Page, name: str, root: Any = BODY) -> Any:
+        """A pagination expression (``name``: its field) evaluated on a page's body (or on
+        ``root``); ``{header: NAME}`` values read the page's headers."""
         try:
-            return expression.evaluate(Scope(page.body, {}, self.scope.options))
+            scope = Scope(page.body if root is BODY else root, {"headers": page.headers}, self.scope.options)
+            return expression.evaluate(scope)
         except Exception as exc:  # a function given the wrong type by an odd body
             raise FetchError(
                 f"{self.spec.method} {page.url}: pagination.{name} ({expression.source}) failed on this page: "
@@ -404,18 +449,27 @@ class _Walker:
     def request(self) -> Page:
         p = self.pagination
         if self.kind == "none":
-            return fetch(self.client, self.spec, self.scope)
+            return fetch(self.client, self.spec, self.scope, response=self.response)
         names = {
             "offset": p.offset_param,
             "limit": p.limit_param,
             "page": p.page_param,
             "size": p.size_param,
             "cursor": p.cursor_param,
+            "after": p.after_param,
         }
         paging = {name: v for k, v in self.values.items() if (name := names.get(k))}
         scope = Scope(self.scope.root, {**self.scope.variables, "paging": dict(self.values)}, self.scope.options)
         place = "variables" if self.spec.graphql is not None else p.place
-        return fetch(self.client, self.spec, scope, paging=paging if not self.url else {}, place=place, url=self.url)
+        return fetch(
+            self.client,
+            self.spec,
+            scope,
+            paging=paging if not self.url else {},
+            place=place,
+            url=self.url,
+            response=self.response,
+        )
 
     def advance(self, page: Page, records: list, guard: LoopGuard) -> bool:
         """Work out the next request; False when this was the last page."""
@@ -438,6 +492,8 @@ class _Walker:
             values["page"] += 1
             guard.visit("page", values["page"], str(values["page"]), page.url)
             return True
+        if self.kind == "search_after":
+            return self.search_after(page, records, guard)
         if self.kind in ("cursor", "graphql_cursor"):
             if self.kind == "graphql_cursor":
                 assert p.page_info is not None  # required for this kind (compile checks it)
@@ -473,6 +529,19 @@ class _Walker:
         guard.visit("URL", self.url, self.client.redactor(self.url), page.url)
         return True
 
+    def search_after(self, page: Page, records: list, guard: LoopGuard) -> bool:
+        """search_after: the next request carries the sort values of this page's last record;
+        a page shorter than ``size`` (or one whose last record has no sort values) is the last."""
+        assert self.pagination.after is not None  # defaulted when compiled
+        if not records or (self.size is not None and len(records) < self.size):
+            return False
+        after = self.read(self.pagination.after, page, "after", root=records[-1])
+        if after in (None, "", []):
+            return False
+        guard.visit("search_after", json.dumps(after, sort_keys=True), json.dumps(after)[:80], page.url)
+        self.values["after"] = after
+        return True
+
 
 def _links(header: str | None) -> dict[str, str]:
     """The targets of an RFC 8288 ``Link`` header by relation (``next``, ``last``...)."""
@@ -505,3 +574,12 @@ def _check_number(value: Any, expression, page: Page, method: str, what: str) ->
         raise FetchError(
             f"{method} {page.url}: {what} ({expression.source}) is {json.dumps(value)[:80]}, not a number", url=page.url
         )
+
+
+def _canonical(value: Any) -> bytes:
+    """``value`` as canonical JSON bytes, for comparing pages: orjson, or json where orjson refuses
+    (text that is not valid UTF-8, such as a lone surrogate a JSON escape can produce)."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS, default=str)
+    except TypeError:
+        return json.dumps(value, sort_keys=True, default=str, ensure_ascii=True).encode()

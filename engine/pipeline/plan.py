@@ -15,6 +15,8 @@ from typing import Any
 from ..http.retry import RetryPolicy
 from ..http.transfer import DEFAULT_MAX_RESPONSE_BYTES
 from ..lang.values import Value
+from .ratelimit import HeaderLimits
+from .signing import SignSpec
 
 AUTH_FIELDS = {
     "bearer": {"required": {"token"}, "optional": set()},
@@ -82,13 +84,15 @@ class Source:
     allowed_origins: tuple[str, ...] = ()  # origins besides base_url's that get the credentials
     cross_origin: str = "refuse"  # a URL on another origin: refuse | anonymous (sent without credentials)
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES  # per response, decoded
+    sign: SignSpec | None = None  # signature params and headers, rendered on each request (signing.py)
+    rate_limit_headers: HeaderLimits | None = None  # the quota the API announces (ratelimit.py)
 
 
 @dataclass(frozen=True)
 class Pagination:
     """How a step walks its pages. Parameter names are None when nothing is sent."""
 
-    kind: str  # none | offset | page | cursor | next_url | link_header | graphql_cursor
+    kind: str  # none | offset | page | cursor | next_url | link_header | graphql_cursor | search_after
     place: str = "query"  # where paging values go: query | header | body | path
     offset_param: str | None = None
     limit_param: str | None = None
@@ -105,6 +109,8 @@ class Pagination:
     has_more: Value | None = None  # any kind: a flag in the body; false ends pagination
     max_pages: int | None = None
     stop_on_empty: bool = True
+    after: Value | None = None  # search_after: the last record's sort values (JMESPath on the record)
+    after_param: str | None = None  # search_after: the body key (or parameter) that carries them
 
 
 # The fields each kind reads (besides kind, in, has_more, max_pages, stop_on_empty) ...
@@ -116,7 +122,10 @@ PAGINATION_FIELDS = {
     "next_url": {"next_url", "size_param", "size"},
     "link_header": {"size_param", "size"},
     "graphql_cursor": {"page_info", "cursor_param", "size_param", "size"},
+    "search_after": {"after", "after_param", "size_param", "size"},
 }
+# Fields that may read a response header ({header: NAME}) instead of the body, and what they hold.
+HEADER_FIELDS = {"total": "number", "total_pages": "number", "cursor": "text", "next_url": "text", "has_more": "flag"}
 # ... the ones it cannot do without ...
 PAGINATION_REQUIRED = {
     "cursor": {"cursor": "JMESPath to the next token"},
@@ -132,7 +141,73 @@ PAGINATION_PARAMS: dict[str, dict[str, str | None]] = {
     "next_url": {"size_param": None},
     "link_header": {"size_param": None},
     "graphql_cursor": {"cursor_param": "after", "size_param": "first"},
+    "search_after": {"after_param": "search_after", "size_param": "size"},
 }
+
+
+# ----------------------------------------------------------------------------------------
+# Bodies other than JSON, export jobs, incremental state (pipeline/decode.py, exportjob.py, state.py)
+
+FORMATS = ("json", "jsonl", "csv", "xml")
+COMPRESSIONS = ("none", "gzip", "zip")
+CSV_TYPES = ("string", "integer", "number", "boolean", "json")
+
+
+@dataclass(frozen=True)
+class CsvFormat:
+    """``response.csv``: how a CSV file is read (a header row names the columns)."""
+
+    delimiter: str = ","
+    quote: str = '"'
+    encoding: str = "utf-8-sig"  # a byte order mark, if any, is not part of the first column's name
+    columns: tuple[tuple[str, str], ...] = ()  # column -> string | integer | number | boolean | json
+
+
+@dataclass(frozen=True)
+class XmlFormat:
+    """``response.xml``: how XML becomes JSON-like documents."""
+
+    element: tuple[str, ...] = ()  # the record elements: a name (any depth), or a path from the root ...
+    rooted: bool = False  # ... when written with a '/' (report/hosts/host, /report)
+    namespaces: str = "strip"  # strip: local names only | keep: names as written (prefix:name)
+    attribute_prefix: str = ""  # attribute keys: prefix + name
+    text_key: str = "_text"  # the text of an element that also has attributes or children
+    lists: frozenset[str] = frozenset()  # element names always given as a list
+
+
+@dataclass(frozen=True)
+class ResponseFormat:
+    """``response``: how a step's record-bearing bodies are read (pages, or an export's files)."""
+
+    format: str = "auto"  # json | jsonl | csv | xml | auto (content type, file name, then the bytes)
+    compression: str = "auto"  # none | gzip | zip | auto
+    members: str | None = None  # zip: a glob of the member names to read (default: every file)
+    csv: CsvFormat = CsvFormat()
+    xml: XmlFormat = XmlFormat()
+
+
+@dataclass(frozen=True)
+class ExportJob:
+    """``export``: an asynchronous job - started by the step's request, polled, downloaded."""
+
+    job_id: Value  # on the start response (JMESPath, or {header: NAME})
+    status: RequestSpec  # the poll request; templates see ``job``
+    ready: Value  # JMESPath on the status body: the files can be downloaded
+    failed: Value | None  # JMESPath on the status body: the job failed
+    files: Value  # JMESPath on the ready status body: a URL or id, or a list of them
+    download: RequestSpec | None  # the request of each file (templates see ``job`` and ``file``)
+    interval: float = 1.0  # seconds before the second poll
+    max_interval: float = 30.0  # the longest wait between polls
+    backoff: float = 2.0  # each wait is this many times the previous one
+    timeout: float = 3600.0  # seconds from the start of the job to its end
+
+
+@dataclass(frozen=True)
+class Incremental:
+    """``incremental``: a high-water mark saved per integration instance and passed to the next run."""
+
+    mark: Value | None  # JMESPath on each written record; the largest value is kept
+    compare: str = "time"  # time | number | string
 
 
 @dataclass(frozen=True)
@@ -207,6 +282,9 @@ class Step:
     entities: tuple[EntitySpec, ...]
     relationships: tuple[RelationshipSpec, ...]
     mapped_relationships: tuple[MappedRelationshipSpec, ...]
+    response: ResponseFormat | None = None  # None: JSON bodies (the fast path)
+    export: ExportJob | None = None
+    incremental: Incremental | None = None
 
     @property
     def _specs(self) -> tuple[EntitySpec | RelationshipSpec | MappedRelationshipSpec, ...]:

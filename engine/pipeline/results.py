@@ -41,6 +41,7 @@ class StepResult:
     filtered: int = 0  # received, and left out by the step's filter
     skipped_types: set = field(default_factory=set)  # types of which some record built nothing
     incomplete: bool = False  # some data is missing (an on_status 'partial' rule, a truncated pagination)
+    incremental: bool = False  # an incremental run: only what changed since the saved state (types upserted)
     first_problem: str | None = None  # the first warning about a record that built less than it should
 
     @property
@@ -106,6 +107,8 @@ class RunResult:
     partial_types: list[str]
     graph_notes: list[str]
     instance: str = ""  # the integration instance the run is (integration.instance, else the integration id)
+    upserted_types: list[str] = field(default_factory=list)  # partial by design: incremental steps' types
+    state: dict[str, dict] | None = None  # the incremental state saved after the run (None: no incremental step)
 
     @property
     def exit_code(self) -> int:
@@ -117,7 +120,8 @@ class RunResult:
     def has_losses(self) -> bool:
         """Some type is partial for a reason other than being declared partial."""
         declared_partial = {t for r in self.steps for t in r.step.partial_types}
-        return bool(set(self.partial_types) - declared_partial)
+        lost = set(self.partial_types) - declared_partial - set(self.upserted_types)
+        return bool(lost) or any(r.incremental and r.incomplete_data for r in self.steps)
 
 
 def format_result(result: RunResult) -> str:

@@ -26,6 +26,7 @@ from .plan import OfflineReplay, Plan
 from .progress import open_progress
 from .results import RunResult
 from .runner import Observer, RunOptions, run_plan
+from .state import FileState, StateOptions, state_file
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class RunRequest:
     as_of: str | None = None
     verbose: int = 0
     quiet: bool = False
+    full_refresh: bool = False  # ignore the saved incremental state: every incremental step runs in full
 
 
 def run_mapping(
@@ -52,8 +54,13 @@ def run_mapping(
     pretty: bool = False,
     observer: Observer | None = None,
     record_limit: int | None = None,
+    state: StateOptions | None = None,
 ) -> tuple[Plan, RunResult, Redactor]:
-    """Compile, configure and run a mapping as ``request`` says; raises EtlError."""
+    """Compile, configure and run a mapping as ``request`` says; raises EtlError.
+
+    Incremental state is read from, and written to, the state file beside ``output``
+    (``.<output name>.state.json``) unless ``state`` says otherwise (a preview reads the
+    state of the default output and writes none; ``--store`` reads the store's)."""
     try:
         plan = compile_file(request.mapping)
         for step_id in request.steps:
@@ -82,6 +89,7 @@ def run_mapping(
             record_limit=record_limit,
             prefetch=cassette_path is None and record_limit is None,
             bundled_cassette=bundled,
+            state=file_state(output, request.full_refresh) if state is None else state,
         )
         with cassette_context(cassette_path, mode, redactor), terminate_as_interrupt():
             progress = open_progress(sys.stderr, quiet=request.quiet)  # live on a terminal, else plain lines
@@ -219,6 +227,13 @@ def parse_time(text: str | None, option: str) -> int | None:
     if value is None:
         raise UsageError(f"{option}: {text!r} is not an ISO-8601 time")
     return value
+
+
+def file_state(output: Path, full_refresh: bool, *, write: bool = True) -> StateOptions:
+    """Incremental state in the file beside ``output``: read (unless ``full_refresh``), and
+    written after the run when ``write``."""
+    path = state_file(output)
+    return StateOptions(source=FileState(path), file=path if write else None, full_refresh=full_refresh)
 
 
 def cassette_context(path: Path | None, mode: str, redactor: Redactor) -> AbstractContextManager[Any]:

@@ -7,29 +7,42 @@ validate credentials -> for each step in dependency order: fetch pages -> extrac
 
 from __future__ import annotations
 
+import dataclasses
 import gc
+import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ..errors import AuthenticationError, EtlError, EvaluationError, FetchError, RequestBuildError
+from ..errors import (
+    AuthenticationError,
+    BodyFormatError,
+    EtlError,
+    EvaluationError,
+    FetchError,
+    RecordsError,
+    RequestBuildError,
+)
 from ..lang.functions import jmespath_options
-from ..lang.values import Scope, Value, is_truthy
+from ..lang.values import Scope, Value, is_truthy, literal
 from .build import Built, GraphBuilder, describe
 from .check import GraphChecker, Verdict
 from .config import ResolvedConfig
+from .decode import DocumentList, Documents, body_of
+from .exportjob import export_files
 from .extract import keep_record, select_records, unmatched_selector
 from .fanout import ordered_map
 from .fetch import HttpClient, Page
 from .load import LoadedMapping, PathT, format_path, load_mapping
-from .paginate import REFUSED_STATUSES, credentials_refused, paginate, validate_credentials
-from .plan import Plan, Source, Step
+from .paginate import REFUSED_STATUSES, credentials_refused, fetch, paginate, validate_credentials
+from .plan import Plan, RequestSpec, ResponseFormat, Source, Step
 from .progress import Progress
 from .results import DISABLED, PARTIAL_DEPENDENCY, SKIPPED_DEPENDENCY, SUCCESS, RunResult, StepResult
+from .state import FileState, MarkTracker, StateOptions, advanced, template_state, usable
 from .write import GraphWriter, StagedOutput
 
 log = logging.getLogger("etl.run")
@@ -78,6 +91,7 @@ class RunOptions:
     record_limit: int | None = None  # stop each selected step after this many records (previews)
     prefetch: bool = True  # request a step's next page while building the current one (not with cassettes)
     bundled_cassette: bool = False  # the cassette replayed is the mapping's own (offline section)
+    state: StateOptions = StateOptions()  # incremental state: where it is read and written, --full-refresh
 
 
 def now_ms() -> int:
@@ -107,11 +121,16 @@ class Runner:
         self.loaded: LoadedMapping | None | bool = False  # the mapping file, read again for an error's position
         self.accepted_sources: set[str] = set()  # sources that have answered a request: credentials accepted
         self.selector_misses: dict[str, str | None] = {}  # step id -> why its records selector found nothing
+        self.saved_state: dict[str, dict] = {}  # step id -> the incremental state the last run saved
+        self.marks: dict[str, MarkTracker] = {}  # step id -> the high-water mark of this run
 
     # -- setup ---------------------------------------------------------------------------
 
-    def request_scope(self, parent: dict | None) -> Scope:
-        return Scope({}, {"config": self.config.values, "parent": parent, "now": self.now}, self.jmespath)
+    def request_scope(self, parent: dict | None, step: Step | None = None) -> Scope:
+        variables = {"config": self.config.values, "parent": parent, "now": self.now}
+        if step is not None and step.incremental is not None:
+            variables["state"] = template_state(usable(step, self.saved_state.get(step.id)))
+        return Scope({}, variables, self.jmespath)
 
     def base_url(self, source: Source) -> str:
         for name, url in self.options.base_urls:
@@ -239,11 +258,12 @@ class Runner:
         gc.disable()
         try:
             tags = self.instance_tags()
+            self.read_state(steps)
             self.validate(tuple(s for s in steps if s.id not in disabled))
             staged = StagedOutput(self.options.output)
             try:
                 writer = self.writer = GraphWriter(staged.path, self.config.redactor, pretty=self.options.pretty)
-                checker = GraphChecker(self.plan.listed_types)
+                checker = GraphChecker(self.plan.listed_types, spill_dir=staged.path.parent)
                 results: dict[str, StepResult] = {}
                 for step in steps:
                     if step.id in disabled:
@@ -259,6 +279,7 @@ class Runner:
                 staged.discard()
                 raise
             staged.commit()
+            self.write_state(result)
             return result
         finally:
             self.progress.close()
@@ -284,10 +305,12 @@ class Runner:
         requests_before = self.requests_made()
         refused_before = refusals(step, checker)
         self.observer.step_started(step, builder)
+        tracker = self.tracker(step, result)
+        records = self.records(step, result)
         try:
             observe = self.observer.record if type(self.observer) is not Observer else None
             self.progress.step_started(step.id, result, len(self.parents[step.for_each]) if step.for_each else None)
-            for position, record, parent in self.records(step, result):
+            for position, record, parent in records:
                 result.records += 1
                 try:
                     if step.filter is not None and not keep_record(step.filter, builder.scope(record, parent)):
@@ -300,12 +323,15 @@ class Runner:
                 built = builder.build(record, position, parent)
                 if observe is not None:
                     observe(step, position, record, built, parent)
-                self.accept(step, built, result, writer, checker, pending)
+                if self.accept(step, built, result, writer, checker, pending) and tracker is not None:
+                    tracker.see(record)
                 if self.options.record_limit is not None and result.records >= self.options.record_limit:
                     log.info("step %s: stopped after %d records (limit)", step.id, result.records)
                     break
         except FetchError as exc:
             self.request_failed(step, result, exc)
+        finally:
+            records.close()  # a download a record limit left unread is closed now
         self.selector_warning(step, result)
         for relationship in pending:
             if checker.check_relationship(relationship) is Verdict.ACCEPT:
@@ -385,7 +411,7 @@ class Runner:
     def requests_made(self) -> int:
         return sum(c.requests_made for c in self.clients.values())
 
-    def records(self, step: Step, result: StepResult) -> Iterator[tuple[Position | str, Any, dict | None]]:
+    def records(self, step: Step, result: StepResult) -> Generator[tuple[Position | str, Any, dict | None]]:
         """Every ``(position, record, parent)`` of a step; ``position`` names it in messages.
 
         A step without a request has one empty record (its entities come from config). A
@@ -398,8 +424,17 @@ class Runner:
             yield step.id, {}, None
             return
         client = self.client(request.source)
+        if step.export is not None:
+            yield from self.export_records(step, result, client, request)
+            return
+        if step.response is not None and step.for_each is None and step.pagination.kind == "none":
+            page = fetch(client, request, self.request_scope(None, step), spooled=True)
+            yield from self.file_records(step, result, page, 1, request)
+            return
 
         def select(body: Any) -> list:
+            if isinstance(body, DocumentList):  # a decoded page of many documents: records of each
+                return [r for document in body for r in select_records(step.records, document, self.jmespath)]
             return select_records(step.records, body, self.jmespath)
 
         def pages_of(parent: dict) -> tuple[list, list[tuple[bool, str]], FetchError | None]:
@@ -413,10 +448,11 @@ class Runner:
                         client,
                         request,
                         step.pagination,
-                        self.request_scope(parent),
+                        self.request_scope(parent, step),
                         select,
                         lambda message: notes.append((True, context + message)),
                         warn=lambda message: notes.append((False, context + message)),
+                        response=step.response,
                     )
                 )
             except FetchError as exc:
@@ -428,12 +464,13 @@ class Runner:
                 client,
                 request,
                 step.pagination,
-                self.config_scope,
+                self.request_scope(None, step) if step.incremental is not None else self.config_scope,
                 select,
                 lambda message: self.truncated(step, result, message),
                 prefetch=self.options.prefetch,
                 warn=lambda message: self.total_changed(step, result, message),
                 total_known=self.progress.total_known if self.progress.enabled else None,
+                response=step.response,
             )
             yield from self.page_records(step, result, pages, None)
             return
@@ -447,6 +484,126 @@ class Runner:
                 self.request_failed(step, result, error, f"for {step.for_each} {parent['_key']}: ")
                 continue
             yield from self.page_records(step, result, child_pages, parent)
+
+    # -- export jobs and files -------------------------------------------------------------
+
+    def export_records(
+        self, step: Step, result: StepResult, client: HttpClient, request: RequestSpec
+    ) -> Iterator[tuple[Position, Any, None]]:
+        """The records of an export job's files, file after file (``exportjob.py``). A file that
+        cannot be downloaded or read fails the step; the other files are still read."""
+        export = step.export
+        assert export is not None
+
+        def exchange(page: Page, spec: RequestSpec) -> None:  # the start and status responses
+            self.accepted_sources.add(spec.source)
+            self.observer.page(dataclasses.replace(step, request=spec), page, [], None)
+
+        files = export_files(
+            client,
+            request,
+            export,
+            self.request_scope(None, step),
+            concurrency=self.options.concurrency,
+            exchange=exchange,
+        )
+        download = export.download or RequestSpec(request.source, "GET", literal(""))
+        for number, (item, outcome) in enumerate(files, start=1):
+            if isinstance(outcome, FetchError):
+                self.request_failed(step, result, outcome, f"export file {number} ({_shown(item)}): ")
+                continue
+            try:
+                yield from self.file_records(step, result, outcome, number, download)
+            except FetchError as exc:
+                self.request_failed(step, result, exc, f"export file {number} ({_shown(item)}): ")
+
+    def file_records(
+        self, step: Step, result: StepResult, page: Page, number: int, request: RequestSpec
+    ) -> Iterator[tuple[Position, Any, None]]:
+        """The records of one downloaded file, decoded a document at a time (``decode.py``):
+        the step's ``records`` applies to each document. A row or record that cannot be read
+        is a warning (the step's types become partial); a file that cannot be read at all is a
+        :class:`FetchError`."""
+        assert page.file is not None
+        self.accepted_sources.add(request.source)
+        result.pages += 1
+        count = 0
+        try:
+            body = body_of(page, self.client(request.source).source.max_response_bytes)
+            documents = Documents(
+                body, step.response or ResponseFormat(), lambda m: self.unreadable(step, result, f"{step.id}: {m}")
+            )
+            for document in documents:
+                records = select_records(step.records, document, self.jmespath)
+                if not records and step.id not in self.selector_misses:
+                    miss = unmatched_selector(step.records, document, self.jmespath)
+                    if miss is not None:
+                        self.selector_misses[step.id] = miss
+                elif records:
+                    self.selector_misses[step.id] = None
+                for record in records:
+                    count += 1
+                    yield Position(step.id, number, page.url, count - 1), record, None
+        except (BodyFormatError, RecordsError) as exc:
+            raise FetchError(f"{request.method} {page.url}: {exc}", status=page.status, url=page.url) from None
+        finally:
+            page.file.close()
+            if type(self.observer) is not Observer:
+                self.observer.page(dataclasses.replace(step, request=request), page, [None] * count, None)
+
+    @staticmethod
+    def unreadable(step: Step, result: StepResult, message: str) -> None:
+        """A row or record of a body that could not be read: skipped, the step's types partial."""
+        result.problem(message)
+        result.skipped_types.update(e.type for e in step.entities)
+
+    # -- incremental state ----------------------------------------------------------------
+
+    def read_state(self, steps: tuple[Step, ...]) -> None:
+        """The incremental state the last run of this instance saved (nothing with --full-refresh)."""
+        options = self.options.state
+        if options.source is None or options.full_refresh or not any(s.incremental for s in steps):
+            return
+        self.saved_state = options.source.read(self.plan.integration_id, self.instance_name())
+
+    def tracker(self, step: Step, result: StepResult) -> MarkTracker | None:
+        """The high-water mark of ``step`` this run (None: not incremental); notes in ``result``
+        whether the run is incremental (it used a saved state)."""
+        if step.incremental is None:
+            return None
+        saved = usable(step, self.saved_state.get(step.id))
+        result.incremental = saved is not None
+        if saved is not None:
+            log.info("step %s: incremental, since %s", step.id, _shown(saved.get("since")))
+        tracker = MarkTracker(step.incremental, saved, self.jmespath, result.warn)
+        self.marks[step.id] = tracker
+        return tracker
+
+    def new_state(self, result: RunResult) -> dict[str, dict]:
+        """The state to save: each incremental step that ran completely and succeeded advances;
+        every other keeps what it had (a failed or partial step never moves its mark)."""
+        options = self.options.state
+        previous = {} if options.source is None else options.source.read(self.plan.integration_id, result.instance)
+        state = dict(previous)
+        for step_result in result.steps:
+            step = step_result.step
+            tracker = self.marks.get(step.id)
+            if tracker is None or step_result.status != SUCCESS or step_result.incomplete_data:
+                continue
+            if self.options.record_limit is not None:
+                continue  # a preview saw only some records
+            saved = usable(step, self.saved_state.get(step.id))
+            state[step.id] = advanced(step, saved, tracker, self.now)
+        return state
+
+    def write_state(self, result: RunResult) -> None:
+        """After the output is committed: the state file beside it (``etl run --store`` also saves
+        it in the store, after loading the run)."""
+        if not self.marks:
+            return
+        result.state = self.new_state(result)
+        if self.options.state.file is not None:
+            FileState(self.options.state.file).write(self.plan.integration_id, result.instance, result.state)
 
     @staticmethod
     def truncated(step: Step, result: StepResult, message: str) -> None:
@@ -500,6 +657,8 @@ class Runner:
             self.accepted_sources.add(step.request.source)
             self.note_selector(step, page, records)
             result.pages += 1
+            for note in page.notes:  # rows or records of a decoded page that could not be read
+                self.unreadable(step, result, f"{step.id}: {note}")
             self.observer.page(step, page, records, parent)
             for index, record in enumerate(records):
                 yield Position(step.id, number, page.url, index), record, parent
@@ -530,13 +689,16 @@ class Runner:
         writer: GraphWriter,
         checker: GraphChecker,
         pending: list[dict],
-    ) -> None:
+    ) -> bool:
+        """Check and write what a record built; True when some of it was written."""
         for message in built.warnings:
             result.problem(message)
         result.skipped_types.update(built.skipped_types)
+        written = False
         for entity in built.entities:
             verdict = checker.check_entity(entity)
             if verdict is Verdict.ACCEPT:
+                written = True
                 writer.add(step.id, "entities", entity)
                 if entity["_type"] in self.parents:
                     self.parents[entity["_type"]].append({k: v for k, v in entity.items() if k != "_rawData"})
@@ -546,9 +708,11 @@ class Runner:
         for relationship in built.relationships:
             verdict = check_relationship(relationship)
             if verdict is Verdict.ACCEPT:
+                written = True
                 add(step_id, "relationships", relationship)
             elif verdict is Verdict.DANGLING:
                 pending.append(relationship)
+        return written
 
     def finish(self, results: list[StepResult], checker: GraphChecker) -> RunResult:
         partial: set[str] = set(checker.incomplete_types())
@@ -557,12 +721,15 @@ class Runner:
                 continue
             partial.update(result.step.partial_types)
             partial.update(result.skipped_types)
-            if result.status != SUCCESS or result.incomplete:
+            if result.status != SUCCESS or result.incomplete or result.incremental:
                 partial.update(result.step.declared_types)
         notes = [line for t in sorted(checker.reports) for line in checker.describe(t)]
         for note in notes:
             log.info("%s", note)  # a live line at -v; the summary tells it
-        return RunResult(self.plan, self.options.output, results, sorted(partial), notes, self.instance_name())
+        upserted = {t for r in results if r.incremental and r.status != DISABLED for t in r.step.declared_types}
+        return RunResult(
+            self.plan, self.options.output, results, sorted(partial), notes, self.instance_name(), sorted(upserted)
+        )
 
     def summary(self, result: RunResult) -> dict:
         return {
@@ -573,6 +740,11 @@ class Runner:
                 "integration": {"id": self.plan.integration_id, "instance": result.instance},
             },
         }
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def refusals(step: Step, checker: GraphChecker) -> tuple[int, int]:

@@ -7,6 +7,7 @@ Every object version is one row; the current version of an object has ``_endOn``
     etl_entities       instance_id, _key, _type, _class (JSON list), properties (JSON), history
     etl_relationships  the same, plus _fromEntityKey, _toEntityKey, _mapping (JSON, mapped ones)
     etl_loads          one row per load that changed something (schema 2): when, counts, partial types
+    etl_state          incremental state (schema 4): per instance and step, the saved high-water mark
 
 History columns: ``_version`` (1, 2, ... per instance and _key), ``_createdOn`` (first seen),
 ``_beginOn`` (this version), ``_endOn`` (when it stopped being current). Times are epoch ms.
@@ -31,6 +32,7 @@ store do not race), and refuses a store newer than the code (:func:`check_versio
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 
 import sqlalchemy as sa
@@ -40,7 +42,7 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 
 from ..errors import StoreError, StoreVersionError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 4
 MAPPER_INSTANCE = "system-mapper"  # the reserved instance owning the mapper's relationships and placeholders
 
 ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite: INTEGER PRIMARY KEY is the rowid
@@ -124,8 +126,7 @@ INDEXES_V1 = [
     sa.Index("ix_etl_entities_key", entities.c._key, **_current(entities)),
     sa.Index("ix_etl_relationships_type", relationships.c._type, **_current(relationships)),
 ]
-# No index on relationship endpoints yet: each costs about a quarter of a large load (bench/store.py);
-# the query language that needs them adds them with a migration.
+# Relationship endpoints are indexed by schema 3 (INDEXES_V3), for the query language.
 INDEXES_V2 = [
     sa.Index("ix_etl_relationships_mapped", relationships.c.id, **_mapped(relationships)),
     sa.Index("ix_etl_loads_instance", loads.c.instance_id, loads.c.loaded_on),
@@ -147,7 +148,66 @@ def _v2(conn: Connection) -> None:
         conn.execute(CreateIndex(index))
 
 
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1, 2: _v2}
+# Schema 3: what the query language (engine/query/) needs. Traversals look relationships up by
+# either endpoint; filters on the commonest properties use an expression index (on SQLite the
+# mapper's own form, so the mapper reuses it; on PostgreSQL the jsonb value, whose order keeps
+# arrays together - see engine/query/dialect.py).
+INDEXES_V3 = [
+    sa.Index("ix_etl_relationships_from", relationships.c._fromEntityKey, **_current(relationships)),
+    sa.Index("ix_etl_relationships_to", relationships.c._toEntityKey, **_current(relationships)),
+]
+QUERY_INDEXED_PROPERTIES = ("name", "displayName")
+
+
+def property_index_name(name: str, dialect: str) -> str:
+    """The name of the query index on property ``name`` (SQLite: the mapper's name for it)."""
+    prefix = "ix_etl_entities_json_" if dialect == "postgresql" else "ix_etl_entities_prop_"
+    return prefix + hashlib.sha1(name.encode()).hexdigest()[:12]
+
+
+def property_index_sql(name: str, dialect: str) -> str | None:
+    """``CREATE INDEX IF NOT EXISTS`` of the query index on property ``name`` (None: a name SQLite's
+    JSON paths cannot quote). SQLite: ``json_extract`` over the current rows, as the mapper builds
+    it; PostgreSQL: the jsonb value ``properties -> 'name'`` over every row (statistics need it)."""
+    index = property_index_name(name, dialect)
+    if dialect == "postgresql":
+        literal = "'" + name.replace("'", "''") + "'"
+        return f"CREATE INDEX IF NOT EXISTS {index} ON etl_entities ((properties -> {literal}))"
+    if '"' in name or "\\" in name:
+        return None
+    path = "'$.\"" + name.replace("'", "''") + "\"'"
+    expression = f"json_extract(properties, {path})"
+    return f'CREATE INDEX IF NOT EXISTS {index} ON etl_entities (({expression})) WHERE "_endOn" IS NULL'
+
+
+def _v3(conn: Connection) -> None:
+    """Schema 3: relationship endpoint indexes (current rows) and the query's property indexes."""
+    for index in INDEXES_V3:
+        conn.execute(CreateIndex(index, if_not_exists=True))
+    for name in QUERY_INDEXED_PROPERTIES:
+        sql = property_index_sql(name, conn.dialect.name)
+        if sql is not None:
+            conn.exec_driver_sql(sql)
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("ANALYZE etl_entities")  # the expression indexes' statistics
+
+
+state = sa.Table(
+    "etl_state",
+    metadata,
+    sa.Column("instance_id", sa.Integer, sa.ForeignKey("etl_instances.id"), primary_key=True),
+    sa.Column("step", sa.String(400), primary_key=True),
+    sa.Column("state", JSON_TYPE, nullable=False),  # {"since", "lastRun", "mark", "compare"}
+    sa.Column("saved_on", TIME, nullable=False),
+)
+
+
+def _v4(conn: Connection) -> None:
+    """Schema 4: incremental state (``etl run --store``: engine/store/state.py)."""
+    conn.execute(CreateTable(state, if_not_exists=True))
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1, 2: _v2, 3: _v3, 4: _v4}
 assert sorted(MIGRATIONS) == list(range(1, SCHEMA_VERSION + 1))
 
 
