@@ -13,7 +13,6 @@ import logging
 import pytest
 
 from engine.http import clock as http_clock
-from engine.pipeline import ratelimit
 from engine.pipeline.ratelimit import HeaderLimits, read_announcement, reset_seconds
 from tests.fakes.paging import EXAMPLES, FakeClock, item_ids, item_mapping, partial_types, write_mapping
 from tests.fakes.quota import EPOCH, STYLES, QuotaApi
@@ -28,7 +27,7 @@ def clock(monkeypatch):
     clock = FakeClock()
     monkeypatch.setattr(http_clock, "sleep", clock.sleep)
     monkeypatch.setattr(http_clock, "monotonic", clock.monotonic, raising=False)
-    monkeypatch.setattr(ratelimit, "wall_clock", lambda: EPOCH + clock.now)
+    monkeypatch.setattr(http_clock, "wall", lambda: EPOCH + clock.now)
     return clock
 
 

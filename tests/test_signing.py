@@ -17,9 +17,9 @@ import pytest
 import requests
 import yaml
 
+from engine.http import clock as http_clock
 from engine.lang.functions import EngineFunctions, format_time
 from engine.lang.values import Scope, jmespath_value, template_value
-from engine.pipeline import signing
 from engine.pipeline.signing import Signer, SignSpec, canonical_query, request_variables
 from engine.secrets import Redactor
 from tests.fakes.paging import EXAMPLES, PagingApi, item_ids, item_mapping, partial_types, write_mapping
@@ -96,7 +96,7 @@ def test_a_wrong_secret_is_refused(etl, api, tmp_path):
 
 def test_a_stale_timestamp_is_refused(etl, api, tmp_path, monkeypatch):
     api.auth = HmacHexSignature(SECRET)
-    monkeypatch.setattr(signing, "wall_clock", lambda: time.time() - 3600)
+    monkeypatch.setattr(http_clock, "wall", lambda: time.time() - 3600)
     result = run(etl, EXAMPLES / "auth-hmac-signature.yaml", api, tmp_path / "out", *EXAMPLE_CONFIG)
     assert result.exit_code == 5, result.stdout + result.stderr
     assert re.search(r"HTTP 401 Unauthorized: stale timestamp: 360\ds off the server's clock", result.stderr)
@@ -155,7 +155,7 @@ def test_a_base64_hmac_sha1_with_a_nonce_never_used_twice(etl, api, tmp_path):
 def test_a_retry_is_signed_again(etl, api, tmp_path, monkeypatch):
     api.auth = NonceSignature(KEY_ID, SECRET)
     ticks = iter(range(10**6))
-    monkeypatch.setattr(signing, "wall_clock", lambda: time.time() + next(ticks))  # a second per signing
+    monkeypatch.setattr(http_clock, "wall", lambda: time.time() + next(ticks))  # a second per signing
     api.fail_request({"offset": "10"}, Response(503, {"message": "busy"}, headers={"Retry-After": "0"}))
     mapping = signed_mapping(tmp_path, nonce_sign(), config={"keyId": {}})
     result = run(etl, mapping, api, tmp_path / "out", "--config", f"keyId={KEY_ID}", "--config", f"apiSecret={SECRET}")
@@ -326,7 +326,7 @@ def test_canonical_query():
 
 
 def test_a_signing_shares_one_time_and_rewrites_the_query(monkeypatch):
-    monkeypatch.setattr(signing, "wall_clock", lambda: 1704164645.5)
+    monkeypatch.setattr(http_clock, "wall", lambda: 1704164645.5)
     spec = SignSpec(
         params=(("ts", template_value("{{ request.time | format_time('epoch') }}", **SIGN)),),
         headers=(

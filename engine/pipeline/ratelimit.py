@@ -13,7 +13,7 @@
   covers a refusal.
 
 One :class:`RateLimiter` per source is shared by all its threads (fan-out). Waits go through
-``engine/http/clock.py``. A reset given as an epoch time is converted with :data:`wall_clock`
+``engine/http/clock.py``. A reset given as an epoch time is converted with ``clock.wall()``
 (the real time; tests replace it with their fake clock's).
 """
 
@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import math
 import threading
-import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -37,7 +36,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("etl.http")
 
-wall_clock = time.time  # epoch seconds: what an epoch reset is measured against
 
 RESET_FORMATS = ("auto", "seconds", "epoch", "epoch_ms")
 DEFAULT_MAX_WAIT = 600.0  # seconds, as for Retry-After (http/retry.py)
@@ -293,7 +291,7 @@ class AnnouncedQuota:
 
     def observe(self, headers: Mapping[str, str]) -> None:
         """Learn what a response announces (a response without the headers changes nothing)."""
-        news = read_announcement(headers, self.settings, wall_clock())
+        news = read_announcement(headers, self.settings, clock.wall())
         with self._changed:
             now = clock.monotonic()
             if self.sent:

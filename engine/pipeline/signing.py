@@ -26,7 +26,6 @@ naming its place, redacted: it fails the step like a failed request.
 from __future__ import annotations
 
 import secrets
-import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ import jinja2
 import requests
 
 from ..errors import SigningError, ValueProblem
+from ..http import clock
 from ..lang.templates import SIGNED_REQUEST_FIELDS
 from ..lang.values import Scope, Value
 from ..secrets import Redactor
@@ -44,9 +44,7 @@ from ..secrets import Redactor
 if TYPE_CHECKING:
     from .plan import Source
 
-# The clock of signatures: the real time (not the run's clock, which --as-of sets). Tests
-# replace it to sign at a known time.
-wall_clock = time.time
+# The clock of signatures is clock.wall(): the real time (not the run's clock, which --as-of sets).
 
 
 @dataclass(frozen=True)
@@ -134,7 +132,7 @@ class Signer:
         kept = [(n, v) for n, v in parse_qsl(parts.query, keep_blank_values=True) if n not in self.param_names]
         query = canonical_query(kept)
         body = body_text(prepared.body)
-        moment = (int(wall_clock() * 1000), secrets.token_hex(16), str(uuid.uuid4()))
+        moment = (int(clock.wall() * 1000), secrets.token_hex(16), str(uuid.uuid4()))
         headers = {name: _text(value) for name, value in prepared.headers.items()}
         for name, value in self.spec.params:
             url = urlunsplit(parts._replace(query=query))

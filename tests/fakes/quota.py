@@ -17,7 +17,7 @@ styles:
 =============== =============================================================================
 
 Epoch times are ``EPOCH + clock.now``: a test makes the engine's wall clock
-(``engine.pipeline.ratelimit.wall_clock``) read the same. ``extra_headers`` are sent with
+(``engine.http.clock.wall``) read the same. ``extra_headers`` are sent with
 every response, over the announced ones (garbage, say); ``used`` lets a test spend a
 window's quota as another client would.
 """
