@@ -18,7 +18,7 @@ import click
 from .. import __version__
 from ..errors import EXIT_BROKEN_PIPE, EXIT_INTERNAL, EXIT_INTERRUPTED, EtlError
 from ..secrets import log_redaction
-from . import run_commands, scaffold_commands, store_commands, tool_commands
+from . import query_commands, run_commands, scaffold_commands, store_commands, tool_commands
 from .common import EXIT_CODES_HELP
 
 DEBUG_ENV = "ETL_DEBUG"
@@ -76,6 +76,7 @@ for command in (
     *tool_commands.COMMANDS,
     *store_commands.COMMANDS,
     *scaffold_commands.COMMANDS,
+    *query_commands.COMMANDS,
 ):
     main.add_command(command)
 

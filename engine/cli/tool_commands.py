@@ -19,7 +19,6 @@ from ..tools import visualize as graph_visualize  # --max-nodes's default, and t
 from .common import (
     INTERNAL_ERROR_LINE,
     mapping_argument,
-    output_dir_option,
     print_report,
     report_format_option,
     setup_logging,
@@ -203,28 +202,39 @@ ALERTS_EXIT_CODES_HELP = f"""\b
 Exit codes:
   0  no alert
   1  at least one alert
-  2  usage error (bad command-line options)
+  2  usage error (bad options; rules that need --old and --new, or --store, without them)
   3  OLD or NEW is not a readable etl output directory
   4  the rules file is missing or invalid (each problem as FILE:LINE:COL: path: message)
-  5  a rule could not be evaluated on some entity (named on stderr); the other alerts are printed
+  5  a rule could not be evaluated on some entity (named on stderr; the other alerts are printed),
+     or the store could not be read
 {INTERNAL_ERROR_LINE}
 """
 
 
 @click.command("alerts", epilog=ALERTS_EXIT_CODES_HELP)
 @click.argument("rules", type=click.Path(path_type=Path))
-@output_dir_option("--old", "The earlier output directory (e.g. yesterday's run).")
-@output_dir_option("--new", "The later output directory (e.g. today's run).")
+@click.option(
+    "--old", type=click.Path(path_type=Path), metavar="DIR", help="The earlier output directory (e.g. yesterday's run)."
+)
+@click.option(
+    "--new", type=click.Path(path_type=Path), metavar="DIR", help="The later output directory (e.g. today's run)."
+)
+@store_option(
+    required=False,
+    help="The graph store the query rules ask (sqlite:///graph.db, postgresql://...; also "
+    f"{STORE_ENV}). Needed only when RULES has query rules.",
+)
 @report_format_option(
-    "json: a list of {rule, on, _type, _key, displayName, description[, changes]}, in the order "
-    "of the rules, then by _key."
+    "json: a list of alerts in the order of the rules: {rule, on, _type, _key, displayName, description"
+    "[, changes]} for a rule on changes (then by _key), {rule, on: query, description, condition, "
+    "queries: {name: {query, total, type, data}}} for a query rule."
 )
 @click.option(
     "--as-of",
     "as_of",
     metavar="TIME",
-    help="Evaluate now_ms() and days_ago_ms() as of this ISO-8601 time instead of now (for "
-    "reproducible date predicates).",
+    help="Evaluate now_ms(), days_ago_ms() and J1QL's date.now as of this ISO-8601 time instead of now "
+    "(for reproducible date predicates).",
 )
 @click.option(
     "--old-as-of",
@@ -234,9 +244,16 @@ Exit codes:
     "between the two runs (from their summary.json).",
 )
 def alerts_command(
-    rules: Path, old: Path, new: Path, output_format: str, as_of: str | None, old_as_of: str | None
+    rules: Path,
+    old: Path | None,
+    new: Path | None,
+    store_url: str | None,
+    output_format: str,
+    as_of: str | None,
+    old_as_of: str | None,
 ) -> None:
-    """Raise the alerts a rules file describes for the change from OLD to NEW.
+    """Raise the alerts a rules file describes: for the change from OLD to NEW, and for
+    J1QL questions to the graph store.
 
     OLD and NEW are output directories of `etl run`; RULES is a YAML file of alert rules:
 
@@ -247,6 +264,10 @@ def alerts_command(
           on: added                       # added | removed | changed | became
           type: acme_user                 # entity _type
           where: admin                    # optional JMESPath predicate
+        - name: users-not-employees       # a query rule (JupiterOne's shape), asks --store
+          queries:
+            - {name: query0, query: "FIND User THAT !IS Person"}
+          condition: queries.query0.total > 0    # the default
     \b
     What `where` sees:
       added    the entity in NEW
@@ -256,25 +277,54 @@ def alerts_command(
       became   true now (NEW, --as-of) and false before (OLD, --old-as-of), changed
                or not; e.g. "expiresOn <= days_ago_ms(`-30`)"
     Entities are seen without _rawData. The engine's JMESPath functions are available
-    (to_epoch_ms, now_ms, days_ago_ms, ...). See docs/monitoring.md.
+    (to_epoch_ms, now_ms, days_ago_ms, ...). A query rule fires when its condition on
+    the queries' totals holds. See docs/monitoring.md and docs/j1ql.md.
 
     \b
     Examples:
       etl alerts rules/acme.yaml --old yesterday/ --new today/
       etl alerts rules/acme.yaml --old yesterday/ --new today/ --format json --as-of 2026-11-24T09:00:00Z
+      etl alerts rules/acme-queries.yaml --store sqlite:///graph.db
     """
     from ..tools import alerts as alert_rules
 
     now = parse_time(as_of, "--as-of")
     old_now = parse_time(old_as_of, "--old-as-of")
+    if (old is None) != (new is None):
+        raise click.UsageError("give both --old and --new (the two runs to compare)")
     rule_set = alert_rules.load_rules(rules)
-    report = alert_rules.evaluate_rules(rule_set, old, new, now=now, old_now=old_now)
-    for warning in report.warnings:
-        click.echo(f"etl: warning: {warning}", err=True)
-    for error in report.errors:
-        click.echo(f"etl: error: {error}", err=True)
-    print_report(output_format, report.to_json(), lambda: alert_rules.format_alerts(report))
-    sys.exit(report.exit_code)
+    diff_rules, query_rules = rule_set.diff_rules, rule_set.query_rules
+    if diff_rules and old is None:
+        names = ", ".join(r.name for r in diff_rules)
+        raise click.UsageError(f"{rules} has rules on the change between two runs ({names}): give --old and --new")
+    if query_rules and not store_url:
+        names = ", ".join(r.name for r in query_rules)
+        raise click.UsageError(f"{rules} has query rules ({names}): give --store URL (or set {STORE_ENV})")
+    if old is not None and not diff_rules:
+        raise click.UsageError(f"{rules} has no rules on changes between runs: --old and --new are not used")
+    reports: list = []
+    if diff_rules:
+        assert old is not None and new is not None
+        reports.append(alert_rules.evaluate_rules(rule_set, old, new, now=now, old_now=old_now))
+    if query_rules:
+        assert store_url is not None
+        store = open_store_url(store_url, create=False)
+        try:
+            reports.append(alert_rules.evaluate_query_rules(rule_set, store, now=now))
+        finally:
+            store.close()
+    for report in reports:
+        for warning in report.warnings:
+            click.echo(f"etl: warning: {warning}", err=True)
+        for error in report.errors:
+            click.echo(f"etl: error: {error}", err=True)
+    data = [alert for report in reports for alert in report.to_json()]
+    texts = [
+        alert_rules.format_alerts(r) if isinstance(r, alert_rules.AlertReport) else alert_rules.format_query_alerts(r)
+        for r in reports
+    ]
+    print_report(output_format, data, lambda: "\n".join(texts))
+    sys.exit(max(report.exit_code for report in reports))
 
 
 SYNC_EXIT_CODES_HELP = f"""\b

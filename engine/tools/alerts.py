@@ -1,6 +1,6 @@
-"""Alert rules over the difference between two runs.
+"""Alert rules: on the difference between two runs, and J1QL questions to the graph store.
 
-A rules file is YAML::
+A rules file is YAML; each rule is of one of two kinds::
 
     rules:
       - name: new-admin-user               # unique in the file
@@ -8,6 +8,13 @@ A rules file is YAML::
         on: added                          # added | removed | changed | became
         type: acme_user                    # the entity _type
         where: admin                       # optional JMESPath predicate
+
+      - name: users-not-employees          # a query rule (JupiterOne's shape): evaluated on a store
+        queries:                           # or question: {queries: [...]}, as JupiterOne exports
+          - name: query0                   # optional (query0, query1, ...)
+            query: FIND User THAT !IS Person
+        condition: queries.query0.total > 0    # optional (this is the default); or in JupiterOne's
+                                               # list form, also as operations[].when.condition
 
 What ``where`` sees, per ``on``:
 
@@ -22,7 +29,12 @@ What ``where`` sees, per ``on``:
 
 Entities are seen without ``_rawData``. The JMESPath functions are the engine's
 (``to_epoch_ms``, ``now_ms``, ``days_ago_ms``, ...); ``now_ms()`` is the clock given with
-``--as-of`` (default: now). Every expression is compiled once, when the file is loaded.
+``--as-of`` (default: now). Every expression is compiled once, when the file is loaded. A
+``where`` naming a property that no entity of the rule's type has, in either run, is warned of.
+
+A query rule fires when its condition on the queries' totals holds
+(:func:`evaluate_query_rules`, given an open store: ``date.now`` is the clock). Its queries are
+parsed when the file is loaded, each problem located in the file.
 """
 
 from __future__ import annotations
@@ -33,7 +45,8 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
 import jmespath
 import jmespath.lexer
@@ -55,10 +68,20 @@ from ..output import OutputDir
 from ..pipeline.load import SourceMap, describe_type, format_path, parse_yaml
 from .diff import ADDED, CHANGED, REMOVED, UNCHANGED, Comparison, Event, value_text
 
+if TYPE_CHECKING:  # the query language is imported when a file has query rules (it loads SQLAlchemy)
+    from ..query.rules import Question, QuestionAlert
+    from ..store.connect import Store
+
 BECAME = "became"
+QUERY = "query"
 KINDS = (ADDED, REMOVED, CHANGED, BECAME)
 RULE_FIELDS = ("name", "description", "on", "type", "where")
 REQUIRED_FIELDS = ("name", "on", "type")
+QUERY_RULE_FIELDS = ("name", "description", "queries", "condition", "question", "operations")
+# JupiterOne rule fields etl reads past: it evaluates rules when asked, and prints or returns alerts
+J1_RULE_FIELDS = ("id", "specVersion", "pollingInterval", "outputs", "templates", "tags", "version", "notifyOnFailure",
+                  "triggerActionsOnNewEntitiesOnly", "ignorePreviousResults", "labels")  # fmt: skip
+ALERT_SAMPLE = 20  # items of a query alert's answer printed as text
 
 
 @dataclass(frozen=True)
@@ -81,9 +104,35 @@ class Rule:
 
 
 @dataclass(frozen=True)
+class QueryRule:
+    """A J1QL question: named queries and a condition on their totals."""
+
+    index: int
+    name: str
+    question: Question
+    description: str | None
+    location: Location
+    on = QUERY
+
+    @property
+    def label(self) -> str:
+        return f"rules[{self.index}] ({self.name})"
+
+
+@dataclass(frozen=True)
 class RuleSet:
     path: Path
-    rules: tuple[Rule, ...]
+    rules: tuple[Rule | QueryRule, ...]
+
+    @property
+    def diff_rules(self) -> tuple[Rule, ...]:
+        """The rules on the change between two runs."""
+        return tuple(r for r in self.rules if isinstance(r, Rule))
+
+    @property
+    def query_rules(self) -> tuple[QueryRule, ...]:
+        """The rules that ask the graph store."""
+        return tuple(r for r in self.rules if isinstance(r, QueryRule))
 
 
 # ----------------------------------------------------------------------------------------
@@ -116,7 +165,7 @@ def parse_rules(text: str, filename: str, path: Path | None = None) -> RuleSet:
     return RuleSet(path or Path(filename), tuple(rules))
 
 
-def _check(data: Any, source: SourceMap, problems: list[Problem]) -> list[Rule]:
+def _check(data: Any, source: SourceMap, problems: list[Problem]) -> list[Rule | QueryRule]:
     if not isinstance(data, dict):
         problems.append(source.problem((), "a rules file must be a mapping with a 'rules' list at the top level"))
         return []
@@ -129,10 +178,13 @@ def _check(data: Any, source: SourceMap, problems: list[Problem]) -> list[Rule]:
     if not isinstance(data["rules"], list):
         problems.append(source.problem(("rules",), f"must be a list of rules, not {describe_type(data['rules'])}"))
         return []
-    rules: list[Rule] = []
+    rules: list[Rule | QueryRule] = []
     names: dict[str, int] = {}  # rule name -> index of the rule that has it
     for index, item in enumerate(data["rules"]):
-        rule = _check_rule(index, item, source, problems)
+        is_query = isinstance(item, dict) and ("queries" in item or "question" in item)
+        rule = (
+            _check_query_rule(index, item, source, problems) if is_query else _check_rule(index, item, source, problems)
+        )
         if rule is None:
             continue
         if rule.name in names:
@@ -247,6 +299,38 @@ def _did_you_mean(word: str, options: tuple[str, ...]) -> str:
     return did_you_mean(word, options) or f"; expected one of: {', '.join(options)}"
 
 
+def _check_query_rule(index: int, item: dict, source: SourceMap, problems: list[Problem]) -> QueryRule | None:
+    """A rule whose body is named J1QL queries and a condition (JupiterOne's alert rules)."""
+    path: tuple = ("rules", index)
+    if True in item and path + ("on",) in source.keys:  # YAML 1.1 reads the key `on` as true
+        item = {("on" if k is True else k): v for k, v in item.items()}
+    before = len(problems)
+    for key in item:
+        if key not in QUERY_RULE_FIELDS and key not in J1_RULE_FIELDS:
+            hint = _did_you_mean(str(key), QUERY_RULE_FIELDS)
+            if key in RULE_FIELDS:
+                hint = "; a query rule has queries and a condition, not on/type/where"
+            problems.append(source.problem(path + (str(key),), f"unknown field '{key}'{hint}", key=True))
+    for name in ("name", "description"):
+        if name in item and not (isinstance(item[name], str) and item[name].strip()):
+            message = f"must be a non-empty string, not {describe_type(item[name])}"
+            problems.append(source.problem(path + (name,), message))
+    if "name" not in item:
+        problems.append(source.problem(path, "missing required field 'name'"))
+    from ..query.rules import question_of
+
+    question, issues = question_of(item)
+    for issue in issues:
+        where = path + issue.path
+        if issue.offset is not None:
+            problems.append(Problem(source.locate_in_scalar(where, issue.offset), format_path(where), issue.message))
+        else:
+            problems.append(source.problem(where, issue.message, key=issue.key))
+    if len(problems) > before or question is None:
+        return None
+    return QueryRule(index, item["name"], question, item.get("description"), source.locate(path))
+
+
 # ----------------------------------------------------------------------------------------
 # Evaluating
 
@@ -307,23 +391,26 @@ def default_old_clock(old: OutputDir, new: OutputDir, now: int) -> int:
 def evaluate_rules(
     rules: RuleSet, old_path: Path, new_path: Path, *, now: int | None = None, old_now: int | None = None
 ) -> AlertReport:
-    """The alerts ``rules`` raise for the change OLD -> NEW, evaluated with the clock ``now``
-    (epoch ms, default: the current time; OLD's side of ``became`` rules with ``old_now``,
-    default: :func:`default_old_clock`)."""
+    """The alerts the diff rules of ``rules`` raise for the change OLD -> NEW, evaluated with the
+    clock ``now`` (epoch ms, default: the current time; OLD's side of ``became`` rules with
+    ``old_now``, default: :func:`default_old_clock`). Query rules are not evaluated here
+    (:func:`evaluate_query_rules` asks a store)."""
     old, new = OutputDir.open(old_path, "OLD"), OutputDir.open(new_path, "NEW")
     if now is None:
         now = int(time.time() * 1000)
     if old_now is None:
         old_now = default_old_clock(old, new, now)
     report = AlertReport(rules, old, new, now, old_now)
+    diff_rules = rules.diff_rules
     by_event: dict[tuple[str, str], list[Rule]] = {}
-    for rule in rules.rules:
+    for rule in diff_rules:
         kinds = {ADDED: [ADDED], REMOVED: [REMOVED], CHANGED: [CHANGED], BECAME: [CHANGED, UNCHANGED]}[rule.on]
         for kind in kinds:
             by_event.setdefault((rule.type, kind), []).append(rule)
     options, old_options = jmespath_options(now=now), jmespath_options(now=old_now)
-    wants_unchanged = any(rule.on == BECAME for rule in rules.rules)
-    comparison = Comparison(old, new, unchanged=wants_unchanged)
+    wants_unchanged = any(rule.on == BECAME for rule in diff_rules)
+    seen = _PropertiesSeen()
+    comparison = Comparison(seen.watch(old), seen.watch(new), unchanged=wants_unchanged)
     for event in comparison:
         if event.collection != "entities":
             continue
@@ -337,11 +424,72 @@ def evaluate_rules(
     report.alerts.sort(key=lambda a: (a.rule.index, a.key))
     report.partial_types = comparison.partial_types
     seen_types = comparison.types["entities"]
-    for rule in rules.rules:
+    for rule in diff_rules:
         if rule.type not in seen_types:
             hint = did_you_mean(rule.type, seen_types)
             report.warnings.append(f"{rules.path}: {rule.label}: no entity of type '{rule.type}' in OLD or NEW{hint}")
+            continue
+        known = seen.properties[rule.type]
+        for name in sorted(where_properties(rule) - known):
+            report.warnings.append(
+                f"{rules.path}: {rule.label}: where names the property '{name}', which no {rule.type} has in "
+                f"OLD or NEW{did_you_mean(name, known)}"
+            )
     return report
+
+
+class _PropertiesSeen:
+    """The property names of each entity type, noted as a comparison reads the runs."""
+
+    def __init__(self) -> None:
+        self.properties: dict[str, set[str]] = {}
+
+    def watch(self, source: OutputDir) -> Any:
+        """``source`` as a comparison reads it (an :class:`~engine.tools.diff.ObjectSource`)."""
+        noted = self.properties
+
+        def all_objects(drop: frozenset[str] = frozenset()) -> Any:
+            for collection, obj in source.all_objects(drop):
+                if collection == "entities":
+                    noted.setdefault(obj["_type"], set()).update(obj)
+                yield collection, obj
+
+        return SimpleNamespace(path=source.path, partial_types=source.partial_types, all_objects=all_objects)
+
+
+def where_properties(rule: Rule) -> set[str]:
+    """The entity properties a rule's ``where`` reads: names looked up on the entity itself (not
+    inside a projection or filter, which read elements), and ``_old.name`` of a changed rule."""
+    found: set[str] = set()
+
+    def walk(node: Any, at_entity: bool) -> None:
+        if not isinstance(node, dict):
+            return
+        kind, children = node.get("type"), node.get("children") or []
+        if kind == "field":
+            if at_entity and node.get("value") not in ("_old", "_changed"):
+                found.add(node["value"])
+            return
+        if kind == "subexpression" and len(children) == 2:
+            left = children[0]
+            walk(left, at_entity)
+            is_old = at_entity and left.get("type") == "field" and left.get("value") == "_old"
+            walk(children[1], is_old)  # _old.admin reads admin; a.b reads b of a, not of the entity
+            return
+        if kind in ("index_expression", "projection", "value_projection", "filter_projection", "flatten", "pipe"):
+            if children:
+                walk(children[0], at_entity)
+            for child in children[1:]:
+                walk(child, False)
+            return
+        if kind == "expref":
+            return
+        for child in children:
+            walk(child, at_entity)
+
+    if rule.where is not None:
+        walk(rule.where.parsed, True)
+    return found
 
 
 def _fires(rule: Rule, event: Event, options, old_options, report: AlertReport) -> bool:
@@ -396,5 +544,54 @@ def format_alerts(report: AlertReport) -> str:
             lines.append(f"      {prop}: {value_text(change['old'])} -> {value_text(change['new'])}")
     if report.partial_types:
         lines.append(f"Partial types (never reported as removed): {', '.join(sorted(report.partial_types))}")
+    lines.append(f"{count} alert{'s' if count != 1 else ''}." if count else "No alerts.")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------
+# Query rules: questions to the graph store
+
+
+@dataclass
+class QueryAlertReport:
+    rules: RuleSet
+    store: str  # the store's label (no password)
+    now: int
+    alerts: list[QuestionAlert] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        if self.errors:
+            return EXIT_RULE_FAILED
+        return EXIT_ALERTS if self.alerts else EXIT_NO_ALERTS
+
+    def to_json(self) -> list[dict]:
+        return [alert.to_json() for alert in self.alerts]
+
+
+def evaluate_query_rules(rules: RuleSet, store: Store, *, now: int | None = None) -> QueryAlertReport:
+    """Ask ``store`` every query rule of ``rules`` (the diff rules are ignored): an alert for
+    each rule whose condition holds. ``now`` (epoch ms, default: the current time) is
+    ``date.now``. Raises StoreError when the store cannot be read."""
+    from ..query.rules import QuestionAlert
+
+    if now is None:
+        now = int(time.time() * 1000)
+    report = QueryAlertReport(rules, store.label, now)
+    for rule in rules.query_rules:
+        asked = rule.question.ask(store, now=now)
+        if asked.fired:
+            report.alerts.append(QuestionAlert(rule.name, rule.description, rule.question, asked))
+    return report
+
+
+def format_query_alerts(report: QueryAlertReport) -> str:
+    """The text report of the query rules: each alert with (a sample of) what its queries found."""
+    lines = [f"{report.rules.path}: store {report.store}, as of {iso(report.now)}"]
+    for alert in report.alerts:
+        lines.extend(alert.lines(ALERT_SAMPLE))
+    count = len(report.alerts)
     lines.append(f"{count} alert{'s' if count != 1 else ''}." if count else "No alerts.")
     return "\n".join(lines)
