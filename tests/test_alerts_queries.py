@@ -226,3 +226,20 @@ def test_the_api_the_scheduler_calls(bundled_store):  # noqa: F811
     assert [a.rule for a in report.alerts] == ["critical-open-findings", "users-not-employees"]
     assert report.exit_code == 1 and report.to_json()[1]["queries"]["unlinked"]["total"] == 1
     assert format_query_alerts(report).splitlines()[0].endswith("as of 2030-01-01T00:00:00Z")
+
+
+def test_a_run_with_a_store_asks_the_query_rules_after_each_load(etl, tmp_path):
+    """etl run --store --alerts RULES: the J1QL rules are asked of the store once the run is in it;
+    the run's exit code stays the run's. Rules on changes still need --keep; query rules --store."""
+    from tests.conftest import MAPPINGS
+
+    store = f"sqlite:///{tmp_path / 'graph.db'}"
+    rules = ROOT / "rules" / "digicert-queries.yaml"
+    args = ("run", MAPPINGS / "digicert.yaml", "--offline", "--output", tmp_path / "out", "--store", store)
+    result = etl(*args, "--alerts", rules, "--as-of", "2027-01-20T00:00:00Z")
+    assert result.exit_code == 0, result.stderr
+    assert f"{rules}: store" in result.stdout and "certificate-expires-within-30-days" in result.stdout
+    refused = etl("run", MAPPINGS / "digicert.yaml", "--offline", "--output", tmp_path / "o2", "--alerts", rules)
+    assert refused.exit_code == 2 and "need --store" in refused.stderr
+    diff_rules = etl(*args, "--alerts", ROOT / "rules" / "digicert.yaml")
+    assert diff_rules.exit_code == 2 and "need --keep" in diff_rules.stderr

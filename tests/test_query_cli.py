@@ -169,3 +169,27 @@ def test_every_format_prints_an_empty_answer(etl, bundled_store, output_format):
         assert json.loads(result.stdout) == {"type": "table", "totalCount": 0, "data": []}
     else:
         assert result.stdout == expected
+
+
+def test_visualize_draws_the_answer_of_a_query(etl, bundled_store, tmp_path):  # noqa: F811
+    """etl visualize --store --query: a page of just the answer (certificates and their Domains)."""
+    page = tmp_path / "answer.html"
+    result = etl(
+        "visualize",
+        "--store",
+        bundled_store,
+        "--query",
+        "FIND Certificate THAT HAS Domain RETURN tree",
+        "--output",
+        page,
+    )
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(
+        re.search(r'<script type="application/json" id="graph-data">(.*?)</script>', page.read_text(), re.S).group(1)
+    )
+    types = {node["type"] for node in data["nodes"]}
+    assert "digicert_certificate" in types and types & {"dns_zone", "dns_subdomain"}
+    assert data["edges"] and all(edge["label"] == "HAS" for edge in data["edges"])
+    assert etl("visualize", "--store", bundled_store, "--query", "FIND Certificate WITH").exit_code == 2
+    assert etl("visualize", "--query", "FIND Certificate", env={"ETL_STORE": ""}).exit_code == 2
+    assert etl("visualize", tmp_path, "--store", bundled_store, "--query", "FIND *").exit_code == 2

@@ -132,7 +132,8 @@ RUN_EXIT_CODES_HELP = EXIT_CODES_HELP.replace(
     "rules_file",
     type=click.Path(dir_okay=False, path_type=Path),
     metavar="RULES",
-    help="With --keep: evaluate these alert rules on each change (saved as alerts.json).",
+    help="Evaluate these alert rules after each run: rules on the change between runs need --keep "
+    "(saved as alerts.json there); rules of J1QL queries need --store (asked after each load).",
 )
 @click.option(
     "--every",
@@ -148,8 +149,8 @@ RUN_EXIT_CODES_HELP = EXIT_CODES_HELP.replace(
     f"postgresql://user@host/db; also {STORE_ENV}): see `etl load`. A failed run loads nothing.",
 )
 @instance_option(
-    "With --store: the integration instance the run is loaded as (default: the mapping's instanceId "
-    "config where it has one, else its integration id)."
+    "With --store: the integration instance the run is loaded as (default: the instance the mapping's "
+    "integration.instance names, else its integration id)."
 )
 @full_refresh_option
 @run_options
@@ -179,8 +180,6 @@ def run(
     """
     if instance is not None and store_url is None:
         raise click.UsageError(f"--instance goes with --store (or {STORE_ENV})")
-    if rules_file is not None and keep is None:
-        raise click.UsageError("--alerts needs --keep N: alerts compare a run with the one before it")
     if runs is not None and every is None:
         raise click.UsageError("--runs goes with --every")
     from ..tools.alerts import load_rules
@@ -192,6 +191,12 @@ def run(
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--every") from None
     rules = load_rules(rules_file) if rules_file else None
+    if rules is not None and rules.diff_rules and keep is None:
+        raise click.UsageError(
+            f"--alerts {rules_file}: its rules on changes need --keep N (they compare a run with the one before it)"
+        )
+    if rules is not None and rules.query_rules and not store_url:
+        raise click.UsageError(f"--alerts {rules_file}: its J1QL query rules need --store URL (they ask the store)")
     request = RunRequest(mapping, **shared)
     observer = Coverage() if with_coverage else None
     store = open_store_url(store_url, create=True) if store_url else None  # a bad store fails before the run
@@ -283,6 +288,8 @@ def _run_once(
             return exc.exit_code
         if not request.quiet:
             click.echo(redactor(loaded.format()))
+        if rules is not None and rules.query_rules:
+            _query_alerts(rules, store, parse_time(request.as_of, "--as-of"), redactor, report)
         if result.state is not None and store_state is not None:
             try:  # only once the run is in the store does the store's mark move
                 store_state.write(plan.integration_id, name, result.state)
@@ -292,6 +299,18 @@ def _run_once(
                 report(f"saving the incremental state in the store: {exc}")
                 return exc.exit_code
     return result.exit_code
+
+
+def _query_alerts(rules: Any, store: Any, now: int | None, redactor: Any, report: Any) -> None:
+    """The alerts of the rules' J1QL queries, asked of the store the run was just loaded into."""
+    from ..tools.alerts import evaluate_query_rules, format_query_alerts
+
+    try:
+        alerts = evaluate_query_rules(rules, store, now=now)
+    except EtlError as exc:
+        report(f"alert rules {rules.path}: {exc}")
+        return
+    click.echo(redactor(format_query_alerts(alerts)))
 
 
 def _observe(

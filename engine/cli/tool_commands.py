@@ -440,21 +440,31 @@ def sync(
 VISUALIZE_EXIT_CODES_HELP = f"""\b
 Exit codes:
   0  FILE was written (also when there is no data, or more than --max-nodes: the page says so)
-  2  usage error (bad options; DIRECTORY does not exist; a --type that no entity or mapped target has)
-  5  a graph file cannot be read, or FILE cannot be written
+  2  usage error (bad options; DIRECTORY does not exist; a --type that no entity or mapped target has;
+     a --query that is not valid J1QL)
+  5  a graph file cannot be read, the store cannot be read, or FILE cannot be written
 {INTERNAL_ERROR_LINE}
 """
 
 
 @click.command(epilog=VISUALIZE_EXIT_CODES_HELP)
-@click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.argument("directory", required=False, type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option(
     "-o",
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
     metavar="FILE.html",
-    help="Where to write the page.  [default: DIRECTORY/index.html]",
+    help="Where to write the page.  [default: DIRECTORY/index.html; with --query: answer.html]",
 )
+@store_option(required=False, help="With --query: the graph store to ask (sqlite:///graph.db or postgresql://...).")
+@click.option(
+    "--query",
+    "query_text",
+    metavar="J1QL",
+    help="Draw the answer of this J1QL query from --store instead of DIRECTORY: the entities and "
+    "relationships it matches (as RETURN tree). The way to look at a big graph.",
+)
+@click.option("--as-of", "as_of", metavar="TIME", help="With --query: evaluate date.now as of this ISO-8601 time.")
 @click.option(
     "--type",
     "types",
@@ -474,7 +484,15 @@ Exit codes:
     "the rest are counted and the page and stderr say how to narrow the view. 0: no limit (a "
     "browser may not manage a large run).",
 )
-def visualize(directory: Path, output: Path | None, types: tuple[str, ...], max_nodes: int) -> None:
+def visualize(
+    directory: Path | None,
+    output: Path | None,
+    store_url: str | None,
+    query_text: str | None,
+    as_of: str | None,
+    types: tuple[str, ...],
+    max_nodes: int,
+) -> None:
     """Draw the graph in DIRECTORY (an `etl run` output, or its graph/ folder) as one
     self-contained HTML page: nothing is loaded from the internet.
 
@@ -493,16 +511,46 @@ def visualize(directory: Path, output: Path | None, types: tuple[str, ...], max_
       etl run mappings/example.yaml --output out && etl visualize out
       etl visualize out --output /tmp/graph.html
       etl visualize out --type acme_host --type acme_domain --max-nodes 500
+      etl visualize --store sqlite:///graph.db --query "FIND Certificate THAT HAS Domain RETURN tree"
     """
-    output = output if output is not None else directory / "index.html"
-    summary = graph_visualize.write_page(directory, output, types=types, max_nodes=max_nodes)
+    if query_text is not None:
+        if directory is not None:
+            raise click.UsageError("give DIRECTORY or --query, not both")
+        if not store_url:
+            raise click.UsageError("--query needs --store URL (or ETL_STORE)")
+        output = output if output is not None else Path("answer.html")
+        summary = _visualize_answer(store_url, query_text, as_of, output, types, max_nodes)
+        source = "the answer"
+    else:
+        if directory is None:
+            raise click.UsageError("give DIRECTORY (an etl run output), or --store URL --query J1QL")
+        output = output if output is not None else directory / "index.html"
+        summary = graph_visualize.write_page(directory, output, types=types, max_nodes=max_nodes)
+        source = str(directory)
     if not summary.nodes:
-        click.echo(f"etl: {directory}: {summary.empty_reason()}; {output} says so", err=True)
+        click.echo(f"etl: {source}: {summary.empty_reason()}; {output} says so", err=True)
         return
     click.echo(f"{output}: {summary.describe()}")
     notice = summary.notice()
     if notice is not None:
         click.echo(f"etl: {notice}", err=True)
+
+
+def _visualize_answer(
+    store_url: str, text: str, as_of: str | None, output: Path, types: tuple[str, ...], max_nodes: int
+) -> graph_visualize.PageSummary:
+    """The page of a J1QL query's answer, drawn from the store."""
+    from ..query import compile_query, tree_objects
+
+    compile_query(text)  # a query error is reported before the store is opened
+    store = open_store_url(store_url, create=False)
+    try:
+        entities, relationships = tree_objects(store, text, now=parse_time(as_of, "--as-of"))
+    finally:
+        store.close()
+    return graph_visualize.write_page_for(
+        entities, relationships, output, title=f"etl query: {text}", types=types, max_nodes=max_nodes
+    )
 
 
 COMMANDS = (document, diff_command, alerts_command, sync, visualize)
