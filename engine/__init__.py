@@ -1,10 +1,13 @@
 """etl: a declarative engine that turns vendor security APIs into a JupiterOne-compatible graph.
 
-The map (dependencies point down: cli -> tools/store -> pipeline -> lang/http -> the modules at the top):
+The map (dependencies point down: cli -> tools -> query -> store -> pipeline -> lang/http -> the modules
+at the top):
 
     cli/          the ``etl`` command: click commands only (parse, call, print); errors converted once
     tools/        what users do with a mapping or a run's output: authoring (preview, coverage,
-                  explain), document, diff, alerts, visualize (assets/: the page), sync, schedule
+                  explain), scaffold (etl new), document, diff, alerts, visualize (assets/: the
+                  page), sync/, schedule
+    query/        J1QL over the store: lexer -> parser -> plan -> SQL compiler (per dialect) -> executor
     store/        the persistent graph: every instance's runs merged (SQLite or PostgreSQL), history,
                   the mapper, export (see store/__init__.py)
     pipeline/     one run, stage by stage: load -> compile -> config -> fetch/auth/ratelimit ->
