@@ -240,6 +240,6 @@ def test_a_run_with_a_store_asks_the_query_rules_after_each_load(etl, tmp_path):
     assert result.exit_code == 0, result.stderr
     assert f"{rules}: store" in result.stdout and "certificate-expires-within-30-days" in result.stdout
     refused = etl("run", MAPPINGS / "digicert.yaml", "--offline", "--output", tmp_path / "o2", "--alerts", rules)
-    assert refused.exit_code == 2 and "need --store" in refused.stderr
+    assert refused.exit_code == 2 and "--alerts needs --store URL" in refused.stderr
     diff_rules = etl(*args, "--alerts", ROOT / "rules" / "digicert.yaml")
-    assert diff_rules.exit_code == 2 and "need --keep" in diff_rules.stderr
+    assert diff_rules.exit_code == 2 and "--alerts needs --keep N" in diff_rules.stderr

@@ -193,10 +193,10 @@ def run(
     rules = load_rules(rules_file) if rules_file else None
     if rules is not None and rules.diff_rules and keep is None:
         raise click.UsageError(
-            f"--alerts {rules_file}: its rules on changes need --keep N (they compare a run with the one before it)"
+            f"--alerts needs --keep N: the rules on changes in {rules_file} compare a run with the one before it"
         )
     if rules is not None and rules.query_rules and not store_url:
-        raise click.UsageError(f"--alerts {rules_file}: its J1QL query rules need --store URL (they ask the store)")
+        raise click.UsageError(f"--alerts needs --store URL: the J1QL query rules in {rules_file} ask the store")
     request = RunRequest(mapping, **shared)
     observer = Coverage() if with_coverage else None
     store = open_store_url(store_url, create=True) if store_url else None  # a bad store fails before the run
