@@ -449,7 +449,7 @@ CASES = [
         mutate("{{ config.apiKey }}", "{{ record.apiKey }}"),
         [
             "FILE:16:33: sources.api.headers.Authorization: 'record' is not available here: templates of sources "
-            "and instance tags see only config"
+            "and instance tags see only config (a source's base_url, headers and params also see account)"
         ],
         id="jinja-variable-not-in-scope",
     ),

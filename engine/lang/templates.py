@@ -650,11 +650,19 @@ def guard(tree: nodes.Template) -> bool:
 # entity, and the run's clock in epoch milliseconds.
 TEMPLATE_VARIABLES = frozenset({"record", "config", "item", "parent", "now"})
 _WHERE_AVAILABLE = {
-    "record": "templates of sources and instance tags see only config",
+    "record": (
+        "templates of sources and instance tags see only config (a source's base_url, headers and params "
+        "also see account)"
+    ),
     "parent": "only steps with for_each (fan-out) have a parent entity",
     "item": "only rules with for_each have an item",
     "paging": "only requests of paginated steps see paging",
     "request": "only a source's sign templates see the request being signed",
+    "ancestors": "only steps with for_each (fan-out) have ancestors",
+    "account": (
+        "only steps with accounts, fan-outs over entities fetched for an account, and their sources' "
+        "base_url, headers and params have an account"
+    ),
 }
 # Request templates also see ``paging`` (offset, limit, page, size, cursor of the next page).
 REQUEST_VARIABLES = frozenset({"config", "parent", "now", "paging"})
@@ -718,6 +726,40 @@ def compile_template(text: str, *, variables: frozenset[str], config_fields: fro
                     _field_offset(tokens, target.name, field),
                 )
     return LazyTemplate(text)
+
+
+def uses_variable(text: str, name: str) -> bool:
+    """Whether the template ``text`` (already checked) reads the variable ``name``."""
+    if name not in text:
+        return False
+    try:
+        return name in jinja2.meta.find_undeclared_variables(ENVIRONMENT.parse(text))
+    except (jinja2.TemplateError, RecursionError):  # reported where the template is compiled
+        return False
+
+
+def check_fields(text: str, variable: str, fields: frozenset[str], what: str) -> None:
+    """The fields of ``variable`` that the template ``text`` (already checked) names with a
+    constant (``variable.name``, ``variable['name']``) must be ``fields`` (``what`` names
+    them): an ExpressionError at the first one that is not."""
+    if variable not in text:
+        return
+    try:
+        tree = ENVIRONMENT.parse(text)
+    except (jinja2.TemplateError, RecursionError):  # reported where the template is compiled
+        return
+    if variable not in jinja2.meta.find_undeclared_variables(tree):
+        return  # a name of the template's own ({% set %}, a loop variable)
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        assert isinstance(node, (nodes.Getattr, nodes.Getitem))  # find_all's type is their base
+        if not (isinstance(node.node, nodes.Name) and node.node.name == variable):
+            continue
+        field = node.attr if isinstance(node, nodes.Getattr) else getattr(node.arg, "value", None)
+        if isinstance(field, str) and field not in fields:
+            raise ExpressionError(
+                f"unknown {what} '{field}'{known_names(field, fields)}",
+                _field_offset(list(_offset_tokens(text)), variable, field),
+            )
 
 
 def _check_tags_and_nesting(tokens: Iterable[tuple[int, str, str]]) -> None:

@@ -8,6 +8,7 @@ and the rest of the record is kept.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -77,6 +78,52 @@ class ItemNotes:
 _PRIMITIVES = (str, int, float, bool)
 
 
+class Lineage:
+    """Where a record was fetched: the fan-out ``parent`` entity it was fetched for (None
+    outside a fan-out), the ``ancestors`` of that fetch by entity type (the parent, the entity
+    the parent was fetched for, and so on up; the nearest of each type), and the ``account``
+    (an item of a step's ``accounts``, passed down every fan-out below it; None without one).
+
+    One lineage is shared by every record of one fetch, and by the entities built from them
+    that a later step fans out over: memory grows with the parents, not with the records.
+    """
+
+    __slots__ = ("parent", "ancestors", "account")
+
+    def __init__(self, parent: dict | None = None, ancestors: Mapping[str, dict] | None = None, account: Any = None):
+        self.parent = parent
+        self.ancestors: Mapping[str, dict] = ancestors if ancestors is not None else {}
+        self.account = account
+
+    def describe(self) -> str:
+        """What the fetch was for, as messages name it: ``for example_org:o1``, ``for account
+        acme``, or nothing."""
+        if self.parent is not None:
+            return f"for {self.parent.get('_key')}"
+        if self.account is not None:
+            return f"for account {account_label(self.account)}"
+        return ""
+
+    def below(self, entity_type: str, entity: dict) -> Lineage:
+        """The lineage of what is fetched for ``entity`` (of ``entity_type``), which was
+        built from a record of this lineage: its account, and ancestors one deeper."""
+        return Lineage(entity, {**self.ancestors, entity_type: entity}, self.account)
+
+
+ROOT = Lineage()  # a record of a step that neither fans out nor has accounts
+
+
+def account_label(account: Any) -> str:
+    """An account as messages name it: an entity by its key, text as it is, anything else as
+    (shortened) JSON."""
+    if isinstance(account, dict) and "_key" in account:
+        return str(account["_key"])
+    if isinstance(account, str):
+        return account
+    text = json.dumps(account, default=str)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 class GraphBuilder:
     def __init__(
         self,
@@ -125,14 +172,23 @@ class GraphBuilder:
             MappedRule(spec, f"mapped_relationships[{i}]") for i, spec in enumerate(step.mapped_relationships)
         ]
 
-    def scope(self, record: Any, parent: Any = None) -> Scope:
-        variables = {"record": record, "config": self.config, "parent": parent, "now": self.now}
+    def scope(self, record: Any, lineage: Lineage = ROOT) -> Scope:
+        """What the rules of a record see: the record, and where it was fetched (``lineage``:
+        its fan-out parent, that parent's ancestors, its account)."""
+        variables = {
+            "record": record,
+            "config": self.config,
+            "parent": lineage.parent,
+            "ancestors": lineage.ancestors,
+            "account": lineage.account,
+            "now": self.now,
+        }
         return Scope(record, variables, self.options)
 
-    def build(self, record: Any, position: object, parent: Any = None) -> Built:
+    def build(self, record: Any, position: object, lineage: Lineage = ROOT) -> Built:
         built = Built()
         notes = Notes(position, built.warnings)
-        scope = self.scope(record, parent)
+        scope = self.scope(record, lineage)
         keys_by_type: dict[str, str] = {}  # the entity of each (non-for_each) type this record built
         for rule in self.entity_rules:
             spec, where = rule[0], rule[1]

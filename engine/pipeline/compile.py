@@ -16,10 +16,10 @@ from ..http.origins import origin_of, url_problem
 from ..http.retry import DEFAULT_RETRY_STATUSES, RetryPolicy
 from ..http.transfer import DEFAULT_MAX_RESPONSE_BYTES
 from ..lang.functions import to_epoch_ms
-from ..lang.templates import REQUEST_VARIABLES, SIGN_VARIABLES
+from ..lang.templates import REQUEST_VARIABLES, SIGN_VARIABLES, uses_variable
 from ..lang.values import Value, literal
 from .compile_io import StepIoCompiler
-from .compile_rules import RuleCompiler, ancestors
+from .compile_rules import RuleCompiler
 from .load import LoadedMapping, PathT, load_mapping
 from .plan import (
     AUTH_FIELDS,
@@ -27,8 +27,10 @@ from .plan import (
     PAGINATION_FIELDS,
     PAGINATION_PARAMS,
     PAGINATION_REQUIRED,
+    Accounts,
     AuthSpec,
     ConfigField,
+    Detail,
     Offline,
     OfflineChoice,
     OfflineReplay,
@@ -117,10 +119,11 @@ class Compiler(RuleCompiler, StepIoCompiler):
 
     def sources(self) -> tuple[Source, ...]:
         variables = frozenset({"config"})
+        per_account = frozenset({"config", "account"})  # base_url, headers, params
         out = []
         for name, spec in self.data["sources"].items():
             path = ("sources", name)
-            base_url = self.template(spec["base_url"], path + ("base_url",), variables)
+            base_url = self.template(spec["base_url"], path + ("base_url",), per_account)
             retry_spec = spec.get("retry") or {}
             retry = RetryPolicy(
                 max_attempts=retry_spec.get("max_attempts", RetryPolicy.max_attempts),
@@ -169,10 +172,10 @@ class Compiler(RuleCompiler, StepIoCompiler):
                     on_status=tuple((int(k), v) for k, v in (spec.get("on_status") or {}).items()),
                     base_url=self.compiled(base_url),
                     headers=self.value_map(
-                        spec.get("headers"), path + ("headers",), variables=variables, allow_jmespath=False
+                        spec.get("headers"), path + ("headers",), variables=per_account, allow_jmespath=False
                     ),
                     params=self.value_map(
-                        spec.get("params"), path + ("params",), variables=variables, allow_jmespath=False
+                        spec.get("params"), path + ("params",), variables=per_account, allow_jmespath=False
                     ),
                     timeout=float(spec.get("timeout", 30)),
                     retry=retry,
@@ -183,6 +186,9 @@ class Compiler(RuleCompiler, StepIoCompiler):
                     max_response_bytes=int(spec.get("max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES)),
                     sign=sign,
                     rate_limit_headers=HeaderLimits.from_mapping(spec.get("rate_limit_headers")),
+                    account_base_url=reads_account(spec["base_url"]),
+                    account_headers=names_reading_account(spec.get("headers")),
+                    account_params=names_reading_account(spec.get("params")),
                 )
             )
         return tuple(out)
@@ -335,34 +341,22 @@ class Compiler(RuleCompiler, StepIoCompiler):
                 self.problem(path + ("depends_on", d_index), f"unknown step '{dep}'{did_you_mean(dep, ids)}")
             elif dep == spec["id"]:
                 self.problem(path + ("depends_on", d_index), "a step cannot depend on itself")
+        self.current_step = spec
+        self.ancestor_types = self.lineage(spec["id"])[0]
         request = None
         if "request" in spec:
-            request_variables = REQUEST_VARIABLES - ({"parent"} if "for_each" not in spec else set())
-            if (spec.get("pagination") or {}).get("kind", "none") == "none":
-                request_variables -= {"paging"}
-            if "incremental" in spec:
-                request_variables |= {"state"}
+            request_variables = self.request_variables(spec)
             request = self.request(spec["request"], path + ("request",), source_names, request_variables)
         state = frozenset({"state"} if "incremental" in spec else ())
         export = self.export_job(spec.get("export"), path + ("export",), spec, source_names, state)
         response = self.response_format(spec.get("response"), path + ("response",))
         incremental = self.incremental(spec.get("incremental"), path + ("incremental",), spec)
-        self.current_step = spec
+        accounts = self.accounts(spec.get("accounts"), path + ("accounts",), spec, declared_types)
+        detail = self.detail(spec.get("detail"), path + ("detail",), spec, source_names)
         when = self.expression(spec["when"], path + ("when",)) if "when" in spec else None
         parent_type = spec.get("for_each")
         if parent_type is not None:
-            owners = declared_types.get(parent_type)
-            if owners is None:
-                self.problem(
-                    path + ("for_each",),
-                    f"unknown entity type '{parent_type}'{did_you_mean(parent_type, declared_types)}",
-                )
-            elif not set(owners) & ancestors(self.data, spec["id"]) and self.dependencies_known(spec["id"]):
-                self.problem(
-                    path + ("for_each",),
-                    f"'{parent_type}' is built by step '{owners[0]}', which "
-                    f"this step does not depend on; add it to depends_on",
-                )
+            self.check_fan_out_type(parent_type, path + ("for_each",), spec, declared_types)
             if request is None:
                 self.problem(path + ("for_each",), "for_each needs a request to make per entity")
         pagination = self.pagination(spec.get("pagination"), path + ("pagination",))
@@ -413,7 +407,69 @@ class Compiler(RuleCompiler, StepIoCompiler):
             response=response,
             export=export,
             incremental=incremental,
+            accounts=accounts,
+            detail=detail,
         )
+
+    def request_variables(self, spec: dict) -> frozenset[str]:
+        """What the templates of a step's request see: ``parent`` and ``ancestors`` in a
+        fan-out step, ``paging`` when it is paginated, ``state`` when it is incremental,
+        ``account`` when its records can have one."""
+        variables = set(REQUEST_VARIABLES)
+        if "for_each" in spec:
+            variables.add("ancestors")
+        else:
+            variables.discard("parent")
+        if (spec.get("pagination") or {}).get("kind", "none") == "none":
+            variables.discard("paging")
+        if "incremental" in spec:
+            variables.add("state")
+        if self.lineage(spec["id"])[1]:
+            variables.add("account")
+        return frozenset(variables)
+
+    def accounts(self, raw: Any, path: PathT, spec: dict, declared_types: dict) -> Accounts | None:
+        """``accounts``: a JMESPath on the config, a list, or ``{type: T}`` (every entity of T)."""
+        if raw is None:
+            return None
+        if "for_each" in spec:
+            self.problem(
+                path,
+                "a step has accounts or for_each, not both: a fan-out step runs for the account its parent "
+                "entity was fetched for (its templates see it as account)",
+                key=True,
+            )
+        if "export" in spec:
+            self.problem(path, "an export job cannot be started per account; use one step per job", key=True)
+        if "request" not in spec:
+            self.problem(path, "accounts needs a request to make per account", key=True)
+        if isinstance(raw, dict):
+            self.check_fan_out_type(raw["type"], path + ("type",), spec, declared_types)
+            return Accounts(type=raw["type"])
+        if isinstance(raw, list):
+            return Accounts(items=literal(raw))
+        items = self.expression(raw, path)
+        return None if items is None else Accounts(items=items)
+
+    def detail(self, raw: dict | None, path: PathT, spec: dict, source_names: set[str]) -> Detail | None:
+        """``detail``: a request per listed record (of the step's source unless it names one);
+        its templates see what the step's request sees, but ``paging``, and ``record``."""
+        if raw is None:
+            return None
+        if "request" not in spec:
+            self.problem(path, "detail needs the step's request: it is made once per record that request lists")
+        source = (spec.get("request") or {}).get("source")
+        request_raw = raw["request"]
+        if source and "source" not in request_raw:
+            request_raw = {"source": source, **request_raw}
+        variables = (self.request_variables(spec) - {"paging"}) | {"record"}
+        request = self.request(request_raw, path + ("request",), source_names, variables)
+        record = self.expression(raw.get("record", "@"), path + ("record",))
+        if request is None or record is None:
+            return None
+        rules = dict(self.status_rules(request, spec.get("on_status")))
+        rules.update((int(k), v) for k, v in (raw.get("on_status") or {}).items())
+        return Detail(request, record, bool(raw.get("merge", False)), tuple(sorted(rules.items())))
 
     def pagination(self, spec: dict | None, path: PathT) -> Pagination:
         if not spec or spec.get("kind", "none") == "none":
@@ -501,6 +557,18 @@ class Compiler(RuleCompiler, StepIoCompiler):
             name=spec.get("name", ""),
             client_auth=spec.get("client_auth", "body"),
         )
+
+
+def reads_account(raw: Any) -> bool:
+    """Whether a value of a source (a template, or ``{template: ...}``) reads ``account``."""
+    if isinstance(raw, dict) and "template" in raw:
+        raw = raw["template"]
+    return isinstance(raw, str) and uses_variable(raw, "account")
+
+
+def names_reading_account(values: dict | None) -> frozenset[str]:
+    """The names of a source's headers (or params) whose value reads ``account``."""
+    return frozenset(str(name) for name, raw in (values or {}).items() if reads_account(raw))
 
 
 def offline_choice_value(name: str, field: dict, key: Any) -> tuple[Any, str | None]:

@@ -66,14 +66,37 @@ class RuleCompiler(ValueCompiler):
     """Compiles the entity and relationship rules of the step being compiled."""
 
     def scope_for(self, step_spec: dict, rule_spec: dict | None = None) -> frozenset[str]:
-        """Template variables of a rule: ``parent`` only in fan-out steps, ``item`` only
-        under for_each."""
-        variables = set(TEMPLATE_VARIABLES)
+        """Template variables of a rule: ``parent`` and ``ancestors`` only in fan-out steps,
+        ``account`` only where the records can have one, ``item`` only under for_each."""
+        variables = set(TEMPLATE_VARIABLES) | {"ancestors", "account"}
         if "for_each" not in step_spec:
-            variables.discard("parent")
+            variables -= {"parent", "ancestors"}
+        if not self.lineage(step_spec.get("id", ""))[1]:
+            variables.discard("account")
         if rule_spec is None or "for_each" not in rule_spec:
             variables.discard("item")
         return frozenset(variables)
+
+    def lineage(self, step_id: str) -> tuple[frozenset[str], bool]:
+        """What the records of a step can have been fetched for: the entity types its
+        ``ancestors`` can hold, and whether they can have an ``account``."""
+        cache = self.__dict__.setdefault("_lineages", {})
+        if step_id not in cache:
+            cache[step_id] = step_lineage(self.data, step_id)
+        return cache[step_id]
+
+    def check_fan_out_type(self, entity_type: str, path: PathT, spec: dict, declared_types: dict) -> None:
+        """A type a step runs once per entity of (``for_each``, ``accounts: {type}``) must be
+        built by a step it depends on."""
+        owners = declared_types.get(entity_type)
+        if owners is None:
+            self.problem(path, f"unknown entity type '{entity_type}'{did_you_mean(entity_type, declared_types)}")
+        elif not set(owners) & ancestors(self.data, spec["id"]) and self.dependencies_known(spec["id"]):
+            self.problem(
+                path,
+                f"'{entity_type}' is built by step '{owners[0]}', which "
+                f"this step does not depend on; add it to depends_on",
+            )
 
     def entity(self, spec: dict, path: PathT) -> EntitySpec | None:
         self.variables = self.scope_for(self.current_step, spec)
@@ -270,6 +293,33 @@ class RuleCompiler(ValueCompiler):
             for_each=for_each,
             partial=spec.get("partial", False),
         )
+
+
+def step_lineage(data: dict, step_id: str) -> tuple[frozenset[str], bool]:
+    """The entity types the ``ancestors`` of a step's records can hold, and whether the records
+    can have an ``account``: a step with ``accounts`` has one; a fan-out step's records have
+    its ``for_each`` type as an ancestor, and what the records that type's entities were built
+    from had (of any step that builds it)."""
+    steps: dict[str, dict] = {s["id"]: s for s in data["steps"]}
+    owners: dict[str, list[str]] = {}
+    for owner_id, owner in steps.items():
+        for entity in owner.get("entities") or ():
+            owners.setdefault(entity["type"], []).append(owner_id)
+
+    def walk(current: str, seen: frozenset[str]) -> tuple[frozenset[str], bool]:
+        spec = steps.get(current) or {}
+        parent_type = spec.get("for_each")
+        has_account = "accounts" in spec
+        if not isinstance(parent_type, str) or current in seen:
+            return frozenset(), has_account
+        types = {parent_type}
+        for owner in owners.get(parent_type, ()):
+            found, account = walk(owner, seen | {current})
+            types |= found
+            has_account = has_account or account
+        return frozenset(types), has_account
+
+    return walk(step_id, frozenset())
 
 
 def ancestors(data: dict, step_id: str) -> set[str]:

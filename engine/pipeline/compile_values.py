@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ExpressionError, Problem
-from ..lang.templates import TEMPLATE_VARIABLES
+from ..lang.templates import TEMPLATE_VARIABLES, check_fields
 from ..lang.values import Value, jmespath_value, literal, template_value
 from .load import PathT, SourceMap, format_path
 
@@ -28,6 +28,7 @@ class ValueCompiler:
     for_each_types: set[str] = field(default_factory=set)  # of the step being compiled
     variables: frozenset[str] = TEMPLATE_VARIABLES  # what templates of the rule being compiled can see
     current_step: dict = field(default_factory=dict)
+    ancestor_types: frozenset[str] = frozenset()  # what ``ancestors`` holds in the step being compiled
 
     # -- reporting -----------------------------------------------------------------------
 
@@ -55,11 +56,11 @@ class ValueCompiler:
                 if form == "value":
                     return literal(text)
                 if form == "template":
-                    return template_value(str(text), variables=variables, config_fields=self.config_names)
+                    return self.checked_template(str(text), variables)
                 return jmespath_value(str(text), self.config_names)
             if isinstance(raw, str):
                 if "{{" in raw or "{%" in raw or not allow_jmespath:
-                    return template_value(raw, variables=variables, config_fields=self.config_names)
+                    return self.checked_template(raw, variables)
                 return jmespath_value(raw, self.config_names)
             return literal(raw)
         except ExpressionError as exc:
@@ -70,6 +71,14 @@ class ValueCompiler:
         except RecursionError:  # nesting the checks of lang/ do not foresee: still a located problem
             self.problem(path, TOO_DEEP)
             return None
+
+    def checked_template(self, text: str, variables: frozenset[str]) -> Value:
+        """A template, its variables checked; the entity types it reads of ``ancestors`` must
+        be ancestors of the step's records (an ExpressionError at the first that is not)."""
+        value = template_value(text, variables=variables, config_fields=self.config_names)
+        if "ancestors" in variables:
+            check_fields(text, "ancestors", self.ancestor_types, "ancestor type")
+        return value
 
     def structure(self, raw: Any, path: PathT, variables: frozenset[str]) -> Value | None:
         """A JSON value (a request body) whose strings may be templates; {jmespath|template|value: ...}

@@ -141,12 +141,14 @@ class HttpClient:
         if self.oauth is not None:
             self.oauth.close()
 
-    def url_for(self, path: str) -> str:
+    def url_for(self, path: str, base_url: str | None = None) -> str:
+        """``path`` on the source's base URL (or on ``base_url``: an account's), unless absolute."""
         if path.startswith(("http://", "https://")):
             return path
+        base = self.base_url if base_url is None else base_url.rstrip("/")
         if not path:
-            return self.base_url
-        return f"{self.base_url}/{path.lstrip('/')}"
+            return base
+        return f"{base}/{path.lstrip('/')}"
 
     # -- where credentials go --------------------------------------------------------------
 
@@ -236,11 +238,13 @@ class HttpClient:
         headers: Mapping[str, str] | None = None,
         body: Any = None,
         sink: BinaryIO | None = None,
+        base_url: str | None = None,
     ) -> Page:
         """One logical request, retried as the source's policy says. Returns the decoded JSON -
-        or, with ``sink``, writes the body there as it arrives (see :meth:`download`)."""
+        or, with ``sink``, writes the body there as it arrives (see :meth:`download`). A
+        ``base_url`` (an account's) replaces the source's; its origin is held to the same rules."""
         call = _Call(method, dict(headers or {}), body)
-        target = self.url_for(path)
+        target = self.url_for(path, base_url)
         trusted = self.may_send_credentials(target, f"{method} {target}")
         prepared = self.prepare(call, target, params, trusted=trusted)
         assert prepared.url is not None  # prepare always sets it
@@ -326,6 +330,7 @@ class HttpClient:
         params: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
         body: Any = None,
+        base_url: str | None = None,
     ) -> Page:
         """One logical request whose body is a file to read in some format (``decode.py``):
         written to a temporary file as it arrives (in memory up to :data:`SPOOL_IN_MEMORY`,
@@ -335,7 +340,7 @@ class HttpClient:
         # Not a context manager: the file outlives this call (the caller reads it, then closes it).
         spool = cast(BinaryIO, tempfile.SpooledTemporaryFile(SPOOL_IN_MEMORY, prefix="etl-download-"))  # noqa: SIM115
         try:
-            page = self.get_json(method, path, params=params, headers=headers, body=body, sink=spool)
+            page = self.get_json(method, path, params=params, headers=headers, body=body, sink=spool, base_url=base_url)
         except BaseException:
             spool.close()
             raise

@@ -21,7 +21,7 @@ import logging
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import parse_qsl, urljoin, urlsplit
 
 import orjson
 import requests
@@ -75,6 +75,26 @@ def evaluate(value: Value, scope: Scope, where: str) -> Any:
 # One request
 
 
+@dataclass(frozen=True)
+class AccountBase:
+    """What one account changes in the requests to a source: its base URL (None: the
+    source's), and the source's headers and query parameters that read ``account``."""
+
+    base_url: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    params: Mapping[str, str] = field(default_factory=dict)
+
+    def merged(self, params: dict[str, Any], headers: dict[str, str], url: str | None) -> None:
+        """Add the account's params and headers to a request's own (which win). A next-page
+        ``url`` carries the params it needs; those it lacks are added."""
+        present = {name for name, _ in parse_qsl(urlsplit(url).query, keep_blank_values=True)} if url else set()
+        for name, value in self.params.items():
+            if name not in present:
+                params.setdefault(name, value)
+        for name, value in self.headers.items():
+            headers.setdefault(name, value)
+
+
 def fetch(
     client: HttpClient,
     spec: RequestSpec,
@@ -85,8 +105,9 @@ def fetch(
     url: str | None = None,
     response: ResponseFormat | None = None,
     spooled: bool = False,
+    base: AccountBase | None = None,
 ) -> Page:
-    """Make one request of a step.
+    """Make one request of a step (for an account, with ``base``).
 
     ``paging`` (offset, limit, cursor... under their parameter names) goes where ``place``
     says: the query string, headers, the JSON body, or nowhere ('path': the path template
@@ -112,10 +133,14 @@ def fetch(
             headers.update({name: str(value) for name, value in paging.items()})
         elif place == "body" and paging:
             body = {**(body if isinstance(body, dict) else {}), **paging}
+    base_url = None
+    if base is not None:
+        base.merged(params, headers, url)
+        base_url = base.base_url
     if response is not None or spooled:
-        page = client.download(spec.method, path, params=params, headers=headers, body=body)
+        page = client.download(spec.method, path, params=params, headers=headers, body=body, base_url=base_url)
         return page if response is None else read_page(page, response, client.source.max_response_bytes, spec.method)
-    page = client.get_json(spec.method, path, params=params, headers=headers, body=body)
+    page = client.get_json(spec.method, path, params=params, headers=headers, body=body, base_url=base_url)
     if spec.graphql is not None:
         check_graphql(spec.method, page)
     return page
@@ -228,6 +253,7 @@ def paginate(
     warn: Callable[[str], None] = lambda message: None,
     total_known: TotalHook | None = None,
     response: ResponseFormat | None = None,
+    base: AccountBase | None = None,
 ) -> Iterator[tuple[Page, list]]:
     """Yield ``(page, records)`` for every page of a step's request (or of one fan-out child).
 
@@ -246,9 +272,11 @@ def paginate(
     the caller's thread.
 
     With ``response`` (a step's format other than JSON) each page is downloaded and decoded
-    whole (:func:`read_page`); ``select`` gets its body.
+    whole (:func:`read_page`); ``select`` gets its body. With ``base`` the requests are an
+    account's (:class:`AccountBase`).
     """
     walker = _Walker(client, spec, pagination, scope, truncated, warn, total_known, response)
+    walker.base = base
     guard = LoopGuard()
     page = walker.request()
     walker.first(page, guard)
@@ -362,6 +390,7 @@ class _Walker:
         elif self.kind == "page" and pagination.total_pages is not None:
             self.total_of = (pagination.total_pages, "total_pages", "the page count")
         self.total: int | float | None = None  # the last total a page declared
+        self.base: AccountBase | None = None  # an account's base URL, headers and params
 
     def first(self, page: Page, guard: LoopGuard) -> None:
         """Note where pagination started, so coming back to it is caught too."""
@@ -449,7 +478,7 @@ class _Walker:
     def request(self) -> Page:
         p = self.pagination
         if self.kind == "none":
-            return fetch(self.client, self.spec, self.scope, response=self.response)
+            return fetch(self.client, self.spec, self.scope, response=self.response, base=self.base)
         names = {
             "offset": p.offset_param,
             "limit": p.limit_param,
@@ -469,6 +498,7 @@ class _Walker:
             place=place,
             url=self.url,
             response=self.response,
+            base=self.base,
         )
 
     def advance(self, page: Page, records: list, guard: LoopGuard) -> bool:
@@ -525,7 +555,8 @@ class _Walker:
                 f"{self.spec.method} {page.url}: the next page's URL is {json.dumps(target)}, not a string",
                 url=page.url,
             )
-        self.url = urljoin(page.request_url if self.kind == "link_header" else self.client.base_url + "/", target)
+        base_url = (self.base.base_url if self.base is not None else None) or self.client.base_url
+        self.url = urljoin(page.request_url if self.kind == "link_header" else base_url.rstrip("/") + "/", target)
         guard.visit("URL", self.url, self.client.redactor(self.url), page.url)
         return True
 

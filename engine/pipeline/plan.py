@@ -86,6 +86,16 @@ class Source:
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES  # per response, decoded
     sign: SignSpec | None = None  # signature params and headers, rendered on each request (signing.py)
     rate_limit_headers: HeaderLimits | None = None  # the quota the API announces (ratelimit.py)
+    # What reads ``account`` (rendered per account, see ``Accounts``): the base URL, and the
+    # names of headers and query parameters; the rest is rendered once, on the config.
+    account_base_url: bool = False
+    account_headers: frozenset[str] = frozenset()
+    account_params: frozenset[str] = frozenset()
+
+    @property
+    def per_account(self) -> bool:
+        """Whether some of the source's templates read ``account``."""
+        return self.account_base_url or bool(self.account_headers or self.account_params)
 
 
 @dataclass(frozen=True)
@@ -211,6 +221,26 @@ class Incremental:
 
 
 @dataclass(frozen=True)
+class Accounts:
+    """``accounts``: the step runs once per account, which its templates (and its source's
+    base URL, headers and params) see as ``account``. Exactly one of the two is set."""
+
+    items: Value | None = None  # JMESPath on the config, or a literal list: a list gives its items
+    type: str | None = None  # every entity of this type (built by a step the step depends on)
+
+
+@dataclass(frozen=True)
+class Detail:
+    """``detail``: one more request per listed record (templates see ``record``); its response
+    becomes the record, or is merged into it, before anything is built."""
+
+    request: RequestSpec
+    record: Value  # JMESPath on the detail response: the detailed record
+    merge: bool = False  # True: the listed record's fields, overwritten by the detail's
+    on_status: tuple[tuple[int, str], ...] = ()  # the step's rules, overridden by the detail's own
+
+
+@dataclass(frozen=True)
 class EntitySpec:
     resource: str
     type: str
@@ -285,6 +315,14 @@ class Step:
     response: ResponseFormat | None = None  # None: JSON bodies (the fast path)
     export: ExportJob | None = None
     incremental: Incremental | None = None
+    accounts: Accounts | None = None
+    detail: Detail | None = None
+
+    @property
+    def fans_out_over(self) -> str | None:
+        """The entity type whose entities the step runs once for (``for_each``, or ``accounts``
+        given as ``{type: ...}``), or None."""
+        return self.for_each or (self.accounts.type if self.accounts is not None else None)
 
     @property
     def _specs(self) -> tuple[EntitySpec | RelationshipSpec | MappedRelationshipSpec, ...]:
@@ -385,8 +423,9 @@ class Plan:
 
     @property
     def parent_types(self) -> frozenset[str]:
-        """Entity types some step fans out over; the run keeps those entities in memory."""
-        return frozenset(s.for_each for s in self.steps if s.for_each)
+        """Entity types some step fans out over (``for_each``, or accounts of a type); the run
+        keeps those entities in memory until the last step that needs them has run."""
+        return frozenset(t for s in self.steps if (t := s.fans_out_over))
 
     def steps_for(self, wanted: list[str] | None) -> tuple[Step, ...]:
         """The steps to run for ``--step``: those asked for and everything they depend on."""

@@ -26,7 +26,7 @@ import jmespath
 
 from ..lang.templates import ENVIRONMENT
 from ..lang.values import Value, literal
-from ..pipeline.build import Built, GraphBuilder
+from ..pipeline.build import ROOT, Built, GraphBuilder, Lineage
 from ..pipeline.check import entity_problems
 from ..pipeline.load import LoadedMapping, format_path
 from ..pipeline.plan import EntitySpec, MappedRelationshipSpec, Plan, RelationshipSpec, Step
@@ -54,15 +54,20 @@ class Preview(Observer):
     def sample(self, step: Step) -> StepSample:
         return self.steps.setdefault(step.id, StepSample())
 
-    def page(self, step, page, records, parent) -> None:
-        retries = page.attempts - 1
+    def page(self, step, page, records, lineage: Lineage) -> None:
+        for_what = lineage.describe()
         self.sample(step).requests.append(
             f"{step.request.method} {page.url} -> {page.status}, {len(records)} record(s)"
-            + (f", {retries} retr{'y' if retries == 1 else 'ies'}" if retries else "")
-            + (f" (for {parent['_key']})" if parent else "")
+            + _retries(page)
+            + (f" ({for_what})" if for_what else "")
         )
 
-    def record(self, step, position, record, built: Built, parent=None) -> None:
+    def detail(self, step, page, position) -> None:
+        self.sample(step).requests.append(
+            f"{step.detail.request.method} {page.url} -> {page.status}{_retries(page)} (detail of {position})"
+        )
+
+    def record(self, step, position, record, built: Built, lineage: Lineage = ROOT) -> None:
         sample = self.sample(step)
         if len(sample.records) < self.limit:
             sample.records.append(record)
@@ -94,6 +99,11 @@ class Preview(Observer):
                 lines.extend(f"  {line}" for line in said)
             lines.append("")
         return "\n".join(lines).rstrip()
+
+
+def _retries(page) -> str:
+    retries = page.attempts - 1
+    return f", {retries} retr{'y' if retries == 1 else 'ies'}" if retries else ""
 
 
 def _no_requests(step: Step) -> str:
@@ -158,10 +168,10 @@ class Coverage(Observer):
     def __init__(self):
         self.steps: dict[str, StepCoverage] = {}
 
-    def page(self, step, page, records, parent) -> None:
+    def page(self, step, page, records, lineage) -> None:
         self.steps.setdefault(step.id, StepCoverage())  # a step whose pages held no records is reported too
 
-    def record(self, step, position, record, built: Built, parent=None) -> None:
+    def record(self, step, position, record, built: Built, lineage: Lineage = ROOT) -> None:
         coverage = self.steps.setdefault(step.id, StepCoverage())
         coverage.records += 1
         coverage.fields.update(set(leaf_paths(record)))
@@ -375,15 +385,15 @@ class Explain(Observer):
     def step_started(self, step: Step, builder: GraphBuilder) -> None:
         self.builder = builder
 
-    def record(self, step, position, record, built: Built, parent=None) -> None:
+    def record(self, step, position, record, built: Built, lineage: Lineage = ROOT) -> None:
         if self.found is not None:
             return
         for obj in (*built.entities, *built.relationships):
             if obj["_key"] == self.key:
-                self.found = Found(step, position, record, obj, self.locate_spec(step, obj, record, parent))
+                self.found = Found(step, position, record, obj, self.locate_spec(step, obj, record, lineage))
                 return
 
-    def locate_spec(self, step: Step, obj: dict, record: Any = None, parent: dict | None = None) -> Rule | None:
+    def locate_spec(self, step: Step, obj: dict, record: Any = None, lineage: Lineage = ROOT) -> Rule | None:
         """The rule that built ``obj`` from ``record``: of the step's rules of its kind and
         type, the first that builds an object with its key when the record is built again
         with that rule alone (the run is where it was: nothing of the record is checked or
@@ -392,29 +402,29 @@ class Explain(Observer):
         candidates = _candidates(step, obj)
         if self.builder is not None:
             for rule in candidates:
-                if self.builds(step, rule, record, parent):
-                    return self.with_item(step, rule, record, parent)
+                if self.builds(step, rule, record, lineage):
+                    return self.with_item(step, rule, record, lineage)
         return candidates[0] if candidates else None
 
-    def builds(self, step: Step, rule: Rule, record: Any, parent: dict | None) -> bool:
+    def builds(self, step: Step, rule: Rule, record: Any, lineage: Lineage) -> bool:
         """Whether ``rule`` alone builds an object with the key explained from ``record``."""
         assert self.builder is not None
-        built = _builder_like(self.builder, _step_with(step, rule)).build(record, step.id, parent)
+        built = _builder_like(self.builder, _step_with(step, rule)).build(record, step.id, lineage)
         made = built.entities if rule.kind == "entities" else built.relationships
         return any(obj["_key"] == self.key for obj in made)
 
-    def with_item(self, step: Step, rule: Rule, record: Any, parent: dict | None) -> Rule:
+    def with_item(self, step: Step, rule: Rule, record: Any, lineage: Lineage) -> Rule:
         """``rule`` with the ``for_each`` item that builds the key (each item built alone)."""
         if rule.spec.for_each is None:
             return rule
         assert self.builder is not None
         try:
-            items = rule.spec.for_each.evaluate(self.builder.scope(record, parent))
+            items = rule.spec.for_each.evaluate(self.builder.scope(record, lineage))
         except Exception:  # the build warned about it already; the rule is known anyway
             return rule
         for number, item in enumerate(_as_items(items)):
             alone = replace(rule, spec=replace(rule.spec, for_each=literal([item])))
-            if self.builds(step, alone, record, parent):
+            if self.builds(step, alone, record, lineage):
                 return replace(rule, item=number, item_value=item)
         return rule
 
