@@ -5,7 +5,7 @@ at the top):
 
     cli/          the ``etl`` command: click commands only (parse, call, print); errors converted once
     tools/        what users do with a mapping or a run's output: authoring (preview, coverage,
-                  explain), scaffold (etl new), document, diff, alerts, visualize (assets/: the
+                  explain), scaffold (etl new), document, diff, alerts, visualize/ (assets/: the
                   page), sync/, schedule
     query/        J1QL over the store: lexer -> parser -> plan -> SQL compiler (per dialect) -> executor
     store/        the persistent graph: every instance's runs merged (SQLite or PostgreSQL), history,

@@ -35,7 +35,7 @@ from engine.lang.limits import (
     MAX_TEMPLATE_STEPS,
     MAX_VALUE_SIZE,
 )
-from engine.lang.templates import TEMPLATE_VARIABLES
+from engine.lang.template_checks import TEMPLATE_VARIABLES
 from engine.lang.values import Scope, Value, jmespath_value, template_value
 from engine.output import OutputDir
 from engine.pipeline.build import Notes, evaluate

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from engine.store.load import load_run
 from engine.store.targets import filter_key_groups
-from engine.tools import visualize
+from engine.tools.visualize import identities as visualize_identities
 from tests.conftest import MAPPINGS
 from tests.storetools import current_keys, entity, mapped, props, rows, store, store_url, write_run
 
@@ -20,7 +20,7 @@ def mapper_rows(store, table: str) -> list[dict]:
 
 
 def test_visualize_uses_the_same_filter_key_rules():
-    assert visualize.filter_key_groups is filter_key_groups
+    assert visualize_identities.filter_key_groups is filter_key_groups
     assert filter_key_groups({}) == [("_type", "_key")]
     assert filter_key_groups({"targetFilterKeys": ["a", ["b", "c"]]}) == [("a",), ("b", "c")]
 

@@ -16,6 +16,9 @@ from pathlib import Path
 import pytest
 
 from engine.tools import visualize
+from engine.tools.visualize.limits import EDGES_PER_NODE
+from engine.tools.visualize.page import render_page
+from engine.tools.visualize.sources import DirectorySource
 from tests.conftest import MAPPINGS
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -72,7 +75,7 @@ def mapped(source: str, target: dict, filter_keys, direction: str = "FORWARD", c
 
 
 def view_of(root: Path, **limits) -> dict:
-    source = visualize.DirectorySource.open(root)
+    source = DirectorySource.open(root)
     return visualize.build_view(source.entities(), source.relationships(), **limits)
 
 
@@ -223,7 +226,7 @@ def test_the_page_escapes_every_text(tmp_path):
     data = re.search(r'<script type="application/json" id="graph-data">(.*?)</script>', page, re.S).group(1)
     assert "<" not in data and ">" not in data and "&" not in data
     assert json.loads(data)["nodes"][0]["label"] == HOSTILE  # intact once parsed
-    title = visualize.render_page({"nodes": [], "edges": [], "types": []}, "etl graph: <b>dir</b>")
+    title = render_page({"nodes": [], "edges": [], "types": []}, "etl graph: <b>dir</b>")
     assert "<title>etl graph: &lt;b&gt;dir&lt;/b&gt;</title>" in title
 
 
@@ -321,7 +324,7 @@ def test_max_nodes_limits_the_page_and_says_how_to_narrow(etl, hosts_output, tmp
     result = etl("visualize", hosts_output, "--max-nodes", 50, "--output", page)
     assert result.exit_code == 0, result.stderr
     data = page_data(page)
-    assert 0 < len(data["nodes"]) <= 50 and len(data["edges"]) <= 50 * visualize.EDGES_PER_NODE
+    assert 0 < len(data["nodes"]) <= 50 and len(data["edges"]) <= 50 * EDGES_PER_NODE
     ids = {n["id"] for n in data["nodes"]}
     assert all(e["from"] in ids and e["to"] in ids for e in data["edges"])
     kinds = Counter(n["kind"] for n in data["nodes"])
@@ -418,7 +421,7 @@ def test_the_edge_limit(etl, tmp_path):
     root = write_graph(tmp_path / "out", [ent("acme_host:1"), ent("acme_host:2")], relationships)
     result = etl("visualize", root, "--max-nodes", 2, "--output", tmp_path / "page.html")
     assert result.exit_code == 0
-    assert len(page_data(tmp_path / "page.html")["edges"]) == 2 * visualize.EDGES_PER_NODE
+    assert len(page_data(tmp_path / "page.html")["edges"]) == 2 * EDGES_PER_NODE
     assert "and 10 of 12 relationships (2 more would pass the edge limit of 10)" in result.stderr
 
 

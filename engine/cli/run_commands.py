@@ -15,11 +15,11 @@ import click
 from ..errors import ConfigError, EtlError, MappingError, RunInterrupted, UsageError
 from ..pipeline.compile import compile_file
 from ..pipeline.load import load_mapping, mapping_schema
+from ..pipeline.observer import Observer
 from ..pipeline.plan import Plan
 from ..pipeline.progress import utc_timestamp
 from ..pipeline.results import format_result
 from ..pipeline.run import RunRequest, parse_time, run_mapping
-from ..pipeline.runner import Observer
 from ..secrets import log_redaction
 from ..signals import terminate_as_interrupt
 from ..store import STORE_ENV

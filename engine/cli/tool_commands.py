@@ -15,7 +15,8 @@ from ..secrets import Redactor, log_redaction
 from ..signals import terminate_as_interrupt
 from ..store import STORE_ENV
 from ..tools import sync as graph_sync  # its option defaults are needed to build the command line
-from ..tools import visualize as graph_visualize  # --max-nodes's default, and the command
+from ..tools import visualize as graph_visualize  # the command
+from ..tools.visualize import limits as visualize_limits  # --max-nodes's default and help
 from .common import (
     INTERNAL_ERROR_LINE,
     mapping_argument,
@@ -476,11 +477,11 @@ Exit codes:
 @click.option(
     "--max-nodes",
     type=click.IntRange(min=0),
-    default=graph_visualize.DEFAULT_MAX_NODES,
+    default=visualize_limits.DEFAULT_MAX_NODES,
     show_default=True,
     metavar="N",
     help="Draw at most N nodes (entities first, in the run's order; then the placeholders and "
-    f"missing entities their relationships need) and {graph_visualize.EDGES_PER_NODE} times as many edges; "
+    f"missing entities their relationships need) and {visualize_limits.EDGES_PER_NODE} times as many edges; "
     "the rest are counted and the page and stderr say how to narrow the view. 0: no limit (a "
     "browser may not manage a large run).",
 )
@@ -538,7 +539,7 @@ def visualize(
 
 def _visualize_answer(
     store_url: str, text: str, as_of: str | None, output: Path, types: tuple[str, ...], max_nodes: int
-) -> graph_visualize.PageSummary:
+) -> visualize_limits.PageSummary:
     """The page of a J1QL query's answer, drawn from the store."""
     from ..query import compile_query, tree_objects
 

@@ -36,7 +36,9 @@ from .limits import (
     start_render,
     too_long,
 )
-from .templates import ENVIRONMENT, LazyTemplate, compile_expression, compile_template, known_names
+from .template_checks import known_names
+from .template_environment import ENVIRONMENT
+from .templates import LazyTemplate, compile_expression, compile_template
 
 
 def compile_jmespath(text: str, config_fields: frozenset[str] | None = None) -> jmespath.parser.ParsedResult:

@@ -118,9 +118,12 @@ def account_label(account: Any) -> str:
     (shortened) JSON."""
     if isinstance(account, dict) and "_key" in account:
         return str(account["_key"])
-    if isinstance(account, str):
-        return account
-    text = json.dumps(account, default=str)
+    return account if isinstance(account, str) else shown(account)
+
+
+def shown(value: Any) -> str:
+    """A value as messages show it: JSON, shortened to 80 characters."""
+    text = json.dumps(value, default=str)
     return text if len(text) <= 80 else text[:77] + "..."
 
 

@@ -16,7 +16,7 @@ from ..http.origins import origin_of, url_problem
 from ..http.retry import DEFAULT_RETRY_STATUSES, RetryPolicy
 from ..http.transfer import DEFAULT_MAX_RESPONSE_BYTES
 from ..lang.functions import to_epoch_ms
-from ..lang.templates import REQUEST_VARIABLES, SIGN_VARIABLES, uses_variable
+from ..lang.template_checks import REQUEST_VARIABLES, SIGN_VARIABLES, uses_variable
 from ..lang.values import Value, literal
 from .compile_io import StepIoCompiler
 from .compile_rules import RuleCompiler

@@ -12,7 +12,7 @@ import codecs
 from collections.abc import Callable
 from typing import Any
 
-from ..lang.templates import REQUEST_VARIABLES
+from ..lang.template_checks import REQUEST_VARIABLES
 from ..lang.values import Value
 from .compile_values import ValueCompiler
 from .load import PathT

@@ -8,7 +8,7 @@ from typing import Any
 
 from .. import datamodel
 from ..errors import did_you_mean
-from ..lang.templates import TEMPLATE_VARIABLES
+from ..lang.template_checks import TEMPLATE_VARIABLES
 from ..lang.values import Value
 from .compile_values import ValueCompiler
 from .load import PathT, mapping_schema

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ExpressionError, Problem
-from ..lang.templates import TEMPLATE_VARIABLES, check_fields
+from ..lang.template_checks import TEMPLATE_VARIABLES, check_fields
 from ..lang.values import Value, jmespath_value, literal, template_value
 from .load import PathT, SourceMap, format_path
 

@@ -22,10 +22,11 @@ from ..secrets import Redactor, log_redaction
 from ..signals import terminate_as_interrupt
 from .compile import compile_file
 from .config import parse_assignments, resolve_config
+from .observer import Observer
 from .plan import OfflineReplay, Plan
 from .progress import open_progress
 from .results import RunResult
-from .runner import Observer, RunOptions, run_plan
+from .runner import RunOptions, run_plan
 from .state import FileState, StateOptions, state_file
 
 

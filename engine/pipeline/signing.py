@@ -37,7 +37,7 @@ import requests
 
 from ..errors import SigningError, ValueProblem
 from ..http import clock
-from ..lang.templates import SIGNED_REQUEST_FIELDS
+from ..lang.template_checks import SIGNED_REQUEST_FIELDS
 from ..lang.values import Scope, Value
 from ..secrets import Redactor
 

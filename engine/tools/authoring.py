@@ -24,14 +24,14 @@ from typing import Any, TypeAlias
 import jinja2.nodes
 import jmespath
 
-from ..lang.templates import ENVIRONMENT
+from ..lang.template_environment import ENVIRONMENT
 from ..lang.values import Value, literal
 from ..pipeline.build import ROOT, Built, GraphBuilder, Lineage
 from ..pipeline.check import entity_problems
 from ..pipeline.load import LoadedMapping, format_path
+from ..pipeline.observer import Observer
 from ..pipeline.plan import EntitySpec, MappedRelationshipSpec, Plan, RelationshipSpec, Step
 from ..pipeline.results import DISABLED, RunResult, StepResult
-from ..pipeline.runner import Observer
 
 # ----------------------------------------------------------------------------------------
 # Preview
