@@ -136,10 +136,8 @@ class StepRecords:
                 response=step.response,
             )
             yield from self.page_records(step, result, pages, ROOT)
-        elif step.for_each is not None:
-            yield from self.fan_out_records(step, result, client, units[1])
         else:
-            yield from self.account_records(step, result, client, units[1])
+            yield from self.unit_records(step, result, client, units[1])
 
     def selector(self, step: Step) -> Callable[[Any], list]:
         """The step's ``records`` selector on a page's body (each document of a decoded page)."""
@@ -151,65 +149,21 @@ class StepRecords:
 
         return select
 
-    def fan_out_records(
+    def unit_records(
         self, step: Step, result: StepResult, client: HttpClient, lineages: Iterator[Lineage]
     ) -> Iterator[tuple[Position, Any, Lineage]]:
-        """The records of a fan-out: each parent's pages fetched whole by the pool, read in
-        parent order; what the pagination of each had to say is told in that order too."""
+        """The records of a step that fetches once per parent entity (``for_each``) or per
+        account: each unit's pages stream from the pool (``concurrency`` units at once, each a
+        few pages ahead), read in unit order, so the output never depends on timing and a unit
+        of any size is never held whole. What each unit's pagination had to say is told in
+        that order too; a unit that fails fails the step, not the units after it."""
         request = step.request
-        assert request is not None  # fan-out steps have one (compile checks it)
-        select = self.selector(step)
-
-        def pages_of(unit: tuple[Lineage, AccountBase | FetchError | None]) -> tuple[list, list, FetchError | None]:
-            """A child's pages, what its pagination had to say ((partial?, message)), and the
-            error that ended it, if any."""
-            lineage, base = unit
-            if isinstance(base, FetchError):
-                return [], [], base
-            notes: list[tuple[bool, str]] = []
-            try:
-                pages = list(
-                    paginate(
-                        client,
-                        request,
-                        step.pagination,
-                        self.request_scope(lineage, step),
-                        select,
-                        lambda message: notes.append((True, message)),
-                        warn=lambda message: notes.append((False, message)),
-                        response=step.response,
-                        base=base,
-                    )
-                )
-            except FetchError as exc:
-                return [], notes, exc
-            return pages, notes, None
-
-        units = ((lineage, self.account_base(request.source, lineage.account)) for lineage in lineages)
-        for (lineage, _), outcome in ordered_map(pages_of, units, self.options.concurrency):
-            self.progress.parent_done()
-            context = f"for {step.for_each} {(lineage.parent or {}).get('_key')}: "
-            child_pages, notes, error = ([], [], outcome) if isinstance(outcome, FetchError) else outcome
-            for lost, message in notes:
-                (self.truncated if lost else self.total_changed)(step, result, context + message)
-            if error is not None:
-                self.request_failed(step, result, error, context)
-                continue
-            yield from self.page_records(step, result, child_pages, lineage)
-
-    def account_records(
-        self, step: Step, result: StepResult, client: HttpClient, lineages: Iterator[Lineage]
-    ) -> Iterator[tuple[Position, Any, Lineage]]:
-        """The records of a step with accounts, account after account: each account's pages
-        stream (while the next accounts' are fetched, a few pages ahead each), so an account
-        of any size is never held whole."""
-        request = step.request
-        assert request is not None  # steps with accounts have one (compile checks it)
+        assert request is not None  # fan-out steps and steps with accounts have one (compile checks it)
         select = self.selector(step)
 
         def events(unit: tuple[Lineage, AccountBase | FetchError | None]) -> Iterator[tuple[bool | None, Any]]:
-            """An account's pages ``(None, (page, records))``, and what its pagination had to
-            say ``(partial?, message)``, in order; the error that ends them is raised."""
+            """A unit's pages ``(None, (page, records))``, and what its pagination had to say
+            ``(partial?, message)``, in order; the error that ends them is raised."""
             lineage, base = unit
             if isinstance(base, FetchError):
                 raise base
@@ -221,7 +175,6 @@ class StepRecords:
                 self.request_scope(lineage, step),
                 select,
                 lambda message: notes.append((True, message)),
-                prefetch=self.options.prefetch,
                 warn=lambda message: notes.append((False, message)),
                 response=step.response,
                 base=base,
@@ -233,7 +186,10 @@ class StepRecords:
 
         units = ((lineage, self.account_base(request.source, lineage.account)) for lineage in lineages)
         for (lineage, _), stream in ordered_streams(events, units, self.options.concurrency):
-            context = f"for account {account_label(lineage.account)}: "
+            if step.for_each is not None:
+                context = f"for {step.for_each} {(lineage.parent or {}).get('_key')}: "
+            else:
+                context = f"for account {account_label(lineage.account)}: "
             try:
                 yield from self.page_records(step, result, self.told(step, result, stream, context), lineage)
             except FetchError as exc:
@@ -243,7 +199,7 @@ class StepRecords:
     def told(
         self, step: Step, result: StepResult, events: Iterator[tuple[bool | None, Any]], context: str
     ) -> Iterator[tuple[Page, list]]:
-        """The pages of a stream of :meth:`account_records`; its notes are told as they come."""
+        """The pages of a stream of :meth:`unit_records`; its notes are told as they come."""
         for lost, value in events:
             if lost is None:
                 yield value
