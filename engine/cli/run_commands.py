@@ -378,7 +378,13 @@ def coverage(mapping: Path, **shared: Any) -> None:
     sys.exit(result.exit_code)
 
 
-@click.command(epilog=EXIT_CODES_HELP)
+EXPLAIN_EXIT_CODES_HELP = EXIT_CODES_HELP.replace(
+    "1  partial success: output written, but some steps failed or some types are partial",
+    "1  no object has that key (the steps that did not succeed are named)",
+)
+
+
+@click.command(epilog=EXPLAIN_EXIT_CODES_HELP)
 @mapping_argument
 @click.option("--key", required=True, help="The _key of the entity or relationship to explain.")
 @run_options
