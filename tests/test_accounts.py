@@ -259,3 +259,58 @@ def test_preview_names_the_account_of_each_request(etl, regions, tmp_path):
     step = result.stdout.split("== step fetch-users")[1]
     assert f"GET {us.url}/users?page=1 -> 200, 2 record(s) (for account example_account:acme)" in step
     assert f"GET {eu.url}/users?page=1 -> 200, 1 record(s) (for account example_account:globex)" in step
+
+
+def test_a_list_of_accounts_in_a_query_parameter_with_a_detail_per_record(etl, regions, tmp_path):
+    """accounts: a literal list of objects; the source's params read the account; a detail
+    request per user goes with the account's parameter too, and keeps the users' order."""
+    us, _ = regions
+    data = {
+        "version": 1,
+        "integration": {"id": "example-list-accounts", "name": "Accounts as a list"},
+        "config": {"apiToken": {"secret": True}},
+        "sources": {
+            "api": {
+                "base_url": us.url,
+                "params": {"account": "{{ account.id }}"},
+                "auth": {"kind": "bearer", "token": "{{ config.apiToken }}"},
+            }
+        },
+        "steps": [
+            {
+                "id": "fetch-users",
+                "accounts": [{"id": "acme", "label": "Acme"}, {"id": "initech", "label": "Initech"}],
+                "request": {"path": "/users"},
+                "pagination": {"kind": "page", "page_param": "page", "total_pages": "total_pages"},
+                "records": "users",
+                "detail": {"request": {"path": "/users/{{ record.id }}"}, "record": "user"},
+                "entities": [
+                    {
+                        "resource": "User",
+                        "type": "example_user",
+                        "class": "User",
+                        "key": "example_user:{{ account.id }}:{{ record.id }}",
+                        "properties": {
+                            "name": "name",
+                            "username": "email",
+                            "active": {"value": True},
+                            "lastLogin": "lastLogin",
+                        },
+                        "tags": {"Account": "{{ account.label }}"},
+                    }
+                ],
+            }
+        ],
+    }
+    mapping = write_mapping(tmp_path / "list-accounts.yaml", data)
+    result = etl("run", mapping, "--output", tmp_path / "out", "--config", f"apiToken={TOKEN}", "--concurrency", "3")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    found = [(u["_key"], u["tag.Account"], u["lastLogin"]) for u in users(read_output(tmp_path / "out"))]
+    assert found == [
+        ("example_user:acme:u1", "Acme", "2026-11-01T00:00:00Z"),
+        ("example_user:acme:u2", "Acme", "2026-11-01T00:00:00Z"),
+        ("example_user:acme:u3", "Acme", "2026-11-01T00:00:00Z"),
+        ("example_user:initech:u1", "Initech", "2026-11-01T00:00:00Z"),
+    ]
+    details = sorted((r.path, r.query.get("account")) for r in us.log if r.path.startswith("/users/"))
+    assert details == [("/users/u1", "acme"), ("/users/u1", "initech"), ("/users/u2", "acme"), ("/users/u3", "acme")]

@@ -11,7 +11,8 @@
 =================================================== =============================================
 
 ``RegionApi`` is one region of a multi-account API: ``GET /users?page=N`` answers the users of
-the account named by the ``X-Account`` header (bearer token ``TOKEN``), two per page,
+the account named by the ``X-Account`` header or the ``account`` query parameter (bearer token
+``TOKEN``), two per page,
 ``GET /users/{id}`` one of them as ``{"user": {...}}``, and
 ``GET /accounts`` (on the region that also plays the directory) lists every account with the
 ``apiUrl`` of its region.
@@ -29,6 +30,10 @@ def authorized(request: Request) -> bool:
 
 
 UNAUTHORIZED = Response(401, {"error": "bad token"})
+
+
+def account_of(request: Request) -> str | None:
+    return request.headers.get("x-account") or request.query.get("account")
 
 
 class WorkspaceApi(LocalApi):
@@ -108,7 +113,7 @@ class RegionApi(LocalApi):
     def users(self, request: Request) -> Response:
         if not authorized(request):
             return UNAUTHORIZED
-        account = request.headers.get("x-account")
+        account = account_of(request)
         if account not in self.accounts:
             return Response(404, {"error": f"no account {account!r} in this region"})
         names = self.accounts[account]
@@ -119,7 +124,7 @@ class RegionApi(LocalApi):
     def user(self, request: Request, user: str) -> Response:
         if not authorized(request):
             return UNAUTHORIZED
-        account = request.headers.get("x-account")
+        account = account_of(request)
         found = [u for u in self.all_users(account) if u["id"] == user] if account in self.accounts else []
         if not found:
             return Response(404, {"error": f"no user {user} in account {account!r}"})
