@@ -314,3 +314,47 @@ def test_a_list_of_accounts_in_a_query_parameter_with_a_detail_per_record(etl, r
     ]
     details = sorted((r.path, r.query.get("account")) for r in us.log if r.path.startswith("/users/"))
     assert details == [("/users/u1", "acme"), ("/users/u1", "initech"), ("/users/u2", "acme"), ("/users/u3", "acme")]
+
+
+def test_accounts_split_out_of_a_secret_are_redacted(etl, tmp_path):
+    """One secret config field holds a key per account: each key is a secret too, in errors
+    and logs, though it is only a part of the field's value."""
+    keys = ["tenant-key-alpha-1111", "tenant-key-bravo-2222", "tenant-key-gone-3333"]
+    with RegionApi({keys[0]: ["Ann"], keys[1]: ["Bob"]}) as api:
+        data = {
+            "version": 1,
+            "integration": {"id": "example-secret-accounts", "name": "Accounts from a secret"},
+            "config": {"apiToken": {"secret": True}, "tenantKeys": {"secret": True}},
+            "sources": {
+                "api": {
+                    "base_url": api.url,
+                    "params": {"account": "{{ account }}"},
+                    "auth": {"kind": "bearer", "token": "{{ config.apiToken }}"},
+                }
+            },
+            "steps": [
+                {
+                    "id": "fetch-users",
+                    "accounts": "split(config('tenantKeys'), ',')",
+                    "request": {"path": "/users"},
+                    "records": "users",
+                    "entities": [
+                        {
+                            "resource": "User",
+                            "type": "example_user",
+                            "class": "User",
+                            "key": "example_user:{{ record.email }}",
+                            "properties": {"name": "name", "username": "email", "active": {"value": True}},
+                        }
+                    ],
+                }
+            ],
+        }
+        mapping = write_mapping(tmp_path / "secret-accounts.yaml", data)
+        config = ("--config", f"apiToken={TOKEN}", "--config", "tenantKeys=" + ",".join(keys))
+        result = etl("run", mapping, "--output", tmp_path / "out", *config, "-vv")
+    assert result.exit_code == 1, result.stdout + result.stderr  # the third account is gone: 404
+    said = result.stdout + result.stderr
+    assert "for account [REDACTED]" in said and "404" in said
+    assert not any(key in said for key in keys)
+    assert len(users(read_output(tmp_path / "out"))) == 2

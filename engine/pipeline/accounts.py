@@ -10,6 +10,7 @@ a URL), its ``allowed_origins``, nowhere else. :class:`AccountSources` is a part
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import jinja2
@@ -45,6 +46,17 @@ class AccountSources:
         def evaluate(self, value: Value, path: PathT) -> Any: ...
         def where(self, path: PathT) -> str: ...
         def mapping_error(self, path: PathT, message: str) -> MappingError: ...
+
+    def redact_secret_accounts(self, expression: Value, accounts: list) -> None:
+        """Accounts made from a secret config field are secrets too: every text in them is
+        redacted like the field's value (a key per account split out of one secret value, say).
+        A field is taken as read when the expression names it."""
+        secret_fields = [f.name for f in self.plan.config_fields if f.secret]
+        if not any(name in str(expression.source) for name in secret_fields):
+            return
+        for account in accounts:
+            for text in _texts(account):
+                self.config.redactor.add(text)
 
     def base_url_override(self, source: Source) -> str | None:
         """``--base-url`` for ``source`` (for every account too), if given."""
@@ -152,6 +164,18 @@ class AccountSources:
                 f"sources.{name}.cross_origin: anonymous to request it without credentials)"
             )
         )
+
+
+def _texts(value: Any) -> Iterator[str]:
+    """Every text in a JSON value (an account), numbers and booleans as text."""
+    if isinstance(value, dict):
+        for item in value.values():
+            yield from _texts(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _texts(item)
+    elif value is not None:
+        yield _text(value)
 
 
 def _text(value: Any) -> str:

@@ -80,6 +80,7 @@ class StepRecords:
         def where(self, path: PathT) -> str: ...
         def step_path(self, step: Step) -> PathT: ...
         def account_base(self, source_name: str, account: Any) -> AccountBase | FetchError | None: ...
+        def redact_secret_accounts(self, expression: Value, accounts: list) -> None: ...
 
     def units(self, step: Step) -> tuple[int, Iterator[Lineage]] | None:
         """What a step runs once for, with how many there are: one lineage per parent entity
@@ -88,6 +89,7 @@ class StepRecords:
         if step.accounts is not None and step.accounts.items is not None:
             accounts = self.evaluate(step.accounts.items, lambda: (*self.step_path(step), "accounts"))
             listed = [] if accounts is None else accounts if isinstance(accounts, list) else [accounts]
+            self.redact_secret_accounts(step.accounts.items, listed)
             return len(listed), (Lineage(account=account) for account in listed)
         entity_type = step.fans_out_over
         if entity_type is None or step.request is None:
