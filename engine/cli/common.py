@@ -145,8 +145,8 @@ def run_options(command: Callable) -> Callable:
             type=click.IntRange(1, 64),
             default=DEFAULT_CONCURRENCY,
             show_default=True,
-            help="Parallel child requests of fan-out steps (forced to 1 with --cassette: vcrpy is not "
-            "thread-safe). The output is the same whatever the value.",
+            help="Parallel requests of fan-outs, accounts, detail requests and export files (forced to 1 with "
+            "--cassette: vcrpy is not thread-safe). The output is the same whatever the value.",
         ),
         click.option(
             "--as-of",
