@@ -358,3 +358,21 @@ def test_accounts_split_out_of_a_secret_are_redacted(etl, tmp_path):
     assert "for account [REDACTED]" in said and "404" in said
     assert not any(key in said for key in keys)
     assert len(users(read_output(tmp_path / "out"))) == 2
+
+
+def test_an_anonymous_source_sends_nothing_of_its_own_to_an_account_elsewhere(etl, regions, tmp_path):
+    """cross_origin: anonymous - the request to an account's foreign base URL goes without the
+    token and without the source's headers and params, the account's own included."""
+    us, eu = regions
+
+    def anonymous(data):
+        data["sources"]["region"]["cross_origin"] = "anonymous"
+        data["sources"]["region"]["params"] = {"tenant": "{{ account.accountId }}"}
+
+    with RegionApi({"evil": ["Mallory"]}) as elsewhere:
+        us.directory.append({"id": "evil", "name": "Evil", "apiUrl": elsewhere.url})
+        result = run(etl, example(tmp_path, us, eu, anonymous), us, tmp_path / "out")
+        sent = [(r.path, r.headers.get("authorization"), r.headers.get("x-account"), r.query) for r in elsewhere.log]
+    assert sent == [("/users", None, None, {"page": "1"})]
+    assert result.exit_code == 1, result.stdout + result.stderr  # it answers 401 to a request without a token
+    assert {r.query.get("tenant") for r in eu.log} == {"globex"}  # trusted origins get the account's params

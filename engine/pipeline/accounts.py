@@ -2,7 +2,7 @@
 
 A step with ``accounts`` (``plan.Accounts``) runs once per account, and a source's
 ``base_url``, ``headers`` and ``params`` may read ``account``. This module renders those
-templates once per account (:class:`~.paginate.AccountBase`), and decides where the source's
+templates once per account (:class:`~.fetch.AccountBase`), and decides where the source's
 credentials may go: its own origin (its base URL rendered without an account, when that is
 a URL), its ``allowed_origins``, nowhere else. :class:`AccountSources` is a part of
 :class:`~.runner.Runner`.
@@ -19,8 +19,8 @@ from ..errors import FetchError, MappingError
 from ..http.origins import origin_of, url_problem
 from ..lang.values import Scope, Value
 from .build import describe
+from .fetch import AccountBase
 from .load import PathT
-from .paginate import AccountBase
 from .plan import Plan, Source
 
 if TYPE_CHECKING:

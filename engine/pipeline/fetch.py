@@ -26,7 +26,7 @@ import logging
 import tempfile
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, BinaryIO, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -72,6 +72,18 @@ class _Call:
     method: str
     headers: dict[str, str]  # the request's own (not the source's)
     body: Any
+    account: AccountBase | None = None
+
+
+@dataclass(frozen=True)
+class AccountBase:
+    """What one account changes in the requests to a source (``accounts.py``): its base URL
+    (None: the source's), and the source's headers and query parameters that read ``account``.
+    They belong to the source: like its own, they go only to origins it trusts."""
+
+    base_url: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    params: Mapping[str, str] = field(default_factory=dict)
 
 
 def cassette_miss_message(what: str, bundled: bool) -> str:
@@ -179,12 +191,13 @@ class HttpClient:
         the OAuth2 ``token``) when ``trusted``; otherwise with none of them, and nothing
         else that holds a secret."""
         if trusted:
+            account = call.account or AccountBase()
             present = {name for name, _ in parse_qsl(urlsplit(url).query, keep_blank_values=True)}
-            merged = {k: v for k, v in self.params.items() if k not in present}  # a next-page URL has them already
+            source_params = {**self.params, **account.params}
+            merged = {k: v for k, v in source_params.items() if k not in present}  # a next-page URL has them already
             merged.update(params or {})
-            request = requests.Request(
-                call.method, url, params=merged, headers={**self.headers, **call.headers}, json=call.body
-            )
+            headers = {**self.headers, **account.headers, **call.headers}
+            request = requests.Request(call.method, url, params=merged, headers=headers, json=call.body)
             request.auth = self.basic
             prepared = self.session.prepare_request(request)
             if token is not None:
@@ -213,7 +226,7 @@ class HttpClient:
         status = response.status_code
         trusted = self.may_send_credentials(url, f"{what} -> HTTP {status}: the redirect to {url}")
         log.debug("%s -> %d: redirected to %s%s", what, status, self.redactor(url), "" if trusted else " (anonymous)")
-        hop = _Call(method, call.headers, call.body if keep_body else None)
+        hop = _Call(method, call.headers, call.body if keep_body else None, call.account)
         return self.finalize(self.prepare(hop, url, None, trusted=trusted, token=token), trusted=trusted)
 
     def finalize(self, prepared: requests.PreparedRequest, *, trusted: bool) -> requests.PreparedRequest:
@@ -238,13 +251,14 @@ class HttpClient:
         headers: Mapping[str, str] | None = None,
         body: Any = None,
         sink: BinaryIO | None = None,
-        base_url: str | None = None,
+        account: AccountBase | None = None,
     ) -> Page:
         """One logical request, retried as the source's policy says. Returns the decoded JSON -
-        or, with ``sink``, writes the body there as it arrives (see :meth:`download`). A
-        ``base_url`` (an account's) replaces the source's; its origin is held to the same rules."""
-        call = _Call(method, dict(headers or {}), body)
-        target = self.url_for(path, base_url)
+        or, with ``sink``, writes the body there as it arrives (see :meth:`download`). For an
+        ``account``, its base URL replaces the source's (its origin held to the same rules) and
+        its headers and params join the source's."""
+        call = _Call(method, dict(headers or {}), body, account)
+        target = self.url_for(path, account.base_url if account is not None else None)
         trusted = self.may_send_credentials(target, f"{method} {target}")
         prepared = self.prepare(call, target, params, trusted=trusted)
         assert prepared.url is not None  # prepare always sets it
@@ -330,7 +344,7 @@ class HttpClient:
         params: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
         body: Any = None,
-        base_url: str | None = None,
+        account: AccountBase | None = None,
     ) -> Page:
         """One logical request whose body is a file to read in some format (``decode.py``):
         written to a temporary file as it arrives (in memory up to :data:`SPOOL_IN_MEMORY`,
@@ -340,7 +354,7 @@ class HttpClient:
         # Not a context manager: the file outlives this call (the caller reads it, then closes it).
         spool = cast(BinaryIO, tempfile.SpooledTemporaryFile(SPOOL_IN_MEMORY, prefix="etl-download-"))  # noqa: SIM115
         try:
-            page = self.get_json(method, path, params=params, headers=headers, body=body, sink=spool, base_url=base_url)
+            page = self.get_json(method, path, params=params, headers=headers, body=body, sink=spool, account=account)
         except BaseException:
             spool.close()
             raise

@@ -21,7 +21,7 @@ import logging
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, urljoin, urlsplit
+from urllib.parse import urljoin
 
 import orjson
 import requests
@@ -38,7 +38,7 @@ from ..lang.values import Scope, Value, is_truthy
 from .build import describe
 from .decode import DocumentList, Documents, body_of
 from .fanout import Workers
-from .fetch import HttpClient, Page
+from .fetch import AccountBase, HttpClient, Page
 from .plan import Pagination, RequestSpec, ResponseFormat
 
 log = logging.getLogger("etl.http")
@@ -73,26 +73,6 @@ def evaluate(value: Value, scope: Scope, where: str) -> Any:
 
 # ----------------------------------------------------------------------------------------
 # One request
-
-
-@dataclass(frozen=True)
-class AccountBase:
-    """What one account changes in the requests to a source: its base URL (None: the
-    source's), and the source's headers and query parameters that read ``account``."""
-
-    base_url: str | None = None
-    headers: Mapping[str, str] = field(default_factory=dict)
-    params: Mapping[str, str] = field(default_factory=dict)
-
-    def merged(self, params: dict[str, Any], headers: dict[str, str], url: str | None) -> None:
-        """Add the account's params and headers to a request's own (which win). A next-page
-        ``url`` carries the params it needs; those it lacks are added."""
-        present = {name for name, _ in parse_qsl(urlsplit(url).query, keep_blank_values=True)} if url else set()
-        for name, value in self.params.items():
-            if name not in present:
-                params.setdefault(name, value)
-        for name, value in self.headers.items():
-            headers.setdefault(name, value)
 
 
 def fetch(
@@ -133,14 +113,10 @@ def fetch(
             headers.update({name: str(value) for name, value in paging.items()})
         elif place == "body" and paging:
             body = {**(body if isinstance(body, dict) else {}), **paging}
-    base_url = None
-    if base is not None:
-        base.merged(params, headers, url)
-        base_url = base.base_url
     if response is not None or spooled:
-        page = client.download(spec.method, path, params=params, headers=headers, body=body, base_url=base_url)
+        page = client.download(spec.method, path, params=params, headers=headers, body=body, account=base)
         return page if response is None else read_page(page, response, client.source.max_response_bytes, spec.method)
-    page = client.get_json(spec.method, path, params=params, headers=headers, body=body, base_url=base_url)
+    page = client.get_json(spec.method, path, params=params, headers=headers, body=body, account=base)
     if spec.graphql is not None:
         check_graphql(spec.method, page)
     return page

@@ -29,10 +29,10 @@ from .decode import DocumentList, Documents, body_of
 from .exportjob import export_files
 from .extract import select_records, unmatched_selector
 from .fanout import ordered_map, ordered_streams
-from .fetch import HttpClient, Page
+from .fetch import AccountBase, HttpClient, Page
 from .load import PathT
 from .observer import Observer
-from .paginate import REFUSED_STATUSES, AccountBase, credentials_refused, fetch, paginate
+from .paginate import REFUSED_STATUSES, credentials_refused, fetch, paginate
 from .plan import Plan, RequestSpec, ResponseFormat, Step
 from .progress import Progress
 from .results import StepResult
