@@ -87,3 +87,20 @@ def test_every_command_documents_the_internal_error_code(etl):
             continue
         assert f"{EXIT_INTERNAL}  internal error" in etl(name, "--help").stdout, name
     assert Path(ROOT / "README.md").read_text().count(f"| {EXIT_INTERNAL} |") == 1
+
+
+@pytest.mark.parametrize("where", ["the top-level options", "a command's options"])
+def test_ctrl_c_while_options_are_parsed_exits_130(etl, monkeypatch, where):
+    """Ctrl-C can land before any command runs, while click parses the command line: that is
+    an interruption too (130), never click's own Abort (1, which means partial success)."""
+    import click
+
+    from engine.cli import EtlGroup
+
+    def interrupted(self, ctx, args):
+        raise KeyboardInterrupt
+
+    target = EtlGroup if where == "the top-level options" else click.Command
+    monkeypatch.setattr(target, "parse_args", interrupted)
+    result = etl("validate", MAPPINGS / "digicert.yaml")
+    assert result.exit_code == 130 and "etl: error: interrupted" in result.stderr

@@ -27,17 +27,25 @@ DEBUG_ENV = "ETL_DEBUG"
 class EtlGroup(click.Group):
     """A click group that turns every error a command raises into a message and an exit code."""
 
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        """The top-level options parsed; Ctrl-C meanwhile exits 130 too (click's own Abort exits 1)."""
+        try:
+            return super().make_context(*args, **kwargs)
+        except KeyboardInterrupt:
+            report("interrupted")
+            raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+        except (click.exceptions.ClickException, click.exceptions.Exit):
             raise  # click's own: usage errors (exit 2) and explicit exits
+        except (KeyboardInterrupt, click.exceptions.Abort):
+            report("interrupted")
+            ctx.exit(EXIT_INTERRUPTED)
         except EtlError as exc:
             report(str(exc))
             ctx.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            report("interrupted")
-            ctx.exit(EXIT_INTERRUPTED)
         except BrokenPipeError:
             # The reader of stdout went away (`etl diff a b | head`): nothing more to say to it.
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - stays open: the exit's final flush needs it
