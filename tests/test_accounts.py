@@ -376,3 +376,44 @@ def test_an_anonymous_source_sends_nothing_of_its_own_to_an_account_elsewhere(et
     assert sent == [("/users", None, None, {"page": "1"})]
     assert result.exit_code == 1, result.stdout + result.stderr  # it answers 401 to a request without a token
     assert {r.query.get("tenant") for r in eu.log} == {"globex"}  # trusted origins get the account's params
+
+
+def test_an_account_in_the_base_urls_path_keeps_the_sources_origin(etl, regions, tmp_path):
+    """base_url: ".../t/{{ account }}" - the origin is the same for every account, so the
+    source's own origin is known without one, and no allowed_origins is needed."""
+    us, _ = regions
+    data = {
+        "version": 1,
+        "integration": {"id": "example-path-accounts", "name": "Accounts in the path"},
+        "config": {"apiToken": {"secret": True}, "apiUrl": {}, "accounts": {}},
+        "sources": {
+            "api": {
+                "base_url": "{{ config.apiUrl }}/t/{{ account }}",
+                "auth": {"kind": "bearer", "token": "{{ config.apiToken }}"},
+            }
+        },
+        "steps": [
+            {
+                "id": "fetch-users",
+                "accounts": "split(config('accounts'), ',')",
+                "request": {"path": "/users"},
+                "records": "users",
+                "entities": [
+                    {
+                        "resource": "User",
+                        "type": "example_user",
+                        "class": "User",
+                        "key": "example_user:{{ account }}:{{ record.id }}",
+                        "properties": {"name": "name", "username": "email", "active": {"value": True}},
+                    }
+                ],
+            }
+        ],
+    }
+    mapping = write_mapping(tmp_path / "path-accounts.yaml", data)
+    config = ("--config", f"apiToken={TOKEN}", "--config", f"apiUrl={us.url}", "--config", "accounts=initech,acme")
+    result = etl("run", mapping, "--output", tmp_path / "out", *config)
+    assert result.exit_code == 0, result.stdout + result.stderr
+    keys = [u["_key"] for u in users(read_output(tmp_path / "out"))]
+    assert keys == ["example_user:initech:u1", "example_user:acme:u1", "example_user:acme:u2", "example_user:acme:u3"]
+    assert sorted(r.path for r in us.log) == ["/t/acme/users", "/t/initech/users"]

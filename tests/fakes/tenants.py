@@ -13,7 +13,8 @@
 ``RegionApi`` is one region of a multi-account API: ``GET /users?page=N`` answers the users of
 the account named by the ``X-Account`` header or the ``account`` query parameter (bearer token
 ``TOKEN``), two per page,
-``GET /users/{id}`` one of them as ``{"user": {...}}``, and
+``GET /users/{id}`` one of them as ``{"user": {...}}``, ``GET /t/{account}/users`` all of an
+account named in the path, and
 ``GET /accounts`` (on the region that also plays the directory) lists every account with the
 ``apiUrl`` of its region.
 """
@@ -103,6 +104,7 @@ class RegionApi(LocalApi):
         self.directory: list[dict] = []  # what GET /accounts lists (set by the test)
         self.route("GET", "/users", self.users)
         self.route("GET", r"/users/(?P<user>[^/]+)", self.user)
+        self.route("GET", r"/t/(?P<tenant>[^/]+)/users", self.tenant_users)
         self.route("GET", "/accounts", self.listing)
 
     def listing(self, request: Request) -> Response:
@@ -120,6 +122,14 @@ class RegionApi(LocalApi):
         page = int(request.query.get("page", "1"))
         users = self.all_users(account)[(page - 1) * 2 : page * 2]
         return Response(200, {"users": users, "total_pages": max(1, -(-len(names) // 2))})
+
+    def tenant_users(self, request: Request, tenant: str) -> Response:
+        """The account named in the path (``/t/{account}/users``), all on one page."""
+        if not authorized(request):
+            return UNAUTHORIZED
+        if tenant not in self.accounts:
+            return Response(404, {"error": f"no account {tenant!r} in this region"})
+        return Response(200, {"users": self.all_users(tenant), "total_pages": 1})
 
     def user(self, request: Request, user: str) -> Response:
         if not authorized(request):
