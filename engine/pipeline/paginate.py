@@ -85,9 +85,9 @@ def fetch(
     url: str | None = None,
     response: ResponseFormat | None = None,
     spooled: bool = False,
-    base: AccountBase | None = None,
+    account: AccountBase | None = None,
 ) -> Page:
-    """Make one request of a step (for an account, with ``base``).
+    """Make one request of a step (for an ``account``: :class:`~.fetch.AccountBase`).
 
     ``paging`` (offset, limit, cursor... under their parameter names) goes where ``place``
     says: the query string, headers, the JSON body, or nowhere ('path': the path template
@@ -114,9 +114,9 @@ def fetch(
         elif place == "body" and paging:
             body = {**(body if isinstance(body, dict) else {}), **paging}
     if response is not None or spooled:
-        page = client.download(spec.method, path, params=params, headers=headers, body=body, account=base)
+        page = client.download(spec.method, path, params=params, headers=headers, body=body, account=account)
         return page if response is None else read_page(page, response, client.source.max_response_bytes, spec.method)
-    page = client.get_json(spec.method, path, params=params, headers=headers, body=body, account=base)
+    page = client.get_json(spec.method, path, params=params, headers=headers, body=body, account=account)
     if spec.graphql is not None:
         check_graphql(spec.method, page)
     return page
@@ -229,7 +229,7 @@ def paginate(
     warn: Callable[[str], None] = lambda message: None,
     total_known: TotalHook | None = None,
     response: ResponseFormat | None = None,
-    base: AccountBase | None = None,
+    account: AccountBase | None = None,
 ) -> Iterator[tuple[Page, list]]:
     """Yield ``(page, records)`` for every page of a step's request (or of one fan-out child).
 
@@ -248,11 +248,11 @@ def paginate(
     the caller's thread.
 
     With ``response`` (a step's format other than JSON) each page is downloaded and decoded
-    whole (:func:`read_page`); ``select`` gets its body. With ``base`` the requests are an
+    whole (:func:`read_page`); ``select`` gets its body. With ``account`` the requests are an
     account's (:class:`AccountBase`).
     """
     walker = _Walker(client, spec, pagination, scope, truncated, warn, total_known, response)
-    walker.base = base
+    walker.account = account
     guard = LoopGuard()
     page = walker.request()
     walker.first(page, guard)
@@ -366,7 +366,7 @@ class _Walker:
         elif self.kind == "page" and pagination.total_pages is not None:
             self.total_of = (pagination.total_pages, "total_pages", "the page count")
         self.total: int | float | None = None  # the last total a page declared
-        self.base: AccountBase | None = None  # an account's base URL, headers and params
+        self.account: AccountBase | None = None  # an account's base URL, headers and params
 
     def first(self, page: Page, guard: LoopGuard) -> None:
         """Note where pagination started, so coming back to it is caught too."""
@@ -454,7 +454,7 @@ class _Walker:
     def request(self) -> Page:
         p = self.pagination
         if self.kind == "none":
-            return fetch(self.client, self.spec, self.scope, response=self.response, base=self.base)
+            return fetch(self.client, self.spec, self.scope, response=self.response, account=self.account)
         names = {
             "offset": p.offset_param,
             "limit": p.limit_param,
@@ -474,7 +474,7 @@ class _Walker:
             place=place,
             url=self.url,
             response=self.response,
-            base=self.base,
+            account=self.account,
         )
 
     def advance(self, page: Page, records: list, guard: LoopGuard) -> bool:
@@ -531,7 +531,7 @@ class _Walker:
                 f"{self.spec.method} {page.url}: the next page's URL is {json.dumps(target)}, not a string",
                 url=page.url,
             )
-        base_url = (self.base.base_url if self.base is not None else None) or self.client.base_url
+        base_url = (self.account.base_url if self.account is not None else None) or self.client.base_url
         self.url = urljoin(page.request_url if self.kind == "link_header" else base_url.rstrip("/") + "/", target)
         guard.visit("URL", self.url, self.client.redactor(self.url), page.url)
         return True

@@ -179,7 +179,7 @@ class StepRecords:
                 lambda message: notes.append((True, message)),
                 warn=lambda message: notes.append((False, message)),
                 response=step.response,
-                base=base,
+                account=base,
             ):
                 yield from notes
                 notes.clear()
@@ -225,7 +225,7 @@ class StepRecords:
                 raise base
             scope = self.request_scope(lineage, step)
             scope.variables["record"] = record
-            return fetch(client, detail.request, scope, base=base)
+            return fetch(client, detail.request, scope, account=base)
 
         try:
             for (position, record, lineage), outcome in ordered_map(request, records, self.options.concurrency):
