@@ -13,7 +13,7 @@ from engine.output import OutputDir
 from engine.store.load import load_run, run_identity
 from engine.store.stage import object_row, row_object
 from tests.conftest import MAPPINGS
-from tests.storetools import current_keys, entity, props, relationship, rows, store, store_url, write_run
+from tests.storetools import current_keys, entity, mapped, props, relationship, rows, store, store_url, write_run
 
 __all__ = ["store", "store_url"]  # fixtures
 
@@ -219,3 +219,91 @@ def test_a_failed_run_loads_nothing(etl, tmp_path):
     store = open_store(parse_store_url(url))
     assert rows(store, "etl_entities") == []
     store.close()
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_every_column_is_staged_whichever_are_null(store, tmp_path, parallel):
+    """Staging leaves NULL columns out of its INSERTs (sqlite3 binds None slowly): each row keeps
+    its values in their columns, in a worker process as in-process."""
+    odd = {"_key": "odd", "_type": "acme_odd", "_class": "ODD", "_fromEntityKey": "h1", "_toEntityKey": 7}
+    domain = mapped("h1", {"_type": "acme_domain", "_class": "Domain", "name": "a.example"}, [["_class", "name"]])
+    run = write_run(tmp_path / "run", [entity("h1"), entity("h2")], [relationship("h1", "h2"), odd, domain])
+    load_run(store, run, integration="acme", parallel=parallel)
+    columns = ("_key", "_fromEntityKey", "_toEntityKey")
+    got = {r["_key"]: r for r in rows(store, "etl_relationships", "acme")}
+    assert [tuple(got["h1|connects|h2"][c] for c in columns), got["h1|connects|h2"]["_mapping"]] == [
+        ("h1|connects|h2", "h1", "h2"),
+        None,
+    ]
+    assert (got["odd"]["_fromEntityKey"], got["odd"]["_toEntityKey"], props(got["odd"])["_toEntityKey"]) == (
+        "h1",
+        None,
+        7,
+    )
+    mapping = got[domain["_key"]]["_mapping"]
+    assert (json.loads(mapping) if isinstance(mapping, str) else mapping) == domain["_mapping"]
+    assert got[domain["_key"]]["_fromEntityKey"] is None
+    assert [r["_key"] for r in rows(store, "etl_entities", "acme")] == ["h1", "h2"]
+
+
+INDEX_SQL = "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+
+
+def _index_sql(path) -> dict[str, str]:
+    import sqlite3
+
+    db = sqlite3.connect(path)
+    try:
+        return dict(db.execute(INDEX_SQL).fetchall())
+    finally:
+        db.close()
+
+
+def test_a_load_into_an_empty_sqlite_store_builds_some_indexes_after_and_keeps_them(tmp_path, monkeypatch):
+    """SQLite, empty tables: the merge drops the indexes its rows would fill out of order and builds
+    them again in the same transaction - identical after a load, untouched by a failed one."""
+    import engine.store.load
+    import engine.store.mapper
+    from engine.store.connect import open_store
+    from engine.store.url import parse_store_url
+
+    path = tmp_path / "graph.db"
+    domain = mapped("h1", {"_type": "acme_host", "_class": "Host", "hostname": "h2.example"}, [["_class", "hostname"]])
+    run = write_run(tmp_path / "run", [entity("h1"), entity("h2", hostname="h2.example")], [domain])
+    deferred: list[str] = []
+    out_of_order = engine.store.load._out_of_order_indexes
+
+    def spy(conn, table):
+        found = out_of_order(conn, table)
+        deferred.extend(name for name, _ in found)
+        return found
+
+    run_mapper = engine.store.mapper.run_mapper
+    inside: list[dict] = []
+
+    def failing_mapper(store, conn, now):
+        inside.append(dict(conn.exec_driver_sql(INDEX_SQL).all()))
+        raise ZeroDivisionError
+
+    monkeypatch.setattr(engine.store.load, "_out_of_order_indexes", spy)
+    monkeypatch.setattr(engine.store.mapper, "run_mapper", failing_mapper)
+    opened = open_store(parse_store_url(f"sqlite:///{path}"))
+    try:
+        with pytest.raises(ZeroDivisionError):
+            load_run(opened, run, integration="acme")
+        before = _index_sql(path)  # with the mapper's index on hostname, built before the load's transaction
+        properties = {name for name in before if name.startswith("ix_etl_entities_prop_")}
+        assert len(properties) == 3  # name and displayName (the query's), hostname (the mapper's)
+        assert set(deferred) == properties | {"ix_etl_relationships_to"}
+        assert inside == [before]  # built again, the same, inside the transaction
+        assert rows(opened, "etl_entities") == rows(opened, "etl_relationships") == []
+        assert _index_sql(path) == before  # the failed load rolled the drops back with the rest
+        monkeypatch.setattr(engine.store.mapper, "run_mapper", run_mapper)
+        deferred.clear()
+        assert load_run(opened, run, integration="acme").mapper.resolved == 1
+        assert _index_sql(path) == before and set(deferred) == properties | {"ix_etl_relationships_to"}
+        deferred.clear()
+        load_run(opened, write_run(tmp_path / "run", [entity("h1")]), integration="acme")
+        assert deferred == []  # the tables hold rows: every index is kept
+    finally:
+        opened.close()

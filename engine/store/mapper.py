@@ -37,8 +37,8 @@ from ..jsonio import decode_json
 from . import schema
 from .connect import Store
 from .jsontext import canonical, dumps
-from .sql import has_class, json_path, property_text, stage_table
-from .stage import Row, object_row, row_object
+from .sql import has_class, json_path, one_of, property_text, stage_table
+from .stage import Row, copy_rows, insert_sqlite, object_row, row_object
 from .targets import matches, placeholder_key, usable_groups
 from .url import POSTGRESQL
 
@@ -167,7 +167,7 @@ class Resolver:
 
     def candidates(self, driver: Driver, values: set[Any]) -> dict[tuple[Driver, str], list[dict]]:
         """Entities per (driver, canonical value) for a set of looked-up values: a few queries of
-        ``<driver column> IN (...)``, each a search of the driver's index (``_key``, ``_type`` or
+        ``<driver column> IN (...)`` (:func:`~engine.store.sql.one_of`), each a search of the driver's index (``_key``, ``_type`` or
         the property's expression index)."""
         kind, name = driver
         found: dict[tuple[Driver, str], list[dict]] = defaultdict(list)
@@ -181,7 +181,7 @@ class Resolver:
         field = kind if kind != "property" else name
         ordered = sorted(values)
         for start in range(0, len(ordered), LOOKUP_BATCH):
-            for entity in self._entities(column.in_(ordered[start : start + LOOKUP_BATCH])):
+            for entity in self._entities(one_of(column, ordered[start : start + LOOKUP_BATCH], self.dialect)):
                 found[(driver, canonical(entity.get(field)))].append(entity)
         return found
 
@@ -310,21 +310,18 @@ def run_mapper(store: Store, conn: Connection, now: int) -> MapperResult:
 
 
 def insert_rows(conn: Connection, table: sa.Table, rows: list[Row], dialect: str) -> None:
-    """Bulk-insert staging rows: COPY on PostgreSQL, executemany of one compiled INSERT on SQLite."""
+    """Bulk-insert staging rows: COPY on PostgreSQL, executemany on SQLite."""
     if not rows:
         return
     raw = conn.connection.driver_connection
     assert raw is not None
     if dialect == POSTGRESQL:
-        from .stage import copy_rows
-
         with raw.cursor() as cursor:
             copy_rows(cursor, table.name, iter([rows]))
         return
-    statement = str(sa.insert(table).compile(dialect=conn.dialect))  # every column, in STAGE_COLUMNS order
     cursor = raw.cursor()
     try:
-        cursor.executemany(statement, rows)
+        insert_sqlite(cursor, table.name, rows)
     finally:
         cursor.close()
 

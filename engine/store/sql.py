@@ -5,6 +5,7 @@ Everything else is plain SQLAlchemy Core, compiled by the dialect of the store.
 * :func:`~engine.store.jsontext.dumps`: the canonical JSON text the store writes (keys sorted,
   no spaces), so that two equal objects are equal text on SQLite;
 * :func:`has_class`: "the entity's ``_class`` list contains NAME";
+* :func:`one_of`: "a column's value is one of these strings";
 * :func:`property_text`: a property's value as text, the expression the mapper's indexes cover;
 * :func:`stage_table`: the staging table a load fills before its set-based merge.
 """
@@ -14,13 +15,13 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from .jsontext import canonical, dumps
 from .stage import STAGE_COLUMNS
 from .url import POSTGRESQL
 
-__all__ = ["STAGE_COLUMNS", "canonical", "dumps", "has_class", "json_path", "property_text", "stage_table"]
+__all__ = ["STAGE_COLUMNS", "canonical", "dumps", "has_class", "json_path", "one_of", "property_text", "stage_table"]
 
 
 def has_class(column: Any, name: str, dialect: str) -> sa.ColumnElement[bool]:
@@ -29,6 +30,16 @@ def has_class(column: Any, name: str, dialect: str) -> sa.ColumnElement[bool]:
         return sa.type_coerce(column, JSONB).contains(sa.func.to_jsonb(sa.cast(sa.literal(name), sa.Text)))
     each = sa.func.json_each(column).table_valued("value")
     return sa.exists().where(each.c.value == name)
+
+
+def one_of(column: Any, values: list[str], dialect: str) -> sa.ColumnElement[bool]:
+    """``column IN (values...)``; on PostgreSQL ``column = ANY(:values)``, the form PostgreSQL turns
+    an IN list into anyway (the same index search), with one array parameter instead of one per
+    value: psycopg rewrites every parameter placeholder of a query in Python, which took the mapper
+    1.6 s for 100,000 values."""
+    if dialect == POSTGRESQL:
+        return column == sa.any_(sa.bindparam(None, values, type_=ARRAY(sa.Text)))
+    return column.in_(values)
 
 
 def json_path(name: str) -> str | None:
