@@ -307,3 +307,28 @@ def test_a_load_into_an_empty_sqlite_store_builds_some_indexes_after_and_keeps_t
         assert deferred == []  # the tables hold rows: every index is kept
     finally:
         opened.close()
+
+
+def test_a_new_sqlite_store_has_16_kib_pages_and_an_older_store_keeps_its_own(tmp_path):
+    import sqlite3
+
+    from engine.store.connect import SQLITE_PAGE_SIZE, open_store
+    from engine.store.url import parse_store_url
+
+    old = tmp_path / "old.db"
+    db = sqlite3.connect(old)
+    db.execute("PRAGMA page_size=4096")
+    db.execute("PRAGMA journal_mode=WAL")
+    db.close()
+    run = write_run(tmp_path / "run", [entity("h1"), entity("h2")], [relationship("h1", "h2")])
+    for path, size in ((tmp_path / "new.db", SQLITE_PAGE_SIZE), (old, 4096)):
+        opened = open_store(parse_store_url(f"sqlite:///{path}"))
+        try:
+            assert load_run(opened, run, integration="acme").counts["relationships"].created == 1
+            assert current_keys(opened, "etl_entities") == ["h1", "h2"]
+        finally:
+            opened.close()
+        db = sqlite3.connect(path)
+        assert db.execute("PRAGMA page_size").fetchone() == (size,)
+        db.close()
+    assert SQLITE_PAGE_SIZE == 16384

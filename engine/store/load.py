@@ -42,7 +42,16 @@ from ..output import COLLECTIONS, OutputDir
 from . import schema
 from .connect import Store
 from .sql import stage_table
-from .stage import SCRATCH_TABLE, StageInfo, collection_rows, copy_rows, run_bytes, run_digest, stage_to_file
+from .stage import (
+    SCRATCH_TABLE,
+    StageInfo,
+    collection_rows,
+    copy_rows,
+    run_bytes,
+    run_digest,
+    stage_to_file,
+    without_cycle_collector,
+)
 from .url import SQLITE
 
 PARALLEL_BYTES = 32 * 1024 * 1024  # a run this large is staged by two worker processes (SQLite)
@@ -152,12 +161,13 @@ def load_run(
             if row.run_digest == digest:
                 result.unchanged_run = True
                 return result
-    if store.dialect == SQLITE:
-        _load_sqlite(store, output, result, digest, parallel)
-    else:
-        _load_postgresql(store, output, result, digest)
-        if sum(c.created + c.ended for c in result.counts.values()) >= ANALYZE_ROWS:
-            _analyze(store)
+    with without_cycle_collector():
+        if store.dialect == SQLITE:
+            _load_sqlite(store, output, result, digest, parallel)
+        else:
+            _load_postgresql(store, output, result, digest)
+            if sum(c.created + c.ended for c in result.counts.values()) >= ANALYZE_ROWS:
+                _analyze(store)
     return result
 
 

@@ -167,8 +167,8 @@ class Resolver:
 
     def candidates(self, driver: Driver, values: set[Any]) -> dict[tuple[Driver, str], list[dict]]:
         """Entities per (driver, canonical value) for a set of looked-up values: a few queries of
-        ``<driver column> IN (...)`` (:func:`~engine.store.sql.one_of`), each a search of the driver's index (``_key``, ``_type`` or
-        the property's expression index)."""
+        ``<driver column> IN (...)`` (:func:`~engine.store.sql.one_of`), each a search of the
+        driver's index (``_key``, ``_type`` or the property's expression index)."""
         kind, name = driver
         found: dict[tuple[Driver, str], list[dict]] = defaultdict(list)
         e = schema.entities

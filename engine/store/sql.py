@@ -36,7 +36,7 @@ def one_of(column: Any, values: list[str], dialect: str) -> sa.ColumnElement[boo
     """``column IN (values...)``; on PostgreSQL ``column = ANY(:values)``, the form PostgreSQL turns
     an IN list into anyway (the same index search), with one array parameter instead of one per
     value: psycopg rewrites every parameter placeholder of a query in Python, which took the mapper
-    1.6 s for 100,000 values."""
+    1.6 s (under cProfile) for 100,000 values."""
     if dialect == POSTGRESQL:
         return column == sa.any_(sa.bindparam(None, values, type_=ARRAY(sa.Text)))
     return column.in_(values)
