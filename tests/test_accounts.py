@@ -6,6 +6,8 @@ the others' records; fan-outs and detail requests below an account use its base 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -43,6 +45,43 @@ def run(etl, mapping, us, out, *extra):
     return etl(
         "run", mapping, "--base-url", f"directory={us.url}", "--output", out, "--config", f"apiToken={TOKEN}", *extra
     )
+
+
+def user_mapping(
+    tmp_path, source: dict, accounts, *, key: str, config: tuple[str, ...] = (), secrets: tuple[str, ...] = (), **step
+) -> Path:
+    """A one-step mapping: ``example_user`` entities (keyed by ``key``) from ``/users`` of a
+    source (``source``: its base_url and what reads the account) run per ``accounts``;
+    ``config`` and ``secrets`` name more config fields (plain, secret); ``step`` adds to the
+    step (pagination, detail, extra entity properties as ``properties``, ``tags``)."""
+    properties = {"name": "name", "username": "email", "active": {"value": True}, **step.pop("properties", {})}
+    entity = {"resource": "User", "type": "example_user", "class": "User", "key": key, "properties": properties}
+    if "tags" in step:
+        entity["tags"] = step.pop("tags")
+    data = {
+        "version": 1,
+        "integration": {"id": "example-accounts-test", "name": "Accounts"},
+        "config": {
+            "apiToken": {"secret": True},
+            **{name: {} for name in config},
+            **{name: {"secret": True} for name in secrets},
+        },
+        "sources": {"api": {**source, "auth": {"kind": "bearer", "token": "{{ config.apiToken }}"}}},
+        "steps": [
+            {
+                "id": "fetch-users",
+                "accounts": accounts,
+                "request": {"path": "/users"},
+                "records": "users",
+                **step,
+                "entities": [entity],
+            }
+        ],
+    }
+    return write_mapping(tmp_path / "accounts.yaml", data)
+
+
+PAGES = {"kind": "page", "page_param": "page", "total_pages": "total_pages"}
 
 
 def users(output: dict) -> list[dict]:
@@ -102,51 +141,17 @@ def test_an_account_whose_base_url_cannot_be_made_fails_alone(etl, regions, tmp_
 def test_accounts_from_config_change_a_header(etl, regions, tmp_path):
     """accounts: a JMESPath on the config; the source's base URL is the same for all."""
     us, _ = regions
-    data = {
-        "version": 1,
-        "integration": {"id": "example-config-accounts", "name": "Accounts from config"},
-        "config": {
-            "apiToken": {"secret": True},
-            "accounts": {"description": "Comma-separated account ids."},
-        },
-        "sources": {
-            "api": {
-                "base_url": us.url,
-                "headers": {"X-Account": "{{ account }}"},
-                "auth": {"kind": "bearer", "token": "{{ config.apiToken }}"},
-            }
-        },
-        "steps": [
-            {
-                "id": "fetch-users",
-                "accounts": "split(config('accounts'), ',')",
-                "request": {"path": "/users"},
-                "pagination": {"kind": "page", "page_param": "page", "total_pages": "total_pages"},
-                "records": "users",
-                "entities": [
-                    {
-                        "resource": "User",
-                        "type": "example_user",
-                        "class": "User",
-                        "key": "example_user:{{ account }}:{{ record.id }}",
-                        "properties": {"name": "name", "username": "email", "active": {"value": True}},
-                        "tags": {"Account": "{{ account }}"},
-                    }
-                ],
-            }
-        ],
-    }
-    mapping = write_mapping(tmp_path / "config-accounts.yaml", data)
-    result = etl(
-        "run",
-        mapping,
-        "--output",
-        tmp_path / "out",
-        "--config",
-        f"apiToken={TOKEN}",
-        "--config",
-        "accounts=initech,acme",
+    mapping = user_mapping(
+        tmp_path,
+        {"base_url": us.url, "headers": {"X-Account": "{{ account }}"}},
+        "split(config('accounts'), ',')",
+        key="example_user:{{ account }}:{{ record.id }}",
+        config=("accounts",),
+        pagination=PAGES,
+        tags={"Account": "{{ account }}"},
     )
+    config = ("--config", f"apiToken={TOKEN}", "--config", "accounts=initech,acme")
+    result = etl("run", mapping, "--output", tmp_path / "out", *config)
     assert result.exit_code == 0, result.stdout + result.stderr
     keys = [u["_key"] for u in users(read_output(tmp_path / "out"))]
     assert keys == [
@@ -265,44 +270,16 @@ def test_a_list_of_accounts_in_a_query_parameter_with_a_detail_per_record(etl, r
     """accounts: a literal list of objects; the source's params read the account; a detail
     request per user goes with the account's parameter too, and keeps the users' order."""
     us, _ = regions
-    data = {
-        "version": 1,
-        "integration": {"id": "example-list-accounts", "name": "Accounts as a list"},
-        "config": {"apiToken": {"secret": True}},
-        "sources": {
-            "api": {
-                "base_url": us.url,
-                "params": {"account": "{{ account.id }}"},
-                "auth": {"kind": "bearer", "token": "{{ config.apiToken }}"},
-            }
-        },
-        "steps": [
-            {
-                "id": "fetch-users",
-                "accounts": [{"id": "acme", "label": "Acme"}, {"id": "initech", "label": "Initech"}],
-                "request": {"path": "/users"},
-                "pagination": {"kind": "page", "page_param": "page", "total_pages": "total_pages"},
-                "records": "users",
-                "detail": {"request": {"path": "/users/{{ record.id }}"}, "record": "user"},
-                "entities": [
-                    {
-                        "resource": "User",
-                        "type": "example_user",
-                        "class": "User",
-                        "key": "example_user:{{ account.id }}:{{ record.id }}",
-                        "properties": {
-                            "name": "name",
-                            "username": "email",
-                            "active": {"value": True},
-                            "lastLogin": "lastLogin",
-                        },
-                        "tags": {"Account": "{{ account.label }}"},
-                    }
-                ],
-            }
-        ],
-    }
-    mapping = write_mapping(tmp_path / "list-accounts.yaml", data)
+    mapping = user_mapping(
+        tmp_path,
+        {"base_url": us.url, "params": {"account": "{{ account.id }}"}},
+        [{"id": "acme", "label": "Acme"}, {"id": "initech", "label": "Initech"}],
+        key="example_user:{{ account.id }}:{{ record.id }}",
+        pagination=PAGES,
+        detail={"request": {"path": "/users/{{ record.id }}"}, "record": "user"},
+        properties={"lastLogin": "lastLogin"},
+        tags={"Account": "{{ account.label }}"},
+    )
     result = etl("run", mapping, "--output", tmp_path / "out", "--config", f"apiToken={TOKEN}", "--concurrency", "3")
     assert result.exit_code == 0, result.stdout + result.stderr
     found = [(u["_key"], u["tag.Account"], u["lastLogin"]) for u in users(read_output(tmp_path / "out"))]
@@ -321,36 +298,13 @@ def test_accounts_split_out_of_a_secret_are_redacted(etl, tmp_path):
     and logs, though it is only a part of the field's value."""
     keys = ["tenant-key-alpha-1111", "tenant-key-bravo-2222", "tenant-key-gone-3333"]
     with RegionApi({keys[0]: ["Ann"], keys[1]: ["Bob"]}) as api:
-        data = {
-            "version": 1,
-            "integration": {"id": "example-secret-accounts", "name": "Accounts from a secret"},
-            "config": {"apiToken": {"secret": True}, "tenantKeys": {"secret": True}},
-            "sources": {
-                "api": {
-                    "base_url": api.url,
-                    "params": {"account": "{{ account }}"},
-                    "auth": {"kind": "bearer", "token": "{{ config.apiToken }}"},
-                }
-            },
-            "steps": [
-                {
-                    "id": "fetch-users",
-                    "accounts": "split(config('tenantKeys'), ',')",
-                    "request": {"path": "/users"},
-                    "records": "users",
-                    "entities": [
-                        {
-                            "resource": "User",
-                            "type": "example_user",
-                            "class": "User",
-                            "key": "example_user:{{ record.email }}",
-                            "properties": {"name": "name", "username": "email", "active": {"value": True}},
-                        }
-                    ],
-                }
-            ],
-        }
-        mapping = write_mapping(tmp_path / "secret-accounts.yaml", data)
+        mapping = user_mapping(
+            tmp_path,
+            {"base_url": api.url, "params": {"account": "{{ account }}"}},
+            "split(config('tenantKeys'), ',')",
+            key="example_user:{{ record.email }}",
+            secrets=("tenantKeys",),
+        )
         config = ("--config", f"apiToken={TOKEN}", "--config", "tenantKeys=" + ",".join(keys))
         result = etl("run", mapping, "--output", tmp_path / "out", *config, "-vv")
     assert result.exit_code == 1, result.stdout + result.stderr  # the third account is gone: 404
@@ -382,35 +336,13 @@ def test_an_account_in_the_base_urls_path_keeps_the_sources_origin(etl, regions,
     """base_url: ".../t/{{ account }}" - the origin is the same for every account, so the
     source's own origin is known without one, and no allowed_origins is needed."""
     us, _ = regions
-    data = {
-        "version": 1,
-        "integration": {"id": "example-path-accounts", "name": "Accounts in the path"},
-        "config": {"apiToken": {"secret": True}, "apiUrl": {}, "accounts": {}},
-        "sources": {
-            "api": {
-                "base_url": "{{ config.apiUrl }}/t/{{ account }}",
-                "auth": {"kind": "bearer", "token": "{{ config.apiToken }}"},
-            }
-        },
-        "steps": [
-            {
-                "id": "fetch-users",
-                "accounts": "split(config('accounts'), ',')",
-                "request": {"path": "/users"},
-                "records": "users",
-                "entities": [
-                    {
-                        "resource": "User",
-                        "type": "example_user",
-                        "class": "User",
-                        "key": "example_user:{{ account }}:{{ record.id }}",
-                        "properties": {"name": "name", "username": "email", "active": {"value": True}},
-                    }
-                ],
-            }
-        ],
-    }
-    mapping = write_mapping(tmp_path / "path-accounts.yaml", data)
+    mapping = user_mapping(
+        tmp_path,
+        {"base_url": "{{ config.apiUrl }}/t/{{ account }}"},
+        "split(config('accounts'), ',')",
+        key="example_user:{{ account }}:{{ record.id }}",
+        config=("apiUrl", "accounts"),
+    )
     config = ("--config", f"apiToken={TOKEN}", "--config", f"apiUrl={us.url}", "--config", "accounts=initech,acme")
     result = etl("run", mapping, "--output", tmp_path / "out", *config)
     assert result.exit_code == 0, result.stdout + result.stderr
