@@ -213,3 +213,16 @@ def test_a_detail_needs_the_steps_request(etl, tmp_path):
 
     result = etl("validate", example(tmp_path, no_request))
     assert result.exit_code == 3 and "detail needs the step's request" in result.stderr, result.stderr
+
+
+def test_a_step_switched_off_before_the_fan_outs_changes_nothing(etl, api, tmp_path):
+    """The parents a fan-out needs are kept until its step has run, whichever steps before it
+    are switched off by their `when`."""
+
+    def switched_off_first(data):
+        off = {"id": "never", "when": "`false`", "request": {"path": "/orgs"}, "records": "orgs"}
+        data["steps"].insert(0, off)
+
+    result = run(etl, example(tmp_path, switched_off_first), api, tmp_path / "out")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert [i["issueId"] for i in entities(read_output(tmp_path / "out"), "example_issue")] == ISSUES

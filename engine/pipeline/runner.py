@@ -277,8 +277,9 @@ class Runner(StepRecords, AccountSources):
         """Keep the entities of the types the steps that run fan out over (no others): for
         each type, the index of the last step that needs them. What later lineages refer to
         stays after that, and only that."""
-        running = (step for step in steps if step.id not in disabled)
-        last_use = {t: index for index, step in enumerate(running) if (t := step.fans_out_over)}
+        last_use = {
+            t: index for index, step in enumerate(steps) if step.id not in disabled and (t := step.fans_out_over)
+        }
         self.parents = {t: [] for t in last_use}
         return last_use
 
