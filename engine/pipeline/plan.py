@@ -421,12 +421,6 @@ class Plan:
         ends = (end for s in self.steps for r in s.relationships for end in (r.source, r.target))
         return frozenset(end.type for end in ends if end.mode == "type")
 
-    @property
-    def parent_types(self) -> frozenset[str]:
-        """Entity types some step fans out over (``for_each``, or accounts of a type); the run
-        keeps those entities in memory until the last step that needs them has run."""
-        return frozenset(t for s in self.steps if (t := s.fans_out_over))
-
     def steps_for(self, wanted: list[str] | None) -> tuple[Step, ...]:
         """The steps to run for ``--step``: those asked for and everything they depend on."""
         if not wanted:

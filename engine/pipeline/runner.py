@@ -86,8 +86,9 @@ class Runner(StepRecords, AccountSources):
         self.jmespath = jmespath_options(dict(config.values), self.now)
         self.config_scope = self.request_scope(None)
         self.clients: dict[str, HttpClient] = {}
-        # entity type -> (entity without _rawData, the lineage it was built in), for fan-outs
-        self.parents: dict[str, list[tuple[dict, Lineage]]] = {t: [] for t in plan.parent_types}
+        # entity type -> (entity without _rawData, the lineage it was built in), for the steps
+        # that fan out over them (or take them as accounts): set up by parent_lifetimes
+        self.parents: dict[str, list[tuple[dict, Lineage]]] = {}
         self.account_bases: dict[tuple[str, int], tuple[Any, AccountBase | FetchError]] = {}
         self.strict_types = {e.type: True for s in plan.steps for e in s.entities if e.duplicates == "strict"}
         self.loaded: LoadedMapping | None | bool = False  # the mapping file, read again for an error's position
