@@ -11,8 +11,9 @@ at the top):
     store/        the persistent graph: every instance's runs merged (SQLite or PostgreSQL), history,
                   the mapper, export (see store/__init__.py)
     pipeline/     one run, stage by stage: load -> compile -> config -> fetch/auth/ratelimit ->
-                  paginate/fanout -> extract -> build -> check -> write; runner.py drives the steps,
-                  run.py starts a run as the user asked (see pipeline/__init__.py)
+                  records (paginate, fanout, exportjob, accounts, detail requests) -> extract ->
+                  build -> check -> write; runner.py drives the steps, run.py starts a run as the
+                  user asked (see pipeline/__init__.py)
     lang/         the expression language: JMESPath compiled to closures, the engine's functions,
                   Jinja templates in a sandbox, compiled values, the limits of what they may build
     http/         HTTP shared by runs and sync: the retry policy, its clock, sessions, origins (where
@@ -28,7 +29,8 @@ at the top):
 
 Where a change goes: a pagination kind -> pipeline/paginate.py (and plan.py, the schema);
 how secrets are redacted -> secrets.py; retrying on another status -> http/retry.py;
-reading a run's output -> output.py; a CLI command -> cli/ (its logic under tools/).
+reading a run's output -> output.py; a CLI command -> cli/ (its logic under tools/);
+fan-out, accounts, detail requests -> pipeline/records.py.
 """
 
 __version__ = "0.1.0"
