@@ -6,13 +6,15 @@ that was not written; with --store the state lives in the store, per instance.""
 from __future__ import annotations
 
 import json
+from unittest.mock import ANY
 
 import pytest
+import yaml
 
 from engine.store.connect import open_store
 from engine.store.url import parse_store_url
 from tests.fakes.feeds import FeedApi
-from tests.fakes.paging import EXAMPLES, item_ids, partial_types, step_status
+from tests.fakes.paging import EXAMPLES, item_ids, partial_types, step_status, write_mapping
 from tests.fakes.server import Response
 from tests.graphtools import read_output
 from tests.storetools import current_keys, store_url
@@ -198,3 +200,37 @@ def test_state_is_a_validation_error_without_incremental(etl, tmp_path):
     result = etl("validate", mapping)
     assert result.exit_code == 3
     assert "steps[0].request.params.updated_since: unknown variable 'state'" in result.stderr
+
+
+def per_account_mapping(tmp_path):
+    """The example run once per account (from config): each account keeps its own mark."""
+    data = yaml.safe_load((EXAMPLES / "incremental.yaml").read_text())
+    data["config"] = {"accounts": {"description": "Comma-separated account names."}}
+    step = data["steps"][0]
+    step["accounts"] = "split(config('accounts'), ',')"
+    step["request"]["params"]["account"] = "{{ account }}"
+    step["entities"][0]["key"] = "example_item:{{ account }}:{{ record.id }}"
+    return write_mapping(tmp_path / "per-account.yaml", data)
+
+
+def test_each_account_keeps_its_mark_and_a_new_one_is_fetched_in_full(etl, api, tmp_path):
+    """An account that appears later gets everything, never `since` the mark the others
+    reached (whose older records it never had); an account left out keeps its mark."""
+    out, mapping = tmp_path / "out", per_account_mapping(tmp_path)
+    assert run(etl, api, out, "--config", "accounts=acme", mapping=mapping).exit_code == 0
+    assert state_of(out)["steps"]["fetch-items"]["units"] == {"acme": {"since": LAST, "lastRun": ANY}}
+    add_item(api, 24, "2026-01-24T08:00:00Z")
+    result = run(etl, api, out, "--config", "accounts=acme,globex", mapping=mapping)
+    assert result.exit_code == 0, result.stdout + result.stderr
+    asked = {(r.query.get("account"), r.query.get("updated_since")) for r in api.log[1:]}
+    assert asked == {("acme", LAST), ("globex", None)}
+    keys = {e["_key"] for e in read_output(out)["entities"]}
+    assert "example_item:acme:24" in keys and "example_item:acme:1" not in keys
+    assert {f"example_item:globex:{n}" for n in range(1, 25)} <= keys
+    units = state_of(out)["steps"]["fetch-items"]["units"]
+    assert units["acme"]["since"] == units["globex"]["since"] == "2026-01-24T08:00:00Z"
+    # globex alone: acme's mark stays as it was
+    add_item(api, 25, "2026-01-25T08:00:00Z")
+    assert run(etl, api, out, "--config", "accounts=globex", mapping=mapping).exit_code == 0
+    units = state_of(out)["steps"]["fetch-items"]["units"]
+    assert (units["acme"]["since"], units["globex"]["since"]) == ("2026-01-24T08:00:00Z", "2026-01-25T08:00:00Z")

@@ -95,6 +95,14 @@ class Lineage:
         self.ancestors: Mapping[str, dict] = ancestors if ancestors is not None else {}
         self.account = account
 
+    @property
+    def unit(self) -> str | None:
+        """The name of what the fetch was for, in saved state: the parent's ``_key``, or the
+        account; None outside a fan-out or accounts."""
+        if self.parent is not None:
+            return str(self.parent.get("_key"))
+        return None if self.account is None else account_label(self.account)
+
     def describe(self) -> str:
         """What the fetch was for, as messages name it: ``for example_org:o1``, ``for account
         acme``, or nothing."""

@@ -42,7 +42,7 @@ from .plan import Plan, Step
 from .progress import Progress
 from .records import StepRecords
 from .results import DISABLED, PARTIAL_DEPENDENCY, SKIPPED_DEPENDENCY, SUCCESS, RunResult, StepResult
-from .state import FileState, MarkTracker, StateOptions, advanced, template_state, usable
+from .state import FileState, StateOptions, StepMarks, advanced, template_state, unit_state, usable
 from .write import GraphWriter, StagedOutput
 
 log = logging.getLogger("etl.run")
@@ -95,7 +95,8 @@ class Runner(StepRecords, AccountSources):
         self.accepted_sources: set[str] = set()  # sources that have answered a request: credentials accepted
         self.selector_misses: dict[str, str | None] = {}  # step id -> why its records selector found nothing
         self.saved_state: dict[str, dict] = {}  # step id -> the incremental state the last run saved
-        self.marks: dict[str, MarkTracker] = {}  # step id -> the high-water mark of this run
+        self.marks: dict[str, StepMarks] = {}  # step id -> the high-water marks of this run
+        self.usable_state: dict[str, dict | None] = {}  # step id -> its saved state, if it fits the step
 
     # -- setup ---------------------------------------------------------------------------
 
@@ -110,7 +111,7 @@ class Runner(StepRecords, AccountSources):
             "now": self.now,
         }
         if step is not None and step.incremental is not None:
-            variables["state"] = template_state(usable(step, self.saved_state.get(step.id)))
+            variables["state"] = template_state(unit_state(self.usable_state.get(step.id), lineage.unit))
         return Scope({}, variables, self.jmespath)
 
     def client(self, name: str) -> HttpClient:
@@ -323,7 +324,7 @@ class Runner(StepRecords, AccountSources):
                 if observe is not None:
                     observe(step, position, record, built, lineage)
                 if self.accept(step, built, result, writer, checker, pending, lineage) and tracker is not None:
-                    tracker.see(record)
+                    tracker.see(record, lineage.unit)
                 if self.options.record_limit is not None and result.records >= self.options.record_limit:
                     log.info("step %s: stopped after %d records (limit)", step.id, result.records)
                     break
@@ -419,18 +420,19 @@ class Runner(StepRecords, AccountSources):
             return
         self.saved_state = options.source.read(self.plan.integration_id, self.instance_name())
 
-    def tracker(self, step: Step, result: StepResult) -> MarkTracker | None:
-        """The high-water mark of ``step`` this run (None: not incremental); notes in ``result``
-        whether the run is incremental (it used a saved state)."""
+    def tracker(self, step: Step, result: StepResult) -> StepMarks | None:
+        """The high-water marks of ``step`` this run (None: not incremental); notes in
+        ``result`` whether the run is incremental (it used a saved state)."""
         if step.incremental is None:
             return None
-        saved = usable(step, self.saved_state.get(step.id))
+        saved = self.usable_state[step.id] = usable(step, self.saved_state.get(step.id))
         result.incremental = saved is not None
         if saved is not None:
-            log.info("step %s: incremental, since %s", step.id, shown(saved.get("since")))
-        tracker = MarkTracker(step.incremental, saved, self.jmespath, result.warn)
-        self.marks[step.id] = tracker
-        return tracker
+            log.info("step %s: incremental, since %s", step.id, shown(saved.get("since", "the mark of each unit")))
+        per_unit = step.for_each is not None or step.accounts is not None
+        marks = StepMarks(step.incremental, saved, per_unit, self.jmespath, result.warn)
+        self.marks[step.id] = marks
+        return marks
 
     def new_state(self, result: RunResult) -> dict[str, dict]:
         """The state to save: each incremental step that ran completely and succeeded advances;
@@ -440,13 +442,12 @@ class Runner(StepRecords, AccountSources):
         state = dict(previous)
         for step_result in result.steps:
             step = step_result.step
-            tracker = self.marks.get(step.id)
-            if tracker is None or step_result.status != SUCCESS or step_result.incomplete_data:
+            marks = self.marks.get(step.id)
+            if marks is None or step_result.status != SUCCESS or step_result.incomplete_data:
                 continue
             if self.options.record_limit is not None:
                 continue  # a preview saw only some records
-            saved = usable(step, self.saved_state.get(step.id))
-            state[step.id] = advanced(step, saved, tracker, self.now)
+            state[step.id] = advanced(step, self.usable_state.get(step.id), marks, self.now)
         return state
 
     def write_state(self, result: RunResult) -> None:

@@ -7,6 +7,11 @@ its types are partial (upserted, nothing deleted downstream). After a run, a ste
 advances only if the step succeeded with complete data, and only over records whose objects
 were written; otherwise the state it had is kept.
 
+A step that runs once per account or per parent entity (``accounts``, ``for_each``) keeps a
+mark per unit (:class:`StepMarks`), under ``units`` by the unit's name (the account, the
+parent's ``_key``): an account or parent that appears later is fetched in full, never
+``since`` a mark another one reached; a unit absent from a run keeps its mark.
+
 State lives beside the output directory, as ``.<output name>.state.json`` (written
 atomically, after the output is committed), and in the graph store when ``etl run --store``
 loads the run (``engine/store/state.py``). :class:`StateSource` is what a run reads it from.
@@ -120,9 +125,18 @@ def usable(step: Step, saved: dict | None) -> dict | None:
 
 
 def template_state(saved: dict | None) -> dict[str, Any]:
-    """What request templates see as ``state``."""
+    """What request templates see as ``state`` (``saved``: the step's state, or a unit's)."""
     saved = saved or {}
     return {"since": saved.get("since"), "last_run": saved.get("lastRun")}
+
+
+def unit_state(saved: dict | None, unit: str | None) -> dict | None:
+    """The saved state of one unit of a step (``unit``: its name; None: the step has no units).
+    A state saved before units were kept holds one mark for all: every unit uses it once."""
+    if saved is None or unit is None:
+        return saved
+    units = saved.get("units")
+    return saved if units is None else units.get(unit)
 
 
 # -- the mark -----------------------------------------------------------------------------------
@@ -197,13 +211,49 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def advanced(step: Step, saved: dict | None, tracker: MarkTracker | None, started_ms: int) -> dict:
-    """The state a step saves after a complete, successful run."""
+class StepMarks:
+    """The marks of one step this run: one :class:`MarkTracker`, or one per unit (an account,
+    a parent entity) for a step that runs once per unit. Each starts from the unit's saved
+    mark, so a mark never goes back."""
+
+    def __init__(
+        self, spec: Incremental, saved: dict | None, per_unit: bool, options: Any, warn: Callable[[str], None]
+    ):
+        self.spec, self.saved, self.per_unit, self.options, self.warn = spec, saved, per_unit, options, warn
+        self.trackers: dict[str | None, MarkTracker] = {}
+
+    def see(self, record: Any, unit: str | None) -> None:
+        """A record of ``unit`` (None for a step without units) whose objects were written."""
+        key = unit if self.per_unit else None
+        tracker = self.trackers.get(key)
+        if tracker is None:
+            tracker = self.trackers[key] = MarkTracker(self.spec, unit_state(self.saved, key), self.options, self.warn)
+        tracker.see(record)
+
+
+def advanced(step: Step, saved: dict | None, marks: StepMarks, started_ms: int) -> dict:
+    """The state a step saves after a complete, successful run: its mark (or each unit's; the
+    units this run did not see keep theirs)."""
     spec = step.incremental
     assert spec is not None
-    return {
-        "since": tracker.best if tracker is not None and tracker.key is not None else (saved or {}).get("since"),
+    state: dict[str, Any] = {
         "lastRun": started_ms,
         "mark": spec.mark.source if spec.mark is not None else None,
         "compare": spec.compare,
     }
+    if not marks.per_unit:
+        state["since"] = _since(marks.trackers.get(None), saved)
+        return state
+    units = dict((saved or {}).get("units") or {})
+    for unit, tracker in marks.trackers.items():
+        assert unit is not None  # a step with units names each
+        units[unit] = {"since": _since(tracker, unit_state(saved, unit)), "lastRun": started_ms}
+    state["units"] = units
+    return state
+
+
+def _since(tracker: MarkTracker | None, saved: dict | None) -> Any:
+    """The mark this run reached, or the saved one when it saw none."""
+    if tracker is not None and tracker.key is not None:
+        return tracker.best
+    return (saved or {}).get("since")
