@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from tests.fakes.paging import EXAMPLES, partial_types, step_status, write_mapping
-from tests.fakes.server import Response
+from tests.fakes.server import LocalApi, Response
 from tests.fakes.tenants import TOKEN, WorkspaceApi
 from tests.graphtools import read_output
 
@@ -226,3 +226,16 @@ def test_a_step_switched_off_before_the_fan_outs_changes_nothing(etl, api, tmp_p
     result = run(etl, example(tmp_path, switched_off_first), api, tmp_path / "out")
     assert result.exit_code == 0, result.stdout + result.stderr
     assert [i["issueId"] for i in entities(read_output(tmp_path / "out"), "example_issue")] == ISSUES
+
+
+def test_a_detail_redirected_to_another_origin_carries_no_token(etl, api, tmp_path):
+    """A detail request the API redirects elsewhere is refused (the source does not allow that
+    origin): the other server never sees the token, and the other issues are kept."""
+    with LocalApi() as elsewhere:
+        elsewhere.route("GET", "/stolen", lambda request: Response(200, {"issue": {"id": "I-2"}}))
+        api.fail_next("/issues/I-2", Response(302, headers={"Location": f"{elsewhere.url}/stolen"}))
+        result = run(etl, EXAMPLE, api, tmp_path / "out")
+        assert [r.headers.get("authorization") for r in elsewhere.log] == []
+    assert result.exit_code == 1, result.stdout + result.stderr
+    assert [i["issueId"] for i in entities(read_output(tmp_path / "out"), "example_issue")] == ["I-1", *ISSUES[2:]]
+    assert "allowed_origins" in result.stdout + result.stderr and TOKEN not in result.stdout + result.stderr
