@@ -33,10 +33,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.store import ROOT, generate_certificates, generate_run, machine, measure
+from bench.harness import ROOT, machine, measure, postgres_schema, section_markers, write_section
+from bench.store import generate_certificates, generate_run
 
-RESULTS = ROOT / "bench" / "RESULTS.md"
-START, END = "<!-- bench.query:start -->", "<!-- bench.query:end -->"
+START, END = section_markers("bench.query")
 
 
 def queries(hosts: int, certificates: int) -> list[tuple[str, str, float | None]]:
@@ -171,13 +171,13 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:,.1f} ms" if seconds < 10 else f"{seconds:,.1f} s"
 
 
-def report(command: str, sizes: dict, backends: list[dict]) -> str:
+def report(command: str, sizes: dict, backends: list[dict], load_at_start: float) -> str:
     lines = [
         START,
         "## Queries (`bench/query.py`)",
         "",
         f"- Command: `{command}`",
-        f"- Machine: {machine()}",
+        f"- Machine: {machine()}; load average {load_at_start:.2f} at the start",
         f"- Date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M')} UTC",
         f"- Store: {sizes['entities']:,} hosts + {sizes['certificates']:,} certificates "
         f"({sizes['entities'] + sizes['certificates'] + sizes['placeholders']:,} entities with the mapper's "
@@ -217,31 +217,6 @@ def report(command: str, sizes: dict, backends: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_results(section: str) -> None:
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    if START in text and END in text:
-        before, rest = text.split(START, 1)
-        text = before + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    RESULTS.write_text(text)
-
-
-def _postgres(base: str, schema: str) -> tuple[str, object]:
-    import sqlalchemy as sa
-    from sqlalchemy.engine import make_url
-
-    def reset() -> None:
-        admin = sa.create_engine(make_url(base).set(drivername="postgresql+psycopg"))
-        with admin.begin() as conn:
-            conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
-            conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
-        admin.dispose()
-
-    url = make_url(base).update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
-    return url, reset
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description="Benchmark J1QL queries on a large store.")
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of 1,000,000 entities and relationships")
@@ -251,6 +226,7 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="reuse stores loaded by an earlier invocation")
     parser.add_argument("--write", action="store_true", help="record the figures in bench/RESULTS.md")
     args = parser.parse_args()
+    load_at_start = os.getloadavg()[0]  # other work on the machine moves every figure
     hosts = relationships = int(1_000_000 * args.scale)
     certificates = int(100_000 * args.scale)
     scratch: Path = args.scratch
@@ -264,7 +240,7 @@ def main() -> None:
     sqlite_url = f"sqlite:///{db}"
     targets: list[tuple[str, str, object]] = [("SQLite", sqlite_url, None)]
     if args.postgres:
-        url, reset = _postgres(args.postgres, f"etl_bench_query_{hosts}")
+        url, reset = postgres_schema(args.postgres, f"etl_bench_query_{hosts}")
         targets.append(("PostgreSQL", url, reset))
     for label, url, reset in targets:
         loads: list[float] = []
@@ -296,10 +272,10 @@ def main() -> None:
         + (f" --scale {args.scale}" if args.scale != 1.0 else "")
         + (" --postgres URL" if args.postgres else "")
     )
-    section = report(command, sizes, backends)
+    section = report(command, sizes, backends, load_at_start)
     print(section)
     if args.write:
-        write_results(section)
+        write_section("bench.query", section)
 
 
 if __name__ == "__main__":

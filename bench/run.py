@@ -13,23 +13,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench.harness import RESULTS, ROOT, Sample, machine, measure
 from engine.pipeline import check  # the key index's sizes, for the report
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "RESULTS.md"
 PYTHON = sys.executable
 DIGICERT_KEY = "bench-digicert-key"
 OPTIMISATIONS = ROOT / "bench" / "optimisations.md"  # the history of changes, copied into RESULTS.md
@@ -40,13 +36,6 @@ MILLION_TARGET_MB = 150
 # Sections of RESULTS.md other scripts write (``<!-- name:start -->`` ... ``<!-- name:end -->``),
 # kept when this one rewrites the file.
 SECTION = re.compile(r"<!-- ([\w.-]+):start -->.*?<!-- \1:end -->", re.DOTALL)
-
-
-@dataclass
-class Sample:
-    seconds: float
-    peak_mb: float
-    extra: dict = field(default_factory=dict)
 
 
 @contextmanager
@@ -62,26 +51,6 @@ def api(**options):
     finally:
         process.terminate()
         process.wait()
-
-
-def measure(command: list[str], env: dict | None = None) -> Sample:
-    """Run ``command``; its wall time and peak resident memory. It runs with Python's bytecode
-    cache, as an installed program does (pip compiles it): without it (PYTHONDONTWRITEBYTECODE,
-    set on some machines) every run compiles every module it imports from source again, a
-    fixed cost that grows with the number of modules and says nothing of the program's work."""
-    inherited = {name: value for name, value in os.environ.items() if name != "PYTHONDONTWRITEBYTECODE"}
-    started = time.perf_counter()
-    process = subprocess.Popen(
-        command, cwd=ROOT, env={**inherited, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    _, status, usage = os.wait4(process.pid, 0)
-    seconds = time.perf_counter() - started
-    errors = process.stderr.read().decode(errors="replace")
-    process.stderr.close()
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        raise RuntimeError(f"{' '.join(command)} exited {code}:\n{errors[-2000:]}")
-    return Sample(seconds, usage.ru_maxrss / 1024)
 
 
 def etl_digicert(base: str, out: Path) -> list[str]:
@@ -201,22 +170,6 @@ def fanout(repeat: int, apps: int, latency_ms: float, concurrency: int, scratch:
 
 # ----------------------------------------------------------------------------------------
 # Report
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (
-        f"{cpu}, {os.cpu_count()} cores, {memory_gb:.0f} GiB; {platform.system()} {platform.release()}; "
-        f"Python {platform.python_version()}"
-    )
 
 
 def report(command: str, bulk_result: dict, peaks: dict, fan: dict, certificates: int) -> str:

@@ -26,53 +26,31 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "RESULTS.md"
-START, END = "<!-- bench.store:start -->", "<!-- bench.store:end -->"
+from bench.harness import (
+    Sample,
+    machine,
+    measure,
+    postgres_schema,
+    section_markers,
+    write_graph_file,
+    write_section,
+)
+
+START, END = section_markers("bench.store")
 PER_FILE = 500  # objects per graph file, as etl run writes them
 
 
-@dataclass
-class Sample:
-    seconds: float
-    cpu: float  # user + system, the command and its worker processes
-    peak_mb: float
-    stdout: str
-
-
-def measure(command: list[str]) -> Sample:
-    """Run ``command``: wall time, CPU time and peak RSS (of it and the workers it waited for)."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        started = time.perf_counter()
-        process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=err)
-        _, status, usage = os.wait4(process.pid, 0)
-        seconds = time.perf_counter() - started
-        process.returncode = code = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        if code != 0:
-            raise RuntimeError(f"{' '.join(command)} exited {code}:\n{err.read().decode(errors='replace')[-2000:]}")
-        return Sample(seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, out.read().decode())
-
-
 # -- generated runs --------------------------------------------------------------------------------
-
-
-def _write(folder: Path, collection: str, objects: list[dict], number: int) -> None:
-    (folder / f"{number:07d}.json").write_bytes(orjson.dumps({collection: objects}))
 
 
 def generate_run(root: Path, entities: int, relationships: int, *, changed_every: int = 0) -> Path:
@@ -100,7 +78,7 @@ def generate_run(root: Path, entities: int, relationships: int, *, changed_every
                     "owner": f"team-{i % 50}" if not (changed_every and i % changed_every == 0) else "team-moved",
                 }
             )
-        _write(step / "entities", "entities", batch, number)
+        write_graph_file(step / "entities", "entities", batch, number)
     for number, start in enumerate(range(0, relationships, PER_FILE)):
         batch = []
         for i in range(start, min(start + PER_FILE, relationships)):
@@ -116,7 +94,7 @@ def generate_run(root: Path, entities: int, relationships: int, *, changed_every
                     "port": i % 65536,
                 }
             )
-        _write(step / "relationships", "relationships", batch, number)
+        write_graph_file(step / "relationships", "relationships", batch, number)
     _summary(root, "fetch-hosts")
     return root
 
@@ -159,8 +137,8 @@ def generate_certificates(root: Path, count: int, hosts: int, *, changed: bool =
                     "displayName": "HAS",
                 }
             )
-        _write(step / "entities", "entities", certificates, number)
-        _write(step / "relationships", "relationships", mapped, number)
+        write_graph_file(step / "entities", "entities", certificates, number)
+        write_graph_file(step / "relationships", "relationships", mapped, number)
     _summary(root, "fetch-certificates")
     return root
 
@@ -240,30 +218,14 @@ def mapper_counts(sample: Sample) -> str:
     return found.group(1) if found else "?"
 
 
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = os.getloadavg()[0]
-    return (
-        f"{cpu}, {os.cpu_count()} cores; {platform.system()} {platform.release()}; Python {platform.python_version()}; "
-        f"load average {load:.2f} at the start"
-    )
-
-
-def report(command: str, results: dict, scale: float) -> str:
+def report(command: str, results: dict, scale: float, load_at_start: float) -> str:
     n = results["sizes"]
     lines = [
         START,
         "## Graph store (`bench/store.py`)",
         "",
         f"- Command: `{command}`",
-        f"- Machine: {machine()}",
+        f"- Machine: {machine()}; load average {load_at_start:.2f} at the start",
         f"- Date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- Run: {n['entities']:,} entities + {n['relationships']:,} relationships "
         f"({n['bytes'] / 1e6:.0f} MB of graph files); mapper: {n['certificates']:,} mapped relationships "
@@ -317,17 +279,6 @@ def report(command: str, results: dict, scale: float) -> str:
     return "\n".join(lines)
 
 
-def write_results(section: str) -> None:
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    if START in text and END in text:
-        before, rest = text.split(START, 1)
-        after = rest.split(END, 1)[1]
-        text = before + section + after
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    RESULTS.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description="Benchmark the graph store (load, reload, mapper).")
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of 1,000,000 entities and relationships")
@@ -335,6 +286,7 @@ def main() -> None:
     parser.add_argument("--scratch", type=Path, default=Path(tempfile.gettempdir()) / "etl-bench-store")
     parser.add_argument("--write", action="store_true", help="record the figures in bench/RESULTS.md")
     args = parser.parse_args()
+    load_at_start = os.getloadavg()[0]  # other work on the machine moves every figure
     entities = relationships = int(1_000_000 * args.scale)
     certificates = int(100_000 * args.scale)
     scratch: Path = args.scratch
@@ -374,7 +326,7 @@ def main() -> None:
         {"label": "SQLite", **mapper_scenario(sqlite_url, run, certs, certs_changed, reset_sqlite)}
     )
     if args.postgres:
-        url, reset_pg = _postgres(args.postgres)
+        url, reset_pg = postgres_schema(args.postgres, "etl_bench_store")
         results["backends"].append(load_scenarios("PostgreSQL", url, run, changed, reset_pg))
         print("postgresql:", results["backends"][-1], flush=True)
         results["mappers"].append({"label": "PostgreSQL", **mapper_scenario(url, run, certs, certs_changed, reset_pg)})
@@ -385,27 +337,10 @@ def main() -> None:
         + (f" --scale {args.scale}" if args.scale != 1.0 else "")
         + (" --postgres URL" if args.postgres else "")
     )
-    section = report(command, results, args.scale)
+    section = report(command, results, args.scale, load_at_start)
     print(section)
     if args.write:
-        write_results(section)
-
-
-def _postgres(base: str):
-    """A schema of its own in the database at ``base``: (URL using it, a function emptying it)."""
-    import sqlalchemy as sa
-    from sqlalchemy.engine import make_url
-
-    admin = sa.create_engine(make_url(base).set(drivername="postgresql+psycopg"))
-    schema = "etl_bench_store"
-
-    def reset() -> None:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
-            conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
-
-    url = make_url(base).update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
-    return url, reset
+        write_section("bench.store", section)
 
 
 if __name__ == "__main__":

@@ -22,22 +22,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import re
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "RESULTS.md"
-START, END = "<!-- bench.visualize:start -->", "<!-- bench.visualize:end -->"
+from bench.harness import Sample, machine, measure, section_markers, write_graph_file, write_section
+
+START, END = section_markers("bench.visualize")
 PER_FILE = 500  # objects per graph file, as etl run writes them
 BEFORE = (  # measured once with this script's runs and `etl visualize DIR` at that commit
     "Before this change (commit e41750a: every object, and the whole page, held in memory; no limits), "
@@ -57,41 +52,16 @@ SCENARIOS = (  # (name, extra arguments of etl visualize)
 )
 
 
-@dataclass
-class Sample:
-    seconds: float
-    cpu: float  # user + system
-    peak_mb: float
-    page_mb: float
-    stdout: str
-    stderr: str
-
-
-def measure(run: Path, page: Path, extra: list[str]) -> Sample:
-    """``etl visualize RUN --output PAGE EXTRA...``: wall time, peak RSS and the page's size."""
-    command = [sys.executable, "-m", "engine", "visualize", str(run), "--output", str(page), *extra]
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        started = time.perf_counter()
-        process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=err)
-        _, status, usage = os.wait4(process.pid, 0)
-        seconds = time.perf_counter() - started
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        raise RuntimeError(f"{' '.join(command)} exited {code}:\n{stderr[-2000:]}")
-    size = page.stat().st_size / 2**20
+def visualize(run: Path, page: Path, extra: list[str]) -> Sample:
+    """``etl visualize RUN --output PAGE EXTRA...``, measured; the page's size (MB) in
+    ``extra["page_mb"]``."""
+    sample = measure([sys.executable, "-m", "engine", "visualize", str(run), "--output", str(page), *extra])
+    sample.extra["page_mb"] = page.stat().st_size / 2**20
     page.unlink()
-    return Sample(seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, size, stdout, stderr)
+    return sample
 
 
 # -- the generated run -------------------------------------------------------------------------------
-
-
-def _write(folder: Path, collection: str, objects: list[dict], number: int) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{number:07d}.json").write_bytes(orjson.dumps({collection: objects}))
 
 
 def _batches(count: int):
@@ -187,21 +157,21 @@ def generate_run(root: Path, entities: int, relationships: int) -> Path:
     mapped = max(0, relationships - users - certificates)
     graph = root / "graph"
     account = {"_key": ACCOUNT, "_type": "digicert_account", "_class": ["Account"], "displayName": "DigiCert:1234567"}
-    _write(graph / "fetch-account" / "entities", "entities", [account], 0)
+    write_graph_file(graph / "fetch-account" / "entities", "entities", [account], 0)
     for number, batch in _batches(users):
-        _write(graph / "fetch-users" / "entities", "entities", [_user(i) for i in batch], number)
+        write_graph_file(graph / "fetch-users" / "entities", "entities", [_user(i) for i in batch], number)
         rels = [_has(ACCOUNT, _user(i)["_key"], "digicert_account_has_user") for i in batch]
-        _write(graph / "fetch-users" / "relationships", "relationships", rels, number)
+        write_graph_file(graph / "fetch-users" / "relationships", "relationships", rels, number)
     for number, batch in _batches(certificates):
         certs = [_certificate(i, f"d{i % domains}.example.com") for i in batch]
-        _write(graph / "fetch-orders" / "entities", "entities", certs, number)
+        write_graph_file(graph / "fetch-orders" / "entities", "entities", certs, number)
         rels = [_has(ACCOUNT, c["_key"], "digicert_account_has_certificate") for c in certs]
-        _write(graph / "fetch-orders" / "relationships", "relationships", rels, number)
+        write_graph_file(graph / "fetch-orders" / "relationships", "relationships", rels, number)
     for number, batch in _batches(mapped):
         rels = [
             _mapped(f"digicert_certificate:{100000 + j % certificates}", f"d{j % domains}.example.com") for j in batch
         ]
-        _write(graph / "fetch-orders-domains" / "relationships", "relationships", rels, number)
+        write_graph_file(graph / "fetch-orders-domains" / "relationships", "relationships", rels, number)
     steps = ["fetch-account", "fetch-users", "fetch-orders", "fetch-orders-domains"]
     summary = {
         "integrationStepResults": [{"id": s, "status": "success"} for s in steps],
@@ -212,20 +182,6 @@ def generate_run(root: Path, entities: int, relationships: int) -> Path:
 
 
 # -- the report ---------------------------------------------------------------------------------------
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{cpu}, {os.cpu_count()} cores; {platform.system()} {platform.release()}; Python {platform.python_version()}"
-    )
 
 
 def drawn(sample: Sample) -> str:
@@ -253,7 +209,7 @@ def section(command: str, sizes: dict, results: list[tuple[str, Sample]], tenth:
     ]
     for name, sample in results:
         lines.append(
-            f"| {name} | {sample.peak_mb:.0f} MB | {sample.page_mb:.2f} MB | {sample.cpu:.1f} s | "
+            f"| {name} | {sample.peak_mb:.0f} MB | {sample.extra['page_mb']:.2f} MB | {sample.cpu:.1f} s | "
             f"{sample.seconds:.1f} s | {drawn(sample)} |"
         )
     lines += ["", "Memory, flat in the size of the run (peak RSS at a tenth of the run, then at the full run):", ""]
@@ -262,17 +218,6 @@ def section(command: str, sizes: dict, results: list[tuple[str, Sample]], tenth:
         lines.append(f"- {name}: {sample.peak_mb:.0f} MB, then {full[name].peak_mb:.0f} MB")
     lines += ["", BEFORE, END]
     return "\n".join(lines)
-
-
-def write_results(text: str) -> None:
-    """Put ``text`` between this script's markers in RESULTS.md (appended the first time)."""
-    current = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.DOTALL)
-    if pattern.search(current):
-        current = pattern.sub(lambda _: text, current)
-    else:
-        current = current.rstrip("\n") + "\n\n" + text + "\n"
-    RESULTS.write_text(current)
 
 
 def main() -> None:
@@ -293,16 +238,16 @@ def main() -> None:
     page = scratch / "page.html"
     results, tenth = [], []
     for name, extra in SCENARIOS:
-        results.append((name, measure(run, page, extra)))
+        results.append((name, visualize(run, page, extra)))
         print(f"{name}: {results[-1][1]}", flush=True)
     for name, extra in (SCENARIOS[0], SCENARIOS[-1]):
-        tenth.append((name, measure(small, page, extra)))
+        tenth.append((name, visualize(small, page, extra)))
         print(f"{name}, a tenth: {tenth[-1][1]}", flush=True)
     command = "python -m bench.visualize" + (f" --scale {args.scale}" if args.scale != 1.0 else "")
     text = section(command, sizes, results, tenth)
     print(text)
     if args.write:
-        write_results(text)
+        write_section("bench.visualize", text)
 
 
 if __name__ == "__main__":
