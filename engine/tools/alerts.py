@@ -357,17 +357,12 @@ class Alert:
         return out
 
 
-@dataclass
-class AlertReport:
-    rules: RuleSet
-    old: OutputDir
-    new: OutputDir
-    now: int
-    old_now: int
-    alerts: list[Alert] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)  # a rule that could not be evaluated on an entity
-    warnings: list[str] = field(default_factory=list)
-    partial_types: frozenset[str] = frozenset()
+class RaisedAlerts:
+    """What evaluating a rules file raised: its exit code (a rule that failed beats alerts),
+    and the alerts as JSON. Both reports below are one."""
+
+    alerts: list
+    errors: list[str]
 
     @property
     def exit_code(self) -> int:
@@ -377,6 +372,19 @@ class AlertReport:
 
     def to_json(self) -> list[dict]:
         return [alert.to_json() for alert in self.alerts]
+
+
+@dataclass
+class AlertReport(RaisedAlerts):
+    rules: RuleSet
+    old: OutputDir
+    new: OutputDir
+    now: int
+    old_now: int
+    alerts: list[Alert] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # a rule that could not be evaluated on an entity
+    warnings: list[str] = field(default_factory=list)
+    partial_types: frozenset[str] = frozenset()
 
 
 def default_old_clock(old: OutputDir, new: OutputDir, now: int) -> int:
@@ -553,22 +561,13 @@ def format_alerts(report: AlertReport) -> str:
 
 
 @dataclass
-class QueryAlertReport:
+class QueryAlertReport(RaisedAlerts):
     rules: RuleSet
     store: str  # the store's label (no password)
     now: int
     alerts: list[QuestionAlert] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-
-    @property
-    def exit_code(self) -> int:
-        if self.errors:
-            return EXIT_RULE_FAILED
-        return EXIT_ALERTS if self.alerts else EXIT_NO_ALERTS
-
-    def to_json(self) -> list[dict]:
-        return [alert.to_json() for alert in self.alerts]
 
 
 def evaluate_query_rules(rules: RuleSet, store: Store, *, now: int | None = None) -> QueryAlertReport:
