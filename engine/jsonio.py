@@ -17,6 +17,12 @@ def decode_json(content: bytes | str) -> Any:
         return json.loads(content)
 
 
+def shown(value: Any, limit: int = 80) -> str:
+    """A value as messages show it: JSON (anything else as text), cut to ``limit`` characters."""
+    text = json.dumps(value, default=str)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def encode_json(value: Any, *, pretty: bool = False) -> bytes:
     """JSON bytes (UTF-8, not ASCII-escaped), indented by two spaces when ``pretty``."""
     try:

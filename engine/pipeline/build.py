@@ -8,7 +8,6 @@ and the rest of the record is kept.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import jinja2
 
 from ..errors import ValueProblem
+from ..jsonio import shown
 from ..lang.values import Scope, Value
 from .check import KeyIndex
 from .properties import compile_properties
@@ -127,12 +127,6 @@ def account_label(account: Any) -> str:
     if isinstance(account, dict) and "_key" in account:
         return str(account["_key"])
     return account if isinstance(account, str) else shown(account)
-
-
-def shown(value: Any) -> str:
-    """A value as messages show it: JSON, shortened to 80 characters."""
-    text = json.dumps(value, default=str)
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 class GraphBuilder:

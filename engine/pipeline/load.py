@@ -20,6 +20,7 @@ import jsonschema
 import yaml
 
 from ..errors import Location, MappingError, Problem
+from ..jsonio import shown
 
 # Limits that keep hostile files (alias bombs, absurd nesting) from eating the machine.
 MAX_NODES = 200_000
@@ -377,7 +378,9 @@ def _explain(error: jsonschema.ValidationError, source: SourceMap) -> list[Probl
         expected = error.validator_value
         expected = " or ".join(expected) if isinstance(expected, list) else expected
         return [
-            source.problem(path, f"expected {expected}, got {describe_type(error.instance)} ({_short(error.instance)})")
+            source.problem(
+                path, f"expected {expected}, got {describe_type(error.instance)} ({shown(error.instance, 40)})"
+            )
         ]
     if validator == "enum":
         options = [str(o) for o in error.validator_value]
@@ -448,8 +451,3 @@ def _branch_properties(branch: dict) -> list[str]:
 
 def _matches(pattern: str, key: Any) -> bool:
     return isinstance(key, str) and re.search(pattern, key) is not None
-
-
-def _short(value: Any) -> str:
-    text = json.dumps(value, default=str)
-    return text if len(text) <= 40 else text[:37] + "..."

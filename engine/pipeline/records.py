@@ -23,8 +23,9 @@ from ..errors import (
     RecordsError,
     RequestBuildError,
 )
+from ..jsonio import shown
 from ..lang.values import Scope, Value, literal
-from .build import ROOT, Lineage, account_label, describe, shown
+from .build import ROOT, Lineage, account_label, describe
 from .decode import DocumentList, Documents, body_of
 from .exportjob import export_files
 from .extract import select_records, unmatched_selector

@@ -24,10 +24,11 @@ from ..errors import (
     Problem,
     RequestBuildError,
 )
+from ..jsonio import shown
 from ..lang.functions import jmespath_options
 from ..lang.values import Scope, Value, is_truthy
 from .accounts import AccountSources
-from .build import ROOT, Built, GraphBuilder, Lineage, describe, shown
+from .build import ROOT, Built, GraphBuilder, Lineage, describe
 from .check import GraphChecker, Verdict
 from .config import ResolvedConfig
 from .extract import keep_record

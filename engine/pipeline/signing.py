@@ -32,14 +32,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
-import jinja2
 import requests
 
-from ..errors import SigningError, ValueProblem
+from ..errors import SigningError
 from ..http import clock
 from ..lang.template_checks import SIGNED_REQUEST_FIELDS
 from ..lang.values import Scope, Value
 from ..secrets import Redactor
+from .build import describe
 
 if TYPE_CHECKING:
     from .plan import Source
@@ -152,7 +152,7 @@ class Signer:
         try:
             result = value.evaluate(Scope({}, {"config": self.config, "request": request}, self.options))
         except Exception as exc:  # an undefined name, a bad key, a type error of an operator...
-            raise self.error(place, value, _describe(exc)) from None
+            raise self.error(place, value, describe(exc)) from None
         if result is None:
             raise self.error(place, value, "it gives null")
         if isinstance(result, (dict, list, tuple)):
@@ -173,12 +173,3 @@ class Signer:
 def _text(value: str | bytes) -> str:
     """A header value as text (``requests`` keeps bytes as they were given)."""
     return value if isinstance(value, str) else value.decode("latin-1")
-
-
-def _describe(exc: Exception) -> str:
-    """A template's failure in a few words, as request templates describe theirs."""
-    if isinstance(exc, jinja2.UndefinedError):
-        return exc.message or str(exc)
-    if isinstance(exc, ValueProblem):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}"

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import OutputError, ValueProblem
+from ..jsonio import shown
 from ..lang.functions import to_epoch_ms
 from ..lang.values import Scope
 from .plan import Incremental, Step
@@ -187,7 +188,7 @@ class MarkTracker:
             self.unreadable += 1
             if self.unreadable == 1:
                 self.warn(
-                    f"incremental.mark ({self.spec.mark.source}) gave {_shown(value)}, which is not a "
+                    f"incremental.mark ({self.spec.mark.source}) gave {shown(value, 60)}, which is not a "
                     f"{self.spec.compare}; such records do not move the mark"
                 )
 
@@ -201,14 +202,6 @@ class MarkTracker:
         except TypeError:
             return False
         return True
-
-
-def _shown(value: Any) -> str:
-    try:
-        text = json.dumps(value)
-    except (TypeError, ValueError):
-        text = "a value of no JSON type"
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 class StepMarks:
