@@ -377,11 +377,8 @@ def _explain(error: jsonschema.ValidationError, source: SourceMap) -> list[Probl
     if validator == "type":
         expected = error.validator_value
         expected = " or ".join(expected) if isinstance(expected, list) else expected
-        return [
-            source.problem(
-                path, f"expected {expected}, got {describe_type(error.instance)} ({shown(error.instance, 40)})"
-            )
-        ]
+        got = f"{describe_type(error.instance)} ({shown(error.instance, 40)})"
+        return [source.problem(path, f"expected {expected}, got {got}")]
     if validator == "enum":
         options = [str(o) for o in error.validator_value]
         hint = difflib.get_close_matches(str(error.instance), options, n=1, cutoff=0.5) or _same_letters(
