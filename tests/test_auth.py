@@ -27,6 +27,7 @@ from tests.fakes.paging import (
     require_bearer,
     require_header,
     require_query,
+    tags_step,
     write_mapping,
 )
 from tests.fakes.server import Response
@@ -289,22 +290,9 @@ OAUTH_MAPPING = {
 
 def test_oauth_token_shared_by_concurrent_fan_out_requests(etl, api, tmp_path):
     api.oauth = oauth = oauth_server()
-    tags = {
-        "id": "fetch-tags",
-        "name": "Fetch tags",
-        "depends_on": ["fetch-items"],
-        "for_each": "example_item",
-        "request": {"path": "/items/{{ parent.itemId }}/tags"},
-        "entities": [
-            {
-                "type": "example_tag",
-                "class": "Record",
-                "key": "example_tag:{{ record.id }}",
-                "properties": {"name": "name"},
-            }
-        ],
-    }
-    data = item_mapping({"kind": "offset", "limit": 10, "total": "meta.total"}, **OAUTH_MAPPING, steps_after=[tags])
+    data = item_mapping(
+        {"kind": "offset", "limit": 10, "total": "meta.total"}, **OAUTH_MAPPING, steps_after=[tags_step()]
+    )
     result = run_oauth(etl, write_mapping(tmp_path / "m.yaml", data), api, tmp_path / "out", "--concurrency", "8")
     assert result.exit_code == 0, result.stdout + result.stderr
     output = read_output(tmp_path / "out")

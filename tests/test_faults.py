@@ -23,6 +23,7 @@ from tests.fakes.paging import (
     item_mapping,
     partial_types,
     step_status,
+    tags_step,
     write_mapping,
 )
 from tests.fakes.server import Response
@@ -272,29 +273,15 @@ def test_the_fake_stops_a_runaway_client(etl, tmp_path):
 
 # -- status rules ------------------------------------------------------------------------------------
 
-TAGS = {
-    "id": "fetch-tags",
-    "name": "Fetch tags",
-    "depends_on": ["fetch-items"],
-    "for_each": "example_item",
-    "request": {"path": "/items/{{ parent.itemId }}/tags"},
-    "entities": [
-        {
-            "resource": "Tag",
-            "type": "example_tag",
-            "class": "Record",
-            "key": "example_tag:{{ record.id }}",
-            "properties": {"name": "name"},
-        }
-    ],
-    "relationships": [
+TAGS = tags_step(
+    relationships=[
         {
             "class": "HAS",
             "from": {"type": "example_item", "key": "example_item:{{ parent.itemId }}"},
             "to": "example_tag",
         }
-    ],
-}
+    ]
+)
 OWNERS = {
     "id": "fetch-owners",
     "name": "Fetch owners",

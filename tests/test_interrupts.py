@@ -22,6 +22,7 @@ from tests.fakes.paging import (
     ignore_disconnects,
     item_mapping,
     make_items,
+    tags_step,
     write_mapping,
 )
 
@@ -31,23 +32,6 @@ PATIENCE = 120  # the source's timeout: a read would block for this long
 BOUND = 10.0  # seconds from the signal to the exit, generously (a noisy 2-core machine)
 SOURCE = {"timeout": PATIENCE, "retry": {"max_attempts": 1}}
 SIGNALS = [pytest.param(signal.SIGINT, id="SIGINT"), pytest.param(signal.SIGTERM, id="SIGTERM")]
-
-TAGS_STEP = {
-    "id": "fetch-tags",
-    "name": "Fetch tags",
-    "depends_on": ["fetch-items"],
-    "for_each": "example_item",
-    "request": {"path": "/items/{{ parent.itemId }}/tags"},
-    "entities": [
-        {
-            "resource": "Tag",
-            "type": "example_tag",
-            "class": "Record",
-            "key": "example_tag:{{ record.id }}",
-            "properties": {"name": "name"},
-        }
-    ],
-}
 
 
 def snapshot_files(root: Path) -> dict[str, bytes]:
@@ -136,7 +120,7 @@ def test_a_prefetch_blocked_in_a_read_does_not_hold_up_the_stop(etl, tmp_path, h
 def test_a_fan_out_worker_blocked_in_a_read_does_not_hold_up_the_stop(etl, tmp_path, held, signum):
     with PagingApi("none", 6) as api:
         ignore_disconnects(api)
-        mapping = write_mapping(tmp_path / "example.yaml", item_mapping(None, source=SOURCE, steps_after=[TAGS_STEP]))
+        mapping = write_mapping(tmp_path / "example.yaml", item_mapping(None, source=SOURCE, steps_after=[tags_step()]))
         out = tmp_path / "out"
         assert etl("run", mapping, "--base-url", api.url, "--output", out).exit_code == 0
         before = snapshot_files(out)
@@ -153,7 +137,7 @@ def test_a_fan_out_with_one_worker_still_stops(etl, tmp_path, held):
     """--concurrency 1: the child request runs on the main thread (the plain case)."""
     with PagingApi("none", 3) as api:
         ignore_disconnects(api)
-        mapping = write_mapping(tmp_path / "example.yaml", item_mapping(None, source=SOURCE, steps_after=[TAGS_STEP]))
+        mapping = write_mapping(tmp_path / "example.yaml", item_mapping(None, source=SOURCE, steps_after=[tags_step()]))
         out = tmp_path / "out"
         assert etl("run", mapping, "--base-url", api.url, "--output", out).exit_code == 0
         before = snapshot_files(out)

@@ -40,27 +40,11 @@ from engine.pipeline.progress import (
     utc_timestamp,
 )
 from engine.pipeline.runner import RunOptions, run_plan
-from tests.fakes.paging import PagingApi, item_mapping, write_mapping
+from tests.fakes.paging import PagingApi, item_mapping, tags_step, write_mapping
 
 STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
 ANSI_OR_CR = re.compile(r"\x1b|\r")
 
-TAGS_STEP = {
-    "id": "fetch-tags",
-    "name": "Fetch tags",
-    "depends_on": ["fetch-items"],
-    "for_each": "example_item",
-    "request": {"path": "/items/{{ parent.itemId }}/tags"},
-    "entities": [
-        {
-            "resource": "Tag",
-            "type": "example_tag",
-            "class": "Record",
-            "key": "example_tag:{{ record.id }}",
-            "properties": {"name": "name"},
-        }
-    ],
-}
 OFFSET = {"kind": "offset", "limit": 10, "total": "meta.total"}
 PAGES = {"kind": "page", "size": 10, "total_pages": "meta.total_pages"}
 CURSOR = {"kind": "cursor", "size": 10, "cursor": "next_cursor"}
@@ -113,7 +97,7 @@ def run_with(progress: Progress, tmp_path, kind: str, pagination: dict, total: i
 
 def test_the_runner_tells_steps_the_declared_total_and_fan_out_parents_never_records(tmp_path):
     recorder = Recorder()
-    result = run_with(recorder, tmp_path, "offset", OFFSET, steps_after=[TAGS_STEP])
+    result = run_with(recorder, tmp_path, "offset", OFFSET, steps_after=[tags_step()])
     assert result.exit_code == 0
     assert recorder.calls == [
         ("started", "fetch-items", None),
@@ -307,7 +291,7 @@ def test_plain_mode_tells_a_step_stuck_in_a_request(monkeypatch):
 
 
 def test_a_run_on_a_pipe_prints_whole_lines_and_nothing_for_quick_steps(etl, tmp_path, monkeypatch):
-    mapping = write_mapping(tmp_path / "m.yaml", item_mapping(OFFSET, steps_after=[TAGS_STEP]))
+    mapping = write_mapping(tmp_path / "m.yaml", item_mapping(OFFSET, steps_after=[tags_step()]))
     with PagingApi("offset", 23) as api:
         quick = etl("run", mapping, "--base-url", api.url, "--output", tmp_path / "out")
         monkeypatch.setattr(progress_module, "PLAIN_FIRST_LINE_AFTER", 0)  # every step told as it starts

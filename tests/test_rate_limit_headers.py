@@ -14,7 +14,7 @@ import pytest
 
 from engine.http import clock as http_clock
 from engine.pipeline.ratelimit import HeaderLimits, read_announcement, reset_seconds
-from tests.fakes.paging import EXAMPLES, FakeClock, item_ids, item_mapping, partial_types, write_mapping
+from tests.fakes.paging import EXAMPLES, FakeClock, item_ids, item_mapping, partial_types, tags_step, write_mapping
 from tests.fakes.quota import EPOCH, STYLES, QuotaApi
 from tests.graphtools import read_output
 from tests.test_rate_limits import busiest_window
@@ -112,24 +112,6 @@ def test_announced_limits_and_budgets_are_both_kept(etl, clock, tmp_path):
 
 
 # -- fan-out -------------------------------------------------------------------------------------------
-
-
-def tags_step() -> dict:
-    return {
-        "id": "fetch-tags",
-        "name": "Fetch tags",
-        "depends_on": ["fetch-items"],
-        "for_each": "example_item",
-        "request": {"path": "/items/{{ parent.itemId }}/tags"},
-        "entities": [
-            {
-                "type": "example_tag",
-                "class": "Record",
-                "key": "example_tag:{{ record.id }}",
-                "properties": {"name": "name"},
-            }
-        ],
-    }
 
 
 @pytest.mark.parametrize("style", ["x-epoch", "ietf"])

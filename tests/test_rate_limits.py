@@ -16,6 +16,7 @@ from tests.fakes.paging import (
     item_ids,
     item_mapping,
     partial_types,
+    tags_step,
     write_mapping,
 )
 from tests.fakes.server import Response
@@ -176,22 +177,7 @@ def test_the_budget_is_shared_by_the_steps_of_a_source(etl, api, clock, tmp_path
 def test_concurrent_fan_out_respects_the_budget(etl, clock, tmp_path):
     with PagingApi("none", 12) as api:
         api.clock = clock
-        tags = {
-            "id": "fetch-tags",
-            "name": "Fetch tags",
-            "depends_on": ["fetch-items"],
-            "for_each": "example_item",
-            "request": {"path": "/items/{{ parent.itemId }}/tags"},
-            "entities": [
-                {
-                    "type": "example_tag",
-                    "class": "Record",
-                    "key": "example_tag:{{ record.id }}",
-                    "properties": {"name": "name"},
-                }
-            ],
-        }
-        data = item_mapping(None, source={"rate_limits": [{"requests": 3, "seconds": 10}]}, steps_after=[tags])
+        data = item_mapping(None, source={"rate_limits": [{"requests": 3, "seconds": 10}]}, steps_after=[tags_step()])
         result = etl(
             "run",
             write_mapping(tmp_path / "m.yaml", data),

@@ -639,6 +639,28 @@ def item_mapping(
     return data
 
 
+def tags_step(**changes) -> dict:
+    """A fan-out step after ``item_mapping``'s: the tags of each example_item
+    (``GET /items/<id>/tags``), as ``example_tag`` entities; ``changes`` replace its keys."""
+    step = {
+        "id": "fetch-tags",
+        "name": "Fetch tags",
+        "depends_on": ["fetch-items"],
+        "for_each": "example_item",
+        "request": {"path": "/items/{{ parent.itemId }}/tags"},
+        "entities": [
+            {
+                "resource": "Tag",
+                "type": "example_tag",
+                "class": "Record",
+                "key": "example_tag:{{ record.id }}",
+                "properties": {"name": "name"},
+            }
+        ],
+    }
+    return {**step, **changes}
+
+
 def write_mapping(path: Path, data: dict) -> Path:
     path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
     return path
