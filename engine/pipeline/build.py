@@ -88,29 +88,24 @@ class Lineage:
     that a later step fans out over: memory grows with the parents, not with the records.
     """
 
-    __slots__ = ("parent", "ancestors", "account")
+    __slots__ = ("parent", "ancestors", "account", "unit")
 
     def __init__(self, parent: dict | None = None, ancestors: Mapping[str, dict] | None = None, account: Any = None):
         self.parent = parent
         self.ancestors: Mapping[str, dict] = ancestors if ancestors is not None else {}
         self.account = account
-
-    @property
-    def unit(self) -> str | None:
-        """The name of what the fetch was for, in saved state: the parent's ``_key``, or the
-        account; None outside a fan-out or accounts."""
-        if self.parent is not None:
-            return str(self.parent.get("_key"))
-        return None if self.account is None else account_label(self.account)
+        # What the fetch was for, by name (saved state keys its marks so): the parent's _key, or
+        # the account; None outside a fan-out or accounts. Named once, not per record.
+        self.unit: str | None = (
+            str(parent.get("_key")) if parent is not None else None if account is None else account_label(account)
+        )
 
     def describe(self) -> str:
         """What the fetch was for, as messages name it: ``for example_org:o1``, ``for account
         acme``, or nothing."""
-        if self.parent is not None:
-            return f"for {self.parent.get('_key')}"
-        if self.account is not None:
-            return f"for account {account_label(self.account)}"
-        return ""
+        if self.unit is None:
+            return ""
+        return f"for {self.unit}" if self.parent is not None else f"for account {self.unit}"
 
     def below(self, entity_type: str, entity: dict) -> Lineage:
         """The lineage of what is fetched for ``entity`` (of ``entity_type``), which was
