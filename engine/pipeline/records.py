@@ -25,7 +25,7 @@ from ..errors import (
 )
 from ..jsonio import shown
 from ..lang.values import Scope, Value, literal
-from .build import ROOT, Lineage, account_label, describe
+from .build import ROOT, Lineage, describe
 from .decode import DocumentList, Documents, body_of
 from .exportjob import export_files
 from .extract import select_records, unmatched_selector
@@ -189,10 +189,7 @@ class StepRecords:
 
         units = ((lineage, self.account_base(request.source, lineage.account)) for lineage in lineages)
         for (lineage, _), stream in ordered_streams(events, units, self.options.concurrency):
-            if step.for_each is not None:
-                context = f"for {step.for_each} {(lineage.parent or {}).get('_key')}: "
-            else:
-                context = f"for account {account_label(lineage.account)}: "
+            context = f"for {step.for_each or 'account'} {lineage.unit}: "
             try:
                 yield from self.page_records(step, result, self.told(step, result, stream, context), lineage)
             except FetchError as exc:
